@@ -1,0 +1,258 @@
+"""The SQLite catalog: one row per indexed image with its metadata and its vector.
+
+The catalog is the source of truth. Vectors are stored here as float32 blobs, so the FAISS
+index is a rebuildable artefact. Schema changes are numbered migrations tracked in
+`PRAGMA user_version`; every write is one transaction, so a crash loses at most the batch
+in flight.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from .errors import LibraryCorrupt, LibraryVersionError
+
+CATALOG_FILE = "catalog.db"
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        taken_at TEXT,
+        camera TEXT,
+        indexed_at TEXT NOT NULL,
+        vector BLOB NOT NULL
+    );
+    CREATE INDEX images_hash ON images(hash);
+    CREATE TABLE failures (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+IMAGE_COLUMNS = "id, path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at"
+
+
+@dataclass(frozen=True)
+class FileState:
+    id: int
+    size: int
+    mtime_ns: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    width: int
+    height: int
+    format: str
+    taken_at: str | None
+    camera: str | None
+    vector: np.ndarray
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def under_clause(roots: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL matching paths equal to, or inside, any root, using the path index (range scans)."""
+    parts, params = [], []
+    for root in roots:
+        prefix = root.rstrip(os.sep) + os.sep
+        parts.append("(path = ? OR (path >= ? AND path < ?))")
+        params += [root, prefix, prefix[:-1] + chr(ord(os.sep) + 1)]
+    return "(" + " OR ".join(parts) + ")", params
+
+
+class Catalog:
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+    @classmethod
+    def open(cls, directory: Path, create: bool = False) -> "Catalog":
+        path = directory / CATALOG_FILE
+        try:
+            db = sqlite_utils.Database(path)
+            db.execute("PRAGMA busy_timeout = 30000")
+            db.enable_wal()
+            db.execute("PRAGMA synchronous = NORMAL")
+            catalog = cls(db)
+            catalog._migrate(create)
+        except sqlite3.DatabaseError as e:
+            raise LibraryCorrupt(f"The catalog {path} is damaged or not a clipsearch catalog ({e})") from None
+        return catalog
+
+    def _migrate(self, create: bool) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LibraryVersionError(
+                f"This library was written by a newer clipsearch (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade clipsearch to use it"
+            )
+        if version == 0 and not create and "images" not in self.db.table_names():
+            raise LibraryCorrupt("The catalog has no clipsearch tables")
+        for number in range(version, SCHEMA_VERSION):
+            with self.db.conn:
+                self.db.conn.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- meta ---------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.db.conn:
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [key, json.dumps(value)])
+
+    # --- reading ------------------------------------------------------------
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM images").fetchone()[0]
+
+    def max_id(self) -> int:
+        return self.db.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0]
+
+    def states_under(self, roots: Sequence[str]) -> dict[str, FileState]:
+        where, params = under_clause(roots)
+        sql = f"SELECT path, id, size, mtime_ns, hash FROM images WHERE {where}"
+        return {r[0]: FileState(*r[1:]) for r in self.db.execute(sql, params)}
+
+    def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
+        where, params = under_clause(roots)
+        sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
+        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
+
+    def ids_under(self, roots: Sequence[str]) -> np.ndarray:
+        where, params = under_clause(roots)
+        rows = self.db.execute(f"SELECT id FROM images WHERE {where}", params).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def all_ids(self) -> np.ndarray:
+        rows = self.db.execute("SELECT id FROM images ORDER BY id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        ids = [int(i) for i in ids]
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            sql = f"SELECT {IMAGE_COLUMNS} FROM images WHERE id IN ({','.join('?' * len(chunk))})"
+            cursor = self.db.execute(sql, chunk)
+            names = [d[0] for d in cursor.description]
+            found.update({row[0]: dict(zip(names, row)) for row in cursor})
+        return found
+
+    def row_by_path(self, path: str) -> dict[str, Any] | None:
+        cursor = self.db.execute(f"SELECT {IMAGE_COLUMNS}, vector FROM images WHERE path = ?", [path])
+        row = cursor.fetchone()
+        return dict(zip([d[0] for d in cursor.description], row)) if row else None
+
+    def iter_vectors(self, after_id: int = 0, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) in id order, a chunk at a time, so memory stays bounded."""
+        last = after_id
+        while True:
+            rows = self.db.execute(
+                "SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?", [last, chunk]
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            yield ids, np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            last = int(ids[-1])
+
+    def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
+        got = {}
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start : start + 500]]
+            sql = f"SELECT id, vector FROM images WHERE id IN ({','.join('?' * len(chunk))})"
+            got.update({r[0]: np.frombuffer(r[1], dtype=np.float32) for r in self.db.execute(sql, chunk)})
+        return np.vstack([got[int(i)] for i in ids])
+
+    def by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
+        hashes = list(set(hashes))
+        found: dict[str, int] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            sql = f"SELECT hash, id FROM images WHERE hash IN ({','.join('?' * len(chunk))})"
+            found.update({r[0]: r[1] for r in self.db.execute(sql, chunk)})
+        return found
+
+    # --- writing (each call is one transaction) -------------------------------
+    def write_batch(
+        self, images: Sequence[NewImage], replaced_ids: Sequence[int], failures: Sequence[tuple[str, int, int, str]]
+    ) -> list[int]:
+        """Insert new images (dropping the rows they replace) and record failures, atomically."""
+        stamp = now_iso()
+        with self.db.conn:
+            self._delete(replaced_ids)
+            self.db.conn.executemany(
+                "DELETE FROM failures WHERE path = ?", [(im.path,) for im in images]
+            )
+            ids = [self._insert(im, stamp) for im in images]
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)", failures
+            )
+        return ids
+
+    def _insert(self, im: NewImage, stamp: str) -> int:
+        cursor = self.db.conn.execute(
+            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (im.path, im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at, im.camera, stamp,
+             np.ascontiguousarray(im.vector, dtype=np.float32).tobytes()),
+        )
+        return int(cursor.lastrowid)
+
+    def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
+        """Point rows at new paths: (id, path, size, mtime_ns)."""
+        with self.db.conn:
+            self.db.conn.executemany(
+                "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                [(p, s, m, i) for i, p, s, m in moves],
+            )
+
+    def touch(self, updates: Sequence[tuple[int, int, int]]) -> None:
+        """Record a new size/mtime for rows whose content did not change: (id, size, mtime_ns)."""
+        with self.db.conn:
+            self.db.conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
+                                     [(s, m, i) for i, s, m in updates])
+
+    def delete(self, ids: Sequence[int], failure_paths: Sequence[str] = ()) -> None:
+        with self.db.conn:
+            self._delete(ids)
+            self.db.conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in failure_paths])
+
+    def _delete(self, ids: Sequence[int]) -> None:
+        self.db.conn.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])
+
+    def clear(self) -> None:
+        with self.db.conn:
+            self.db.execute("DELETE FROM images")
+            self.db.execute("DELETE FROM failures")

@@ -1,0 +1,150 @@
+"""One index run: diff a listing against the catalog, then embed what is new or changed.
+
+Order matters for safety: moves and deletions are single transactions, and each embedded
+batch is written to the catalog in one transaction before its vectors enter the index, so
+a crash at any point leaves a catalog that `VectorIndex.sync` can reconcile.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .catalog import Catalog, FileState, NewImage
+from .decode import content_hash
+from .discover import FileEntry, Listing
+from .encoder import Encoder
+from .pipeline import Batch, decoded_batches, read_entry
+from .results import IndexReport, Skip
+from .vectorindex import VectorIndex
+
+Progress = Callable[[int, int], None]
+SAVE_EVERY_S = 300.0
+
+
+@dataclass
+class Plan:
+    """What a listing means for the catalog."""
+
+    embed: list[FileEntry] = field(default_factory=list)
+    replaced: dict[str, int] = field(default_factory=dict)  # path -> id of its stale row
+    moves: list[tuple[int, str, int, int]] = field(default_factory=list)
+    vanished: list[int] = field(default_factory=list)
+    vanished_failures: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+
+
+def plan(listing: Listing, catalog: Catalog) -> Plan:
+    known = catalog.states_under(listing.roots)
+    failed = catalog.failures_under(listing.roots)
+    result = Plan(skipped=list(listing.skipped))
+    new: list[FileEntry] = []
+    for entry in listing.files:
+        state = known.pop(entry.path, None)
+        if state is not None and (state.size, state.mtime_ns) == (entry.size, entry.mtime_ns):
+            result.unchanged += 1
+        elif state is not None:
+            result.replaced[entry.path] = state.id
+            result.embed.append(entry)
+        elif failed.get(entry.path, (None, None))[:2] == (entry.size, entry.mtime_ns):
+            result.skipped.append(Skip(entry.path, failed[entry.path][2]))
+        else:
+            new.append(entry)
+    listed = {e.path for e in listing.files}
+    result.vanished_failures = [p for p in failed if p not in listed]
+    vanished = {p: s for p, s in known.items() if not _under_unreadable(p, listing)}
+    result.embed += _find_moves(new, vanished, result)
+    result.vanished = [s.id for s in vanished.values()]
+    return result
+
+
+def _under_unreadable(path: str, listing: Listing) -> bool:
+    """Rows under a directory we could not read are kept: absence of evidence is not deletion."""
+    return any(path.startswith(s.path.rstrip(os.sep) + os.sep) for s in listing.skipped)
+
+
+def _find_moves(new: list[FileEntry], vanished: dict[str, FileState], result: Plan) -> list[FileEntry]:
+    """Recognise renamed/moved files by content hash (hashing only size-compatible candidates)."""
+    by_size: dict[int, list[tuple[str, FileState]]] = {}
+    for path, state in vanished.items():
+        by_size.setdefault(state.size, []).append((path, state))
+    remaining = []
+    for entry in new:
+        candidates = by_size.get(entry.size, [])
+        match = _match_hash(entry, candidates) if candidates else None
+        if match is None:
+            remaining.append(entry)
+            continue
+        candidates.remove(match)
+        del vanished[match[0]]
+        result.moves.append((match[1].id, entry.path, entry.size, entry.mtime_ns))
+    return remaining
+
+
+def _match_hash(entry: FileEntry, candidates: list[tuple[str, FileState]]) -> tuple[str, FileState] | None:
+    try:
+        digest = content_hash(read_entry(entry)[1])
+    except OSError:
+        return None
+    return next((c for c in candidates if c[1].hash == digest), None)
+
+
+@dataclass
+class IndexRun:
+    catalog: Catalog
+    vectors: VectorIndex
+    encoder: Encoder
+    save: Callable[[], None]
+    batch_size: int
+    workers: int
+    progress: Progress | None = None
+
+    def run(self, listing: Listing, started: float) -> IndexReport:
+        todo = plan(listing, self.catalog)
+        if todo.moves:
+            self.catalog.move(todo.moves)
+        if todo.vanished or todo.vanished_failures:
+            self.catalog.delete(todo.vanished, todo.vanished_failures)
+            self.vectors.remove(np.array(todo.vanished, dtype=np.int64))
+        skipped = list(todo.skipped)
+        added = updated = 0
+        last_save = time.monotonic()
+        for batch in self._batches(todo.embed):
+            failures = self._write(batch, todo.replaced)
+            skipped += [Skip(path, reason) for path, _, _, reason in failures]
+            good = batch.good
+            updated += sum(1 for d in good if d.entry.path in todo.replaced)
+            added += sum(1 for d in good if d.entry.path not in todo.replaced)
+            if self.progress:
+                self.progress(len(batch.items), len(todo.embed))
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                self.save()
+                last_save = time.monotonic()
+        self.save()
+        return IndexReport(added, updated, len(todo.moves), len(todo.vanished), todo.unchanged,
+                           tuple(skipped), time.monotonic() - started)
+
+    def _batches(self, entries: Sequence[FileEntry]):
+        return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size, self.batch_size,
+                               self.workers, pin_memory=self.encoder.device.type == "cuda")
+
+    def _write(self, batch: Batch, replaced: dict[str, int]) -> list[tuple[str, int, int, str]]:
+        good = batch.good
+        vectors = self.encoder.encode_images(batch.pixels) if good else np.zeros((0, self.vectors.dim), np.float32)
+        images = [_new_image(d, v) for d, v in zip(good, vectors)]
+        failures = [(d.entry.path, d.entry.size, d.entry.mtime_ns, d.error or "") for d in batch.items if d.error]
+        stale = [replaced[d.entry.path] for d in batch.items if d.entry.path in replaced]
+        ids = self.catalog.write_batch(images, stale, failures)
+        self.vectors.remove(np.array(stale, dtype=np.int64))
+        self.vectors.add(np.array(ids, dtype=np.int64), vectors)
+        return failures
+
+
+def _new_image(d, vector: np.ndarray) -> NewImage:
+    m = d.meta
+    return NewImage(d.entry.path, d.entry.size, d.entry.mtime_ns, d.hash, m.width, m.height, m.format,
+                    m.taken_at, m.camera, vector)

@@ -1,0 +1,238 @@
+"""Choosing and loading CLIP models: open_clip architectures, hub weights, local checkpoints,
+and the small `clipsearch-tiny` model that ships inside the package.
+
+Loading never reaches the network when the weights are cached; when they are not and the hub
+cannot be reached, it fails fast with `ModelUnavailable` saying how to fix it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelMismatch, ModelUnavailable
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+TINY_MODEL = "clipsearch-tiny"
+TINY_CONFIG = Path(__file__).parent / "model_configs" / f"{TINY_MODEL}.json"
+TINY_WEIGHTS = Path(__file__).parent / "weights" / f"{TINY_MODEL}.pt"
+BUNDLED = "bundled"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a library records about the model that built it."""
+
+    arch: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        source = self.checkpoint or self.pretrained or "random init"
+        return f"{self.arch} ({source})"
+
+    def same_weights(self, other: "ModelSpec") -> bool:
+        if self.checkpoint_sha256 or other.checkpoint_sha256:
+            return self.arch == other.arch and self.checkpoint_sha256 == other.checkpoint_sha256
+        return self.arch == other.arch and self.pretrained == other.pretrained
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        return cls(**{k: d.get(k) for k in ("arch", "pretrained", "checkpoint", "checkpoint_sha256")})
+
+
+def model_spec(arch: str = DEFAULT_MODEL, pretrained: str | None = None, checkpoint: str | None = None) -> ModelSpec:
+    """Resolve user options into a spec: the tiny model's bundled weights, a checkpoint, or a hub tag."""
+    if arch == TINY_MODEL and not checkpoint:
+        return ModelSpec(TINY_MODEL, BUNDLED, None, file_sha256(str(TINY_WEIGHTS)))
+    if checkpoint:
+        path = os.path.abspath(checkpoint)
+        if not os.path.isfile(path):
+            raise ModelUnavailable(f"Checkpoint file not found: {checkpoint}")
+        return ModelSpec(arch, None, path, file_sha256(path))
+    return ModelSpec(arch, pretrained or DEFAULT_PRETRAINED, None, None)
+
+
+@lru_cache(maxsize=8)
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def register_tiny() -> None:
+    import open_clip
+
+    if TINY_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(TINY_CONFIG)
+
+
+def hub_cache_dir() -> str:
+    """The Hugging Face hub cache open_clip downloads into, read from the environment now."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return os.path.join(home, "hub")
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ModelUnavailable("--device cuda was asked for but no CUDA GPU is available")
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise ModelUnavailable("--device mps was asked for but MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def weights_file(spec: ModelSpec) -> tuple[str | None, dict[str, Any]]:
+    """The local weights file for a spec (downloading it if the hub is reachable) and its tag config."""
+    if spec.arch == TINY_MODEL and spec.pretrained == BUNDLED:
+        return str(TINY_WEIGHTS), {}
+    if spec.checkpoint:
+        if not os.path.isfile(spec.checkpoint):
+            raise ModelUnavailable(f"The checkpoint {spec.checkpoint} this library was built with is missing")
+        return spec.checkpoint, {}
+    if not spec.pretrained:
+        return None, {}
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    cfg = get_pretrained_cfg(spec.arch, spec.pretrained)
+    if not cfg:
+        tags = ", ".join(list_pretrained_tags_by_model(spec.arch)) or "none"
+        raise ModelUnavailable(
+            f"Unknown pretrained tag {spec.pretrained!r} for {spec.arch} (known tags: {tags}); see `clipsearch models`"
+        )
+    return cached_weights(cfg) or _download(spec, cfg), cfg
+
+
+def _hub_location(cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    from open_clip.constants import HF_WEIGHTS_NAME
+    from open_clip.pretrained import _get_safe_alternatives
+
+    repo, filename = os.path.split(hub)
+    filename = filename or HF_WEIGHTS_NAME
+    return repo, [*_get_safe_alternatives(filename), filename]
+
+
+def cached_weights(cfg: dict[str, Any]) -> str | None:
+    """The cached weights file for a pretrained tag config, without touching the network."""
+    location = _hub_location(cfg)
+    if location is None:
+        url = cfg.get("url", "")
+        path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        return path if url and os.path.isfile(path) else None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filenames = location
+    for filename in filenames:
+        found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _download(spec: ModelSpec, cfg: dict[str, Any]) -> str:
+    from open_clip.pretrained import download_pretrained
+
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    try:
+        path = download_pretrained(cfg, cache_dir=hub_cache_dir())
+    except Exception as e:  # any download failure means the same thing to the user
+        raise ModelUnavailable(_offline_message(spec, e)) from None
+    if not path:
+        raise ModelUnavailable(_offline_message(spec, "no download location"))
+    return path
+
+
+def _offline_message(spec: ModelSpec, cause: object) -> str:
+    first_line = str(cause).strip().splitlines()[0][:160] if str(cause).strip() else type(cause).__name__
+    return (
+        f"Model weights for {spec.arch} ({spec.pretrained}) are not in the cache at {hub_cache_dir()} "
+        f"and could not be downloaded ({first_line}). Fix: run once with network access to cache them, "
+        f"or pass --checkpoint FILE with local open_clip weights."
+    )
+
+
+def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = None) -> "Encoder":
+    """The one entry point that turns a spec into a ready encoder."""
+    import open_clip
+    import torch
+
+    from .encoder import Encoder
+
+    register_tiny()
+    if spec.arch not in open_clip.list_models():
+        raise ModelUnavailable(f"Unknown model architecture {spec.arch!r}; see `clipsearch models`")
+    dev = resolve_device(device)
+    path, cfg = weights_file(spec)
+    precision = precision or ("fp16" if dev == "cuda" else "fp32")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.arch,
+            pretrained=path,
+            precision=precision,
+            device=dev,
+            force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+            image_mean=cfg.get("mean"),
+            image_std=cfg.get("std"),
+            image_interpolation=cfg.get("interpolation"),
+            image_resize_mode=cfg.get("resize_mode"),
+        )
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        raise ModelUnavailable(f"Cannot load {spec.label}: {str(e).splitlines()[0][:200]}") from None
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(spec.arch)
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    return Encoder(spec, model, preprocess, tokenizer, torch.device(dev), dtype)
+
+
+def check_same_model(recorded: ModelSpec, requested: ModelSpec) -> None:
+    if not recorded.same_weights(requested):
+        raise ModelMismatch(
+            f"This library was indexed with {recorded.label}; indexing with {requested.label} would mix "
+            f"incompatible vectors. Use the same model, or pass --reindex to re-embed everything."
+        )
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    arch: str
+    pretrained: str
+    cached: bool
+
+
+def list_available() -> list[ModelListing]:
+    """Every (architecture, pretrained tag) open_clip knows, plus the bundled tiny model."""
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained
+
+    listings = [ModelListing(TINY_MODEL, BUNDLED, True)]
+    for arch, tag in list_pretrained():
+        listings.append(ModelListing(arch, tag, cached_weights(get_pretrained_cfg(arch, tag)) is not None))
+    return listings
