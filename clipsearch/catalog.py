@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,7 +253,32 @@ class Catalog:
     def _delete(self, ids: Sequence[int]) -> None:
         self.db.conn.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])
 
-    def clear(self) -> None:
+    def reset(self, meta: dict[str, Any]) -> None:
+        """Empty the catalog and record new metadata (e.g. another model) in one transaction."""
         with self.db.conn:
-            self.db.execute("DELETE FROM images")
-            self.db.execute("DELETE FROM failures")
+            self.db.conn.execute("DELETE FROM images")
+            self.db.conn.execute("DELETE FROM failures")
+            self.db.conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                     [(k, json.dumps(v)) for k, v in meta.items()])
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees one consistent state, even while a writer commits."""
+        if self.db.conn.in_transaction:
+            yield
+            return
+        self.db.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.conn.execute("COMMIT")
+
+    def integrity_problems(self) -> list[str]:
+        rows = self.db.execute("PRAGMA integrity_check").fetchall()
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        dim = self.get_meta("dim")
+        if dim:
+            bad = self.db.execute("SELECT count(*) FROM images WHERE length(vector) != ?", [4 * dim]).fetchone()[0]
+            if bad:
+                problems.append(f"{bad} catalog rows have vectors of the wrong size")
+        return problems

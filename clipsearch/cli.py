@@ -171,6 +171,29 @@ def info(db: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@db_option
+def check(db: str | None) -> None:
+    """Verify that the catalog and the vector index agree; exit 1 on damage."""
+    from .library import Library
+
+    with Library.open(db) as lib:
+        problems = lib.check()
+    if problems:
+        raise click.ClickException("; ".join(problems) + " (run `clipsearch repair`)")
+    click.echo("ok")
+
+
+@main.command()
+@db_option
+def repair(db: str | None) -> None:
+    """Rebuild the vector index from the vectors kept in the catalog."""
+    from .library import Library
+
+    with Library.open(db) as lib:
+        click.echo(f"rebuilt the index with {lib.repair()} vectors")
+
+
+@main.command()
 @click.option("--cached", is_flag=True, help="Only models whose weights are available offline.")
 def models(cached: bool) -> None:
     """List the architectures and pretrained tags open_clip knows; * marks weights cached locally."""

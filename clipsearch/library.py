@@ -12,7 +12,7 @@ import numpy as np
 
 from .catalog import CATALOG_FILE, Catalog, now_iso
 from .discover import list_images
-from .errors import BadImage, BadPath, BadQuery, LibraryLocked, LibraryNotFound
+from .errors import BadImage, BadPath, BadQuery, LibraryCorrupt, LibraryLocked, LibraryNotFound
 from .models import ModelSpec, check_same_model, load_encoder, model_spec
 from .ranking import combine, split_weight, top_k
 from .results import IndexReport, LibraryInfo, SearchResult
@@ -90,11 +90,11 @@ class Library:
         """The FAISS index, brought in line with the catalog (in memory) if the file is stale."""
         if self._vectors is None:
             file = self.path / INDEX_FILE
-            if file.exists():
-                self._vectors = VectorIndex.load(file)
-            else:
-                self._vectors = VectorIndex.create(self._dim())
-        self._vectors.sync(self.catalog)
+            loaded = VectorIndex.load(file) if file.exists() else None
+            dim = self._dim()
+            self._vectors = loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim)
+        with self.catalog.snapshot():
+            self._vectors.sync(self.catalog)
         return self._vectors
 
     def _dim(self) -> int:
@@ -160,9 +160,7 @@ class Library:
         return report
 
     def _reset(self, spec: ModelSpec) -> None:
-        self.catalog.clear()
-        self.catalog.set_meta("model", spec.to_dict())
-        self.catalog.set_meta("dim", self._encoder.dim)
+        self.catalog.reset({"model": spec.to_dict(), "dim": self._encoder.dim})
         self._vectors = VectorIndex.create(self._encoder.dim)
 
     def search(
@@ -235,15 +233,46 @@ class Library:
         vectors = self.vectors
         if len(vectors) == 0:
             return []
-        allowed = self.catalog.ids_under([os.path.abspath(u) for u in under]) if under else None
-        scores, ids = vectors.search(vector[None, :], k + len(exclude), allowed)
-        chosen = top_k(scores[0], ids[0], k, lambda i: i not in exclude, min_score)
-        rows = self.catalog.rows(i for i, _ in chosen)
+        with self.catalog.snapshot():
+            allowed = self.catalog.ids_under([os.path.abspath(u) for u in under]) if under else None
+            scores, ids = vectors.search(vector[None, :], k + len(exclude), allowed)
+            chosen = top_k(scores[0], ids[0], k, lambda i: i not in exclude, min_score)
+            rows = self.catalog.rows(i for i, _ in chosen)
         return [
             SearchResult(rows[i]["path"], round(s, 6), rows[i]["width"], rows[i]["height"], rows[i]["taken_at"])
             for i, s in chosen
             if i in rows
         ]
+
+    def check(self) -> list[str]:
+        """What is wrong with the library on disk (empty when catalog and index file agree)."""
+        problems = self.catalog.integrity_problems()
+        file = self.path / INDEX_FILE
+        if not file.exists():
+            return problems + (["the vector index file is missing"] if self.catalog.count() else [])
+        try:
+            on_disk = VectorIndex.load(file)
+        except LibraryCorrupt as e:
+            return problems + [str(e)]
+        if on_disk.dim != self._dim():
+            return problems + [f"the vector index has {on_disk.dim}-d vectors, the catalog {self._dim()}-d"]
+        with self.catalog.snapshot():
+            ids, wanted = on_disk.ids(), self.catalog.all_ids()
+        if len(ids) != len(np.unique(ids)):
+            problems.append("the vector index holds some ids more than once")
+        orphans, missing = np.setdiff1d(ids, wanted), np.setdiff1d(wanted, ids)
+        if len(orphans):
+            problems.append(f"{len(orphans)} vectors in the index have no catalog row")
+        if len(missing):
+            problems.append(f"{len(missing)} catalog rows are missing from the index")
+        return problems
+
+    def repair(self) -> int:
+        """Rebuild the vector index from the vectors kept in the catalog; returns its size."""
+        with self._lock():
+            self._vectors = rebuild(self.catalog, self._dim())
+            self.save_index()
+        return len(self._vectors)
 
     def info(self) -> LibraryInfo:
         model = self.model
