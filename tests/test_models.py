@@ -99,3 +99,26 @@ def test_reference_decode_path_equals_open_clip_on_photos(random_vit_b_32):
     ref_img, _ = reference(enc.model, enc.preprocess, enc.tokenizer, SAMPLE_PHOTOS, ["x"])
     ours = enc.encode_pil([load(str(p))[0] for p in SAMPLE_PHOTOS])
     assert np.abs(ours - ref_img).max() < 1e-4
+
+
+def fake_hub_cache(cache: Path, repo: str, filename: str) -> Path:
+    """Lay out a file the way huggingface_hub caches downloads."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc123")
+    target = folder / "snapshots" / "abc123" / filename
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"weights")
+    return target
+
+
+def test_models_marks_cached_weights(isolated):
+    target = fake_hub_cache(isolated / "hf" / "hub", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+                            "open_clip_model.safetensors")
+    from clipsearch.models import cached_weights
+    from open_clip.pretrained import get_pretrained_cfg
+
+    assert cached_weights(get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")) == str(target)
+    out = CliRunner().invoke(main, ["models", "--cached"]).output.splitlines()
+    assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled"],
+                                             ["*", "ViT-B-32", "laion2b_s34b_b79k"]]
