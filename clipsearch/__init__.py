@@ -1,7 +1,10 @@
 """clipsearch: semantic image search over a photo library with CLIP, FAISS and SQLite."""
 from .errors import ClipsearchError
+from .filters import Filters
 from .library import Library
 from .models import ModelSpec, model_spec
-from .results import IndexReport, LibraryInfo, SearchResult, Skip
+from .results import (DedupReport, DuplicateGroup, DuplicateMember, IndexReport, LibraryInfo, SearchResult, Skip,
+                      TagCount, TagReport)
 
-__all__ = ["ClipsearchError", "IndexReport", "Library", "LibraryInfo", "ModelSpec", "SearchResult", "Skip", "model_spec"]
+__all__ = ["ClipsearchError", "DedupReport", "DuplicateGroup", "DuplicateMember", "Filters", "IndexReport", "Library",
+           "LibraryInfo", "ModelSpec", "SearchResult", "Skip", "TagCount", "TagReport", "model_spec"]

@@ -48,6 +48,27 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # Zero-shot tags (see tagging.py), and an index covering the metadata filters (see filters.py).
+    # Idempotent, so that a second process opening the catalog mid-migration finds nothing left to do.
+    """
+    CREATE TABLE IF NOT EXISTS label_sets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        labels TEXT NOT NULL UNIQUE,
+        settings TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS image_tags (
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        label_set_id INTEGER NOT NULL REFERENCES label_sets(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        probability REAL NOT NULL,
+        rank INTEGER NOT NULL,
+        PRIMARY KEY (image_id, label_set_id, label)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS image_tags_label ON image_tags(label, image_id);
+    CREATE INDEX IF NOT EXISTS image_tags_set ON image_tags(label_set_id, image_id);
+    CREATE INDEX IF NOT EXISTS images_filters ON images(taken_at, mtime_ns, camera, width, height);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -90,6 +111,20 @@ def under_clause(roots: Sequence[str]) -> tuple[str, list[str]]:
     return "(" + " OR ".join(parts) + ")", params
 
 
+def _create(path: Path) -> None:
+    """Build a new catalog under a temporary name, then rename it into place, so that a reader
+    opening the library at any moment sees either no catalog or a complete one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
+    db = sqlite3.connect(tmp)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        for number, migration in enumerate(MIGRATIONS):
+            db.executescript(f"BEGIN; {migration} PRAGMA user_version = {number + 1}; COMMIT;")
+    finally:
+        db.close()
+    os.replace(tmp, path)
+
+
 class Catalog:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
@@ -97,29 +132,33 @@ class Catalog:
     @classmethod
     def open(cls, directory: Path, create: bool = False) -> "Catalog":
         path = directory / CATALOG_FILE
+        if create and not path.exists():
+            _create(path)
         try:
-            db = sqlite_utils.Database(path)
+            # The web app calls one Library from worker threads, one call at a time (its own lock).
+            db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
             db.execute("PRAGMA busy_timeout = 30000")
+            db.execute("PRAGMA foreign_keys = ON")  # a deleted image takes its tags with it
             db.enable_wal()
             db.execute("PRAGMA synchronous = NORMAL")
             catalog = cls(db)
-            catalog._migrate(create)
+            catalog._migrate()
         except sqlite3.DatabaseError as e:
             raise LibraryCorrupt(f"The catalog {path} is damaged or not a clipsearch catalog ({e})") from None
         return catalog
 
-    def _migrate(self, create: bool) -> None:
+    def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise LibraryVersionError(
                 f"This library was written by a newer clipsearch (schema {version}, this one knows "
                 f"{SCHEMA_VERSION}); upgrade clipsearch to use it"
             )
-        if version == 0 and not create and "images" not in self.db.table_names():
+        if version == 0 and "images" not in self.db.table_names():
             raise LibraryCorrupt("The catalog has no clipsearch tables")
         for number in range(version, SCHEMA_VERSION):
             with self.db.conn:
-                self.db.conn.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
+                self.db.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -150,14 +189,14 @@ class Catalog:
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
         return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
 
-    def ids_under(self, roots: Sequence[str]) -> np.ndarray:
-        where, params = under_clause(roots)
-        rows = self.db.execute(f"SELECT id FROM images WHERE {where}", params).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
-
     def all_ids(self) -> np.ndarray:
         rows = self.db.execute("SELECT id FROM images ORDER BY id").fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, content hashes) of every image, in id order (the order of `iter_vectors`)."""
+        rows = self.db.execute("SELECT id, hash FROM images ORDER BY id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=str)
 
     def rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = [int(i) for i in ids]
@@ -258,6 +297,7 @@ class Catalog:
         with self.db.conn:
             self.db.conn.execute("DELETE FROM images")
             self.db.conn.execute("DELETE FROM failures")
+            self.db.conn.execute("DELETE FROM label_sets")
             self.db.conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                                      [(k, json.dumps(v)) for k, v in meta.items()])
 

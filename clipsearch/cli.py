@@ -1,14 +1,19 @@
 """The `clipsearch` command: a thin click layer over the library API."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import click
 
+from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD
 from .errors import ClipsearchError
+from .filters import Filters, parse_when
 from .results import IndexReport, SearchResult, to_dict
+from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP
 
 
 class _Group(click.Group):
@@ -33,11 +38,49 @@ def db_option(f: Callable) -> Callable:
 
 def result_options(f: Callable) -> Callable:
     f = click.option("--json", "as_json", is_flag=True, help="Print results as a JSON list.")(f)
+    f = click.option("--sort", type=click.Choice(["score", "date"]), default="score", show_default=True,
+                     help="Best first, or the same results oldest first (date taken, else file time).")(f)
     f = click.option("--min-score", type=float, help="Drop results scoring below this cosine similarity.")(f)
-    f = click.option("--under", multiple=True, type=click.Path(), help="Only results inside this folder (repeatable).")(f)
     f = click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
                      help="Number of results.")(f)
     return f
+
+
+class _When(click.ParamType):
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        try:
+            return value if isinstance(value, datetime) else parse_when(value)
+        except ClipsearchError as e:
+            self.fail(str(e), param, ctx)
+
+
+def filter_options(f: Callable) -> Callable:
+    """The metadata filters, handed to the command as one `filters` argument (a `Filters`)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, under: Sequence[str], after: datetime | None, before: datetime | None,
+                camera: Sequence[str], min_width: int | None, min_height: int | None, ext: Sequence[str],
+                tag: str | None, **kwargs: Any) -> Any:
+        filters = Filters(tuple(under), after, before, tuple(camera), min_width, min_height, tuple(ext), tag)
+        return f(*args, filters=filters, **kwargs)
+
+    options = [
+        click.option("--under", multiple=True, type=click.Path(), help="Only images inside this folder (repeatable)."),
+        click.option("--after", type=_When(), help="Only images taken on or after DATE (2021-05-01, or an ISO "
+                     "datetime such as 2021-05-01T14:30): the EXIF date taken, else the file time."),
+        click.option("--before", type=_When(), help="Only images taken before DATE."),
+        click.option("--camera", multiple=True, help="Only images from a camera whose model name contains this "
+                     "(any case; repeatable: any of them)."),
+        click.option("--min-width", type=click.IntRange(min=1), help="Only images at least this many pixels wide."),
+        click.option("--min-height", type=click.IntRange(min=1), help="Only images at least this many pixels high."),
+        click.option("--ext", multiple=True, help="Only files with this extension, e.g. jpg (repeatable: any)."),
+        click.option("--tag", help="Only images tagged with this label (see `clipsearch tag`)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,14 +162,16 @@ def _summary(report: IndexReport) -> str:
 @click.option("--sub", multiple=True, metavar="TERM[:W]", help="Subtract a text or image term (optional weight).")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False), help="Add an image file as a term.")
 @result_options
+@filter_options
 def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequence[str], images: Sequence[str],
-           limit: int, under: Sequence[str], min_score: float | None, as_json: bool) -> None:
+           limit: int, filters: Filters, min_score: float | None, sort: str, as_json: bool) -> None:
     """Find images matching QUERY (text, or the path of an image file)."""
     from .library import Library
 
     text = " ".join(query) if query else None
     with Library.open(db) as lib:
-        results = lib.search(text, k=limit, add=add, sub=sub, images=images, under=under, min_score=min_score)
+        results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters, min_score=min_score,
+                             sort=sort)
     _print_results(results, as_json)
 
 
@@ -134,13 +179,14 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
 @click.argument("image", type=click.Path(dir_okay=False))
 @db_option
 @result_options
-def similar(image: str, db: str | None, limit: int, under: Sequence[str], min_score: float | None,
+@filter_options
+def similar(image: str, db: str | None, limit: int, filters: Filters, min_score: float | None, sort: str,
             as_json: bool) -> None:
     """Find images similar to IMAGE (indexed or not)."""
     from .library import Library
 
     with Library.open(db) as lib:
-        _print_results(lib.similar(image, k=limit, under=under, min_score=min_score), as_json)
+        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort), as_json)
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
@@ -202,3 +248,86 @@ def models(cached: bool) -> None:
     for m in list_available():
         if m.cached or not cached:
             click.echo(f"{'*' if m.cached else ' '} {m.arch:40} {m.pretrained}")
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback shows your photos to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+def serve(db: str | None, host: str, port: int) -> None:
+    """Search and browse the library in a web browser (JSON API under /api, docs at /docs)."""
+    import uvicorn
+
+    from .library import Library
+    from .webapp import LOOPBACK_HOSTS, create_app
+
+    with Library.open(db) as lib:
+        app = create_app(lib, allowed_hosts=LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else ["*"])
+        click.echo(f"Serving {lib.path} at http://{host}:{port}/ (Ctrl+C to stop)")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@main.command()
+@db_option
+@click.option("--labels", metavar="A,B,...", help='Comma-separated labels, e.g. "cat,dog,beach,screenshot".')
+@click.option("--labels-file", type=click.File(encoding="utf-8"), help="A file with one label per line.")
+@click.option("--top", default=DEFAULT_TOP, show_default=True, type=click.IntRange(min=1),
+              help="Keep at most this many labels per image.")
+@click.option("--min-prob", default=DEFAULT_MIN_PROBABILITY, show_default=True, type=click.FloatRange(0, 1),
+              help="Keep labels after the first only with at least this probability.")
+def tag(db: str | None, labels: str | None, labels_file: TextIO | None, top: int, min_prob: float) -> None:
+    """Zero-shot tag every indexed image with its most probable labels (only images not yet tagged)."""
+    from .library import Library
+
+    if bool(labels) == bool(labels_file):
+        raise click.UsageError("Give either --labels or --labels-file")
+    names = labels.split(",") if labels else labels_file.read().splitlines()
+    with Library.open(db) as lib:
+        report = lib.tag(names, top=top, min_probability=min_prob)
+    click.echo(f"tagged {report.tagged} images ({report.already_tagged} already tagged) "
+               f"with {len(report.labels)} labels in {report.elapsed_s:.1f}s")
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def tags(db: str | None, as_json: bool) -> None:
+    """List the labels images are tagged with and how many images carry each."""
+    from .library import Library
+
+    with Library.open(db) as lib:
+        counts = lib.tags()
+    if as_json:
+        click.echo(json.dumps([to_dict(c) for c in counts], indent=2, ensure_ascii=False))
+        return
+    for c in counts:
+        click.echo(f"{c.images:7}  {c.label}")
+
+
+@main.command()
+@db_option
+@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Cosine similarity at or above which two files are near-duplicates.")
+@click.option("--series", is_flag=True, help="Also report similar series (bursts, retakes): a lower band of similarity.")
+@click.option("--series-threshold", type=click.FloatRange(0, 1, min_open=True),
+              help=f"Lower bound of the series band; implies --series  [default: {DEFAULT_SERIES_THRESHOLD}]")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the report as JSON to FILE.")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), help="Also write one CSV row per file to FILE.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML report with thumbnails to FILE.")
+@filter_options
+def dedup(db: str | None, threshold: float, series: bool, series_threshold: float | None, json_file: str | None,
+          csv_file: str | None, html_file: str | None, filters: Filters) -> None:
+    """Report exact duplicates, near-duplicates and (with --series) similar series. Never deletes or moves a file."""
+    from .library import Library
+    from .reports import summary, write_csv, write_html, write_json
+
+    if series and series_threshold is None:
+        series_threshold = DEFAULT_SERIES_THRESHOLD
+    with Library.open(db) as lib:
+        report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters)
+    for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
+        if file:
+            write(report, file)
+    click.echo(summary(report))

@@ -17,7 +17,7 @@ from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
 from .discover import FileEntry, Listing
 from .encoder import Encoder
-from .pipeline import Batch, decoded_batches, read_entry
+from .pipeline import Batch, decoded_batches, read_entry, workers_can_encode
 from .results import IndexReport, Skip
 from .vectorindex import VectorIndex
 
@@ -114,8 +114,8 @@ class IndexRun:
         added = updated = 0
         last_save = time.monotonic()
         for batch in self._batches(todo.embed):
-            failures = self._write(batch, todo.replaced)
-            skipped += [Skip(path, reason) for path, _, _, reason in failures]
+            self._write(batch, todo.replaced)
+            skipped += [Skip(d.entry.path, d.error) for d in batch.items if d.error]
             good = batch.good
             updated += sum(1 for d in good if d.entry.path in todo.replaced)
             added += sum(1 for d in good if d.entry.path not in todo.replaced)
@@ -129,19 +129,27 @@ class IndexRun:
                            tuple(skipped), time.monotonic() - started)
 
     def _batches(self, entries: Sequence[FileEntry]):
+        device = self.encoder.device
         return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size, self.batch_size,
-                               self.workers, pin_memory=self.encoder.device.type == "cuda")
+                               self.workers, pin_memory=device.type == "cuda",
+                               encode=self.encoder.encode_images if workers_can_encode(device) else None)
 
-    def _write(self, batch: Batch, replaced: dict[str, int]) -> list[tuple[str, int, int, str]]:
+    def _write(self, batch: Batch, replaced: dict[str, int]) -> None:
+        """One catalog transaction, then the index; failures of content are remembered, I/O errors retried."""
         good = batch.good
-        vectors = self.encoder.encode_images(batch.pixels) if good else np.zeros((0, self.vectors.dim), np.float32)
+        if batch.vectors is not None:
+            vectors = batch.vectors
+        elif good:
+            vectors = self.encoder.encode_images(batch.pixels)
+        else:
+            vectors = np.zeros((0, self.vectors.dim), np.float32)
         images = [_new_image(d, v) for d, v in zip(good, vectors)]
-        failures = [(d.entry.path, d.entry.size, d.entry.mtime_ns, d.error or "") for d in batch.items if d.error]
+        failures = [(d.entry.path, d.entry.size, d.entry.mtime_ns, d.error) for d in batch.items
+                    if d.error and not d.transient]
         stale = [replaced[d.entry.path] for d in batch.items if d.entry.path in replaced]
         ids = self.catalog.write_batch(images, stale, failures)
         self.vectors.remove(np.array(stale, dtype=np.int64))
         self.vectors.add(np.array(ids, dtype=np.int64), vectors)
-        return failures
 
 
 def _new_image(d, vector: np.ndarray) -> NewImage:

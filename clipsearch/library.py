@@ -12,13 +12,17 @@ import numpy as np
 
 from .catalog import CATALOG_FILE, Catalog, now_iso
 from .discover import list_images
+from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import BadImage, BadPath, BadQuery, LibraryCorrupt, LibraryLocked, LibraryNotFound
+from .filters import Filters, by_date, image_date
 from .models import ModelSpec, check_same_model, load_encoder, model_spec
 from .ranking import combine, split_weight, top_k
-from .results import IndexReport, LibraryInfo, SearchResult
+from .results import DedupReport, IndexReport, LibraryInfo, SearchResult, TagCount, TagReport
+from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
 from .vectorindex import INDEX_FILE, VectorIndex, rebuild
 
 LOCK_FILE = "lock"
+SORTS = ("score", "date")
 DEFAULT_BATCH = {"cpu": 32, "mps": 64, "cuda": 256}
 
 
@@ -171,8 +175,9 @@ class Library:
         add: Sequence[str] = (),
         sub: Sequence[str] = (),
         images: Sequence[str] = (),
-        under: Sequence[str] = (),
+        filters: Filters | None = None,
         min_score: float | None = None,
+        sort: str = "score",
     ) -> list[SearchResult]:
         """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix."""
         terms = []
@@ -183,16 +188,23 @@ class Library:
         terms += [(w, self.term_vector(t)) for t, w in map(split_weight, add)]
         terms += [(-w, self.term_vector(t)) for t, w in map(split_weight, sub)]
         terms += [(1.0, self.image_vector(p)) for p in images]
-        return self.nearest(combine(terms), k=k, under=under, min_score=min_score)
+        return self.nearest(combine(terms), k=k, filters=filters, min_score=min_score, sort=sort)
 
     def similar(
-        self, image: str | os.PathLike[str], *, k: int = 20, under: Sequence[str] = (), min_score: float | None = None
+        self,
+        image: str | os.PathLike[str],
+        *,
+        k: int = 20,
+        filters: Filters | None = None,
+        min_score: float | None = None,
+        sort: str = "score",
     ) -> list[SearchResult]:
         """Nearest neighbours of an image file, leaving the image itself out when it is indexed."""
         path = os.path.abspath(os.fspath(image))
         row = self.catalog.row_by_path(path)
         exclude = {row["id"]} if row else set()
-        return self.nearest(self.image_vector(path), k=k, under=under, min_score=min_score, exclude=exclude)
+        return self.nearest(self.image_vector(path), k=k, filters=filters, min_score=min_score, sort=sort,
+                            exclude=exclude)
 
     def term_vector(self, term: str) -> np.ndarray:
         """A query term is an image if it names an existing file, else text."""
@@ -224,24 +236,31 @@ class Library:
         vector: np.ndarray,
         *,
         k: int = 20,
-        under: Sequence[str] = (),
+        filters: Filters | None = None,
         min_score: float | None = None,
+        sort: str = "score",
         exclude: set[int] = frozenset(),
     ) -> list[SearchResult]:
+        """The k best matches among the images passing `filters` (searched among those alone, so k come
+        back whenever k match); with sort="date", those same results oldest first."""
         if k < 1:
             raise BadQuery("The number of results must be at least 1")
+        if sort not in SORTS:
+            raise BadQuery(f"Unknown sort order {sort!r}; use one of {', '.join(SORTS)}")
         vectors = self.vectors
         if len(vectors) == 0:
             return []
         with self.catalog.snapshot():
-            allowed = self.catalog.ids_under([os.path.abspath(u) for u in under]) if under else None
+            allowed = filters.allowed_ids(self.catalog) if filters else None
             scores, ids = vectors.search(vector[None, :], k + len(exclude), allowed)
             chosen = top_k(scores[0], ids[0], k, lambda i: i not in exclude, min_score)
             rows = self.catalog.rows(i for i, _ in chosen)
+        chosen = [(i, s) for i, s in chosen if i in rows]
+        if sort == "date":
+            chosen = by_date(chosen, [image_date(rows[i]["taken_at"], rows[i]["mtime_ns"]) for i, _ in chosen])
         return [
-            SearchResult(rows[i]["path"], round(s, 6), rows[i]["width"], rows[i]["height"], rows[i]["taken_at"])
+            SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"])
             for i, s in chosen
-            if i in rows
         ]
 
     def check(self) -> list[str]:
@@ -273,6 +292,39 @@ class Library:
             self._vectors = rebuild(self.catalog, self._dim())
             self.save_index()
         return len(self._vectors)
+
+    def tag(
+        self,
+        labels: Sequence[str],
+        *,
+        templates: Sequence[str] = TEMPLATES,
+        top: int = DEFAULT_TOP,
+        min_probability: float = DEFAULT_MIN_PROBABILITY,
+    ) -> TagReport:
+        """Zero-shot tag the images not yet tagged with this set of labels (see tagging.py)."""
+        with self._lock():
+            return tag_catalog(self.catalog, lambda: self.encoder, labels, templates=templates, top=top,
+                               min_probability=min_probability)
+
+    def tags(self) -> list[TagCount]:
+        """Every label with the number of images carrying it, most common first."""
+        return tag_counts(self.catalog)
+
+    def duplicates(
+        self,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        series_threshold: float | None = None,
+        filters: Filters | None = None,
+    ) -> DedupReport:
+        """Exact and near-duplicate groups, plus similar series with a `series_threshold` (see duplicates.py).
+
+        Only reads the catalog: no file is ever deleted or moved.
+        """
+        with self.catalog.snapshot():
+            allowed = filters.allowed_ids(self.catalog) if filters else None
+            return find_duplicates(self.catalog, threshold=threshold, series_threshold=series_threshold,
+                                   allowed=allowed)
 
     def info(self) -> LibraryInfo:
         model = self.model

@@ -51,3 +51,60 @@ class LibraryInfo:
 
 def to_dict(result: Any) -> dict[str, Any]:
     return asdict(result)
+
+
+@dataclass(frozen=True)
+class DuplicateMember:
+    path: str
+    size: int
+    width: int
+    height: int
+    date: str
+    """Date taken (EXIF), or the file's modification time when it has none."""
+    tier: str
+    """Why it is in its group: "keeper" (the suggested one to keep), "exact" (same bytes as the keeper),
+    "near" (a near-duplicate) or "series" (another shot of the same scene)."""
+    similarity: float
+    """Cosine similarity to the group's keeper."""
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    tier: str
+    """"exact" (all the same bytes), "near" (some near-duplicates) or "series"."""
+    members: tuple[DuplicateMember, ...]
+    """The suggested keeper first."""
+    reclaimable_bytes: int
+    """What deleting every member but the keeper would free."""
+
+    @property
+    def keeper(self) -> DuplicateMember:
+        return self.members[0]
+
+
+@dataclass(frozen=True)
+class DedupReport:
+    threshold: float
+    series_threshold: float | None
+    images: int
+    groups: tuple[DuplicateGroup, ...]
+    reclaimable_bytes: int
+    """Freed by keeping only the keeper of each exact and near group (series groups not counted)."""
+    elapsed_s: float
+
+    def of_tier(self, tier: str) -> tuple[DuplicateGroup, ...]:
+        return tuple(g for g in self.groups if g.tier == tier)
+
+
+@dataclass(frozen=True)
+class TagReport:
+    labels: tuple[str, ...]
+    tagged: int
+    already_tagged: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TagCount:
+    label: str
+    images: int

@@ -123,9 +123,9 @@ def test_sixteen_bit_and_transparent_images_decode_sensibly(tmp_path):
 
 
 def test_unreadable_vanishing_and_changing_files(shape_tree, library_dir, tiny, monkeypatch):
-    unreadable = str(shape_tree / "a" / "blue_circle.png")
-    vanishing = shape_tree / "b" / "red_star.png"
-    changing = shape_tree / "b" / "green_square.png"
+    unreadable = str(shape_tree / "b" / "blue_circle.png")
+    vanishing = shape_tree / "a" / "red_star.png"
+    changing = shape_tree / "a" / "green_square.png"
     real_read, real_list = clipsearch.pipeline.read_entry, clipsearch.library.list_images
 
     def read_entry(entry):

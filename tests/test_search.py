@@ -3,6 +3,7 @@ import pytest
 
 from clipsearch import Library, model_spec
 from clipsearch.errors import BadQuery
+from clipsearch.filters import Filters
 
 from conftest import SHAPE_TREE, draw_shape
 
@@ -43,7 +44,7 @@ def test_similar_finds_a_near_copy_first_and_leaves_itself_out(lib, shape_tree, 
 
 
 def test_under_restricts_to_a_folder(lib, shape_tree):
-    results = lib.search("a red star", k=10, under=[str(shape_tree / "b")])
+    results = lib.search("a red star", k=10, filters=Filters(under=(str(shape_tree / "b"),)))
     assert len(results) == 4 and all("/b/" in r.path for r in results)
 
 

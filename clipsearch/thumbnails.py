@@ -1,0 +1,34 @@
+"""Thumbnails: an image scaled to fit a square, EXIF orientation applied, cached on disk as JPEG.
+
+The cache file is named by catalog row id, side and the source's mtime, so an edited photo
+gets a fresh thumbnail and ids (never reused by the catalog) cannot collide.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from .decode import load
+
+THUMBS_DIR = "thumbs"
+
+
+def thumbnail(source: str, image_id: int, side: int, cache: Path) -> Path:
+    """The cached thumbnail of `source`, made on first request; raises OSError, BadImage."""
+    mtime_ns = os.stat(source).st_mtime_ns
+    target = cache / f"{image_id}-{side}-{mtime_ns}.jpg"
+    if target.exists():
+        return target
+    picture, _ = load(source, min_side=side)
+    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    cache.mkdir(parents=True, exist_ok=True)
+    for stale in cache.glob(f"{image_id}-{side}-*.jpg"):
+        stale.unlink(missing_ok=True)
+    # Written under a unique name, then renamed: concurrent requests never see half a file.
+    with tempfile.NamedTemporaryFile(dir=cache, suffix=".tmp", delete=False) as f:
+        picture.save(f, "JPEG", quality=85, optimize=True)
+    os.replace(f.name, target)
+    return target

@@ -1,0 +1,111 @@
+"""End to end in real headless Chromium: the page, the app and the library working together."""
+import os
+import re
+import shutil
+import socket
+import threading
+
+import pytest
+
+from clipsearch import Library, model_spec
+from clipsearch.webapp import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+expect = sync_api.expect
+expect.set_options(timeout=30_000)  # a loaded 2-core CI machine can be slow; passing tests do not wait
+
+
+@pytest.fixture
+def server(shape_tree, library_dir, tiny):
+    """The app on a free loopback port, served by uvicorn in a thread of this process."""
+    import uvicorn
+
+    with Library.open(library_dir, create=True, encoder=tiny) as lib:
+        lib.index([shape_tree], model=model_spec("clipsearch-tiny"), workers=0)
+        app = create_app(lib)
+        # Listening before the thread starts: the browser's first connection waits in the backlog.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", lib
+        uv.should_exit = True
+        thread.join()
+        sock.close()
+
+
+@pytest.fixture
+def url(server):
+    return server[0]
+
+
+@pytest.fixture
+def page(server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def test_search_click_a_result_and_see_its_similar_images(page, server):
+    url, lib = server
+    expected = [r.path.rsplit("/", 1)[-1] for r in lib.search("a red star", k=8)]
+    page.goto(url)
+    expect(page.locator(".empty strong")).to_have_text("Search 8 images")
+    page.fill("#q", "a red star")
+    page.press("#q", "Enter")
+
+    cards = page.locator("#results .card")
+    expect(cards.locator(".name")).to_have_text(expected)
+    expect(cards.first.locator(".score")).to_have_text(re.compile(r"^-?\d\.\d{3}$"))
+    expect(page.locator("#status")).to_contain_text("8 results for “a red star”")
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+
+    cards.first.click()
+    expect(page.locator("#detail .name")).to_have_text(expected[0])
+    expect(page.locator("#detail dl")).to_contain_text("128 × 128")
+    page.wait_for_function("document.querySelector('#detail .large img').naturalWidth > 0")
+    similar = page.locator("#similar .card .name")
+    expect(similar).to_have_count(7)
+    assert sorted(similar.all_inner_texts()) == sorted(expected[1:])
+
+    page.go_back()
+    expect(cards).to_have_count(8)
+    expect(page.locator("#q")).to_have_value("a red star")
+
+
+def test_search_by_uploading_an_image(page, url, shape_tree):
+    page.goto(url)
+    page.set_input_files("#upload", str(shape_tree / "b" / "yellow_square.png"))
+    expect(page.locator("#results .card").first.locator(".name")).to_have_text("yellow_square.png")
+    expect(page.locator("#status")).to_contain_text("similar to yellow_square.png")
+
+    page.set_input_files("#upload", {"name": "notes.png", "mimeType": "image/png", "buffer": b"not a picture"})
+    expect(page.locator("#error")).to_contain_text("notes.png is not a usable image")
+
+
+def test_duplicates_page(page, url, shape_tree, library_dir, tiny):
+    shutil.copy(shape_tree / "a" / "red_star.png", shape_tree / "b" / "copy_of_star.png")
+    with Library.open(library_dir, encoder=tiny) as writer:
+        writer.index([shape_tree], workers=0)
+    page.goto(url + "/#/duplicates?threshold=0.9999")
+    group = page.locator(".group", has_text="Exact copies")
+    expect(group.locator(".card .name")).to_have_text(["red_star.png", "copy_of_star.png"])
+    expect(group.locator(".tier")).to_have_text(["keep", "exact copy"])
+    page.wait_for_function("[...document.querySelectorAll('.group img')].every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_library_page(page, url, library_dir):
+    page.goto(url + "/#/info")
+    expect(page.locator("#info")).to_contain_text(str(library_dir))
+    expect(page.locator("#info")).to_contain_text("clipsearch-tiny")
