@@ -56,6 +56,9 @@ class ModelSpec:
 def model_spec(arch: str = DEFAULT_MODEL, pretrained: str | None = None, checkpoint: str | None = None) -> ModelSpec:
     """Resolve user options into a spec: the tiny model's bundled weights, a checkpoint, or a hub tag."""
     if arch == TINY_MODEL and not checkpoint:
+        if not TINY_WEIGHTS.is_file():
+            raise ModelUnavailable(f"The bundled {TINY_MODEL} weights are missing from {TINY_WEIGHTS}: "
+                                   "reinstall clipsearch or run scripts/train_tiny.py")
         return ModelSpec(TINY_MODEL, BUNDLED, None, file_sha256(str(TINY_WEIGHTS)))
     if checkpoint:
         path = os.path.abspath(checkpoint)

@@ -83,15 +83,18 @@ def test_vit_b_32_matches_open_clip(random_vit_b_32, shape_tree, library_dir):
     assert np.abs(enc.encode_texts(TEXTS) - ref_txt).max() < 1e-4
 
 
-@pytest.mark.parametrize("which", ["tiny", "vit_b_32"])
-def test_fast_jpeg_path_stays_close_to_the_reference(which, tiny, random_vit_b_32, library_dir):
-    """Draft-mode JPEG decoding vs a full decode: cosine >= 0.99 on the sample photos."""
+@pytest.mark.parametrize("which, bound", [("tiny", 0.98), ("vit_b_32", 0.99)])
+def test_fast_jpeg_path_stays_close_to_the_reference(which, bound, tiny, random_vit_b_32, library_dir):
+    """Draft-mode JPEG decoding vs a full decode, on the sample photos.
+
+    The tiny model's 64 px input lets the draft decode shrink photos furthest, so its bound is lower.
+    """
     assert SAMPLE_PHOTOS, "sample_data/photos is missing"
     enc = tiny if which == "tiny" else random_vit_b_32
     full = enc.encode_pil([load(str(p))[0] for p in SAMPLE_PHOTOS])
     fast = indexed_vectors(enc, SAMPLE_PHOTOS, library_dir)
     cosines = (full * fast).sum(axis=1)
-    assert cosines.min() >= 0.99, dict(zip([p.name for p in SAMPLE_PHOTOS], cosines.round(4)))
+    assert cosines.min() >= bound, dict(zip([p.name for p in SAMPLE_PHOTOS], cosines.round(4)))
 
 
 def test_reference_decode_path_equals_open_clip_on_photos(random_vit_b_32):

@@ -206,7 +206,7 @@ def test_search_while_indexing_sees_a_consistent_state(big_tree, library_dir, ti
     seen = 0
     while proc.poll() is None:
         try:
-            with Library.open(library_dir, encoder=tiny) as lib:
+            with Library.open(library_dir, encoder=tiny) as lib, lib.catalog.snapshot():
                 results = lib.search("a red circle", k=10)
                 count = lib.catalog.count()
         except clipsearch.errors.LibraryNotFound:
