@@ -3,8 +3,9 @@ from .errors import ClipsearchError
 from .filters import Filters
 from .library import Library
 from .models import ModelSpec, model_spec
-from .results import (DedupReport, DuplicateGroup, DuplicateMember, IndexReport, LibraryInfo, SearchResult, Skip,
-                      TagCount, TagReport)
+from .results import (DedupReport, DuplicateGroup, DuplicateMember, EmbedReport, IndexReport, IngestReport, LibraryInfo,
+                      SearchResult, Skip, TagCount, TagReport)
 
-__all__ = ["ClipsearchError", "DedupReport", "DuplicateGroup", "DuplicateMember", "Filters", "IndexReport", "Library",
-           "LibraryInfo", "ModelSpec", "SearchResult", "Skip", "TagCount", "TagReport", "model_spec"]
+__all__ = ["ClipsearchError", "DedupReport", "DuplicateGroup", "DuplicateMember", "EmbedReport", "Filters",
+           "IndexReport", "IngestReport", "Library", "LibraryInfo", "ModelSpec", "SearchResult", "Skip", "TagCount",
+           "TagReport", "model_spec"]

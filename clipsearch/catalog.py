@@ -14,12 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import sqlite_utils
 
 from .errors import LibraryCorrupt, LibraryVersionError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 CATALOG_FILE = "catalog.db"
 
@@ -68,6 +70,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS image_tags_label ON image_tags(label, image_id);
     CREATE INDEX IF NOT EXISTS image_tags_set ON image_tags(label_set_id, image_id);
     CREATE INDEX IF NOT EXISTS images_filters ON images(taken_at, mtime_ns, camera, width, height);
+    """,
+    # The state of every file, so that diffing a listing against the catalog (`states_under`) reads this
+    # index alone: a row with its 2 KB vector fills a 4 KB page, so reading the rows themselves would
+    # read the whole catalog (4 GB at a million images).
+    """
+    CREATE INDEX IF NOT EXISTS images_state ON images(path, size, mtime_ns, hash);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -131,6 +139,10 @@ class Catalog:
 
     @classmethod
     def open(cls, directory: Path, create: bool = False) -> "Catalog":
+        # Imported here, not with the module: where pandas is installed, sqlite_utils imports it (0.3 s),
+        # which commands that open no library (`clipsearch --help`) should not pay for.
+        import sqlite_utils
+
         path = directory / CATALOG_FILE
         if create and not path.exists():
             _create(path)
@@ -184,14 +196,28 @@ class Catalog:
         sql = f"SELECT path, id, size, mtime_ns, hash FROM images WHERE {where}"
         return {r[0]: FileState(*r[1:]) for r in self.db.execute(sql, params)}
 
+    def states_of(self, paths: Sequence[str]) -> dict[str, FileState]:
+        """The rows of these paths, where there are any."""
+        found: dict[str, FileState] = {}
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start : start + 500])
+            sql = f"SELECT path, id, size, mtime_ns, hash FROM images WHERE path IN ({','.join('?' * len(chunk))})"
+            found.update({r[0]: FileState(*r[1:]) for r in self.db.execute(sql, chunk)})
+        return found
+
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
         return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
 
     def all_ids(self) -> np.ndarray:
-        rows = self.db.execute("SELECT id FROM images ORDER BY id").fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        """Every image id, ascending (sorted here: ORDER BY id would read the table instead of an index)."""
+        rows = self.db.execute("SELECT id FROM images").fetchall()
+        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the catalog does, by this connection or another one (cheap: no table is read)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0], self.db.conn.total_changes
 
     def hashes(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, content hashes) of every image, in id order (the order of `iter_vectors`)."""

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import click
 
-from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD
+from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD, MEASURED_THRESHOLDS
 from .errors import ClipsearchError
 from .filters import Filters, parse_when
-from .results import IndexReport, SearchResult, to_dict
+from .results import IndexReport, SearchResult, Skip, to_dict
+from .shards import DEFAULT_SHARD_SIZE
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP
+from .vectorindex import INDEX_TYPES
 
 
 class _Group(click.Group):
@@ -24,6 +27,25 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ClipsearchError as e:
             raise click.ClickException(str(e)) from None
+
+
+QUICK_EXIT = ("search", "similar")
+"""Commands that, once their output is flushed, leave without tearing the interpreter down: they write
+nothing, and unloading torch and open_clip takes about a second, a fifth of a cold `clipsearch search`."""
+
+
+def run() -> None:
+    """The `clipsearch` console script and `python -m clipsearch`."""
+    try:
+        main(prog_name="clipsearch")
+    except SystemExit as done:
+        if sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(done.code if isinstance(done.code, int) else int(done.code is not None))
+        raise
 
 
 def db_option(f: Callable) -> Callable:
@@ -104,9 +126,12 @@ def main() -> None:
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--index-type", type=click.Choice(INDEX_TYPES),
+              help="Vector index: auto (exact below 100,000 images, IVF from there), flat (exact), ivf or hnsw "
+                   "(approximate). Kept for later runs  [default: the recorded one, else auto]")
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
           device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, batch_size: int | None,
-          workers: int | None, errors_file: str | None, quiet: bool) -> None:
+          workers: int | None, errors_file: str | None, quiet: bool, index_type: str | None) -> None:
     """Index the images under PATHS (recursively; unchanged files are not decoded again)."""
     from .library import Library
     from .models import model_spec
@@ -114,11 +139,16 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     with Library.open(db, create=True) as lib, _progress(quiet) as progress:
         report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                           reindex=reindex, batch_size=batch_size, workers=workers, progress=progress)
+                           reindex=reindex, batch_size=batch_size, workers=workers, progress=progress,
+                           index_type=index_type)
+    _write_skipped(errors_file, report.skipped)
+    click.echo(_summary(report))
+
+
+def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
     if errors_file:
         with open(errors_file, "w", encoding="utf-8") as f:
-            json.dump([to_dict(s) for s in report.skipped], f, indent=2, ensure_ascii=False)
-    click.echo(_summary(report))
+            json.dump([to_dict(s) for s in skipped], f, indent=2, ensure_ascii=False)
 
 
 class _progress:
@@ -143,16 +173,19 @@ class _progress:
 
 
 def _summary(report: IndexReport) -> str:
-    lines = [
+    return _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
-        f"unchanged {report.unchanged}, skipped {len(report.skipped)} "
-        f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)"
-    ]
+        f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
+        + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
+
+
+def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
+    """A summary line, then the ten commonest reasons files were skipped."""
     reasons: dict[str, int] = {}
-    for skip in report.skipped:
+    for skip in skipped:
         reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
-    lines += [f"  skipped {n}: {reason}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1])[:10]]
-    return "\n".join(lines)
+    return "\n".join([line] + [f"  skipped {n}: {reason}"
+                               for reason, n in sorted(reasons.items(), key=lambda r: -r[1])[:10]])
 
 
 @main.command()
@@ -190,12 +223,17 @@ def similar(image: str, db: str | None, limit: int, filters: Filters, min_score:
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
-    results = list(results)
+    _print_list(results, as_json, lambda r: f"{r.score:.3f}  {r.path}")
+
+
+def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str]) -> None:
+    """The result objects as one JSON list, or a line each."""
+    items = list(items)
     if as_json:
-        click.echo(json.dumps([to_dict(r) for r in results], indent=2, ensure_ascii=False))
+        click.echo(json.dumps([to_dict(i) for i in items], indent=2, ensure_ascii=False))
         return
-    for r in results:
-        click.echo(f"{r.score:.3f}  {r.path}")
+    for item in items:
+        click.echo(line(item))
 
 
 @main.command()
@@ -210,10 +248,11 @@ def info(db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    model = data.pop("model")
+    model, index = data.pop("model"), data.pop("index")
     for key, value in data.items():
         click.echo(f"{key:13} {value}")
     click.echo(f"{'model':13} " + ", ".join(f"{k}={v}" for k, v in model.items() if v is not None))
+    click.echo(f"{'index':13} " + ", ".join(f"{k}={v}" for k, v in index.items() if v is not None))
 
 
 @main.command()
@@ -231,12 +270,17 @@ def check(db: str | None) -> None:
 
 @main.command()
 @db_option
-def repair(db: str | None) -> None:
+@click.option("--index-type", type=click.Choice(INDEX_TYPES),
+              help="Rebuild as this type (kept for later runs)  [default: the recorded one, else auto]")
+def repair(db: str | None, index_type: str | None) -> None:
     """Rebuild the vector index from the vectors kept in the catalog."""
     from .library import Library
 
     with Library.open(db) as lib:
-        click.echo(f"rebuilt the index with {lib.repair()} vectors")
+        record = lib.repair(index_type)
+    recall = f", recall@10 {record.recall_at_10:.3f}" if record.recall_at_10 is not None else ""
+    click.echo(f"rebuilt the index with {record.built_for} vectors ("
+               + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 
 
 @main.command()
@@ -298,17 +342,14 @@ def tags(db: str | None, as_json: bool) -> None:
 
     with Library.open(db) as lib:
         counts = lib.tags()
-    if as_json:
-        click.echo(json.dumps([to_dict(c) for c in counts], indent=2, ensure_ascii=False))
-        return
-    for c in counts:
-        click.echo(f"{c.images:7}  {c.label}")
+    _print_list(counts, as_json, lambda c: f"{c.images:7}  {c.label}")
 
 
 @main.command()
 @db_option
-@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=click.FloatRange(0, 1, min_open=True),
-              help="Cosine similarity at or above which two files are near-duplicates.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="Cosine similarity at or above which two files are near-duplicates  [default: per model: "
+                   + ", ".join(f"{v} for {k}" for k, v in MEASURED_THRESHOLDS.items()) + f", else {DEFAULT_THRESHOLD}]")
 @click.option("--series", is_flag=True, help="Also report similar series (bursts, retakes): a lower band of similarity.")
 @click.option("--series-threshold", type=click.FloatRange(0, 1, min_open=True),
               help=f"Lower bound of the series band; implies --series  [default: {DEFAULT_SERIES_THRESHOLD}]")
@@ -317,7 +358,7 @@ def tags(db: str | None, as_json: bool) -> None:
 @click.option("--html", "html_file", type=click.Path(dir_okay=False),
               help="Also write a self-contained HTML report with thumbnails to FILE.")
 @filter_options
-def dedup(db: str | None, threshold: float, series: bool, series_threshold: float | None, json_file: str | None,
+def dedup(db: str | None, threshold: float | None, series: bool, series_threshold: float | None, json_file: str | None,
           csv_file: str | None, html_file: str | None, filters: Filters) -> None:
     """Report exact duplicates, near-duplicates and (with --series) similar series. Never deletes or moves a file."""
     from .library import Library
@@ -331,3 +372,60 @@ def dedup(db: str | None, threshold: float, series: bool, series_threshold: floa
         if file:
             write(report, file)
     click.echo(summary(report))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder for the Parquet embedding shards (created if missing; shards already there are kept).")
+@click.option("--model", default="ViT-B-32", show_default=True, help="open_clip architecture, or clipsearch-tiny.")
+@click.option("--pretrained", help="Pretrained weights tag  [default: laion2b_s34b_b79k]")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Local open_clip-compatible weights file.")
+@click.option("--ray-address", metavar="auto|ray://HOST:PORT",
+              help="The Ray cluster to run on  [default: $RAY_ADDRESS, else a local one started for this run]")
+@click.option("--shard-size", default=DEFAULT_SHARD_SIZE, show_default=True, type=click.IntRange(min=1),
+              help="Files per shard, on average: the unit of retry and resume.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: 32 on CPU, 256 on GPU]")
+@click.option("--actors", type=click.IntRange(min=1),
+              help="Embedding actors  [default: one per GPU; without GPUs, half the CPUs]")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
+@click.option("--include-hidden", is_flag=True, help="Also embed hidden files and folders.")
+@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write every skipped file and its reason to this JSON file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def embed(paths: Sequence[str], output: str, model: str, pretrained: str | None, checkpoint: str | None,
+          ray_address: str | None, shard_size: int, batch_size: int | None, actors: int | None,
+          exclude: Sequence[str], include_hidden: bool, errors_file: str | None, quiet: bool) -> None:
+    """Embed the images under PATHS on a Ray cluster into Parquet shards; merge them with `clipsearch ingest`.
+
+    Needs the ray extra (pip install 'clipsearch[ray]'). Re-running skips the shards already written.
+    """
+    from .distributed import embed as embed_on_ray
+    from .models import model_spec
+
+    report = embed_on_ray(paths, output, model_spec(model, pretrained, checkpoint), address=ray_address,
+                          shard_size=shard_size, batch_size=batch_size, actors=actors, exclude=exclude,
+                          include_hidden=include_hidden, progress=not quiet and sys.stderr.isatty())
+    _write_skipped(errors_file, report.skipped)
+    click.echo(_with_reasons(
+        f"shards {report.shards}: written {report.written}, already written {report.already_written}; "
+        f"embedded {report.embedded}, skipped {len(report.skipped)} "
+        f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)", report.skipped))
+
+
+@main.command()
+@click.argument("shards_dir", type=click.Path(file_okay=False))
+@db_option
+@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write every skipped file and its reason to this JSON file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def ingest(shards_dir: str, db: str | None, errors_file: str | None, quiet: bool) -> None:
+    """Merge the embedding shards in SHARDS_DIR (from `clipsearch embed`) into a library."""
+    from .library import Library
+
+    with Library.open(db, create=True) as lib, _progress(quiet) as progress:
+        report = lib.ingest(shards_dir, progress=progress)
+    _write_skipped(errors_file, report.skipped)
+    click.echo(_with_reasons(
+        f"shards {report.shards}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s", report.skipped))

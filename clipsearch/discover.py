@@ -122,3 +122,11 @@ class _Walker:
             self.listing.skipped.append(Skip(path, "not an image extension"))
         else:
             self.listing.files.append(FileEntry(path, st.st_size, st.st_mtime_ns))
+
+
+def read_entry(entry: FileEntry) -> tuple[FileEntry, bytes]:
+    """Read a file, describing it by what was actually read (it may have changed since listing)."""
+    with open(entry.path, "rb") as f:
+        st = os.fstat(f.fileno())
+        data = f.read()
+    return FileEntry(entry.path, st.st_size, st.st_mtime_ns), data

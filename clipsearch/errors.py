@@ -39,3 +39,19 @@ class BadImage(ClipsearchError):
 
 class BadPath(ClipsearchError):
     pass
+
+
+class BadOption(ClipsearchError):
+    """An option value the library does not know (e.g. an index type)."""
+
+
+class ExtraNotInstalled(ClipsearchError):
+    """An optional dependency (an extra such as `clipsearch[ray]`) is needed and missing."""
+
+
+class BadShard(ClipsearchError):
+    """An embedding shard folder or file that cannot be used."""
+
+
+class ClusterError(ClipsearchError):
+    """The Ray cluster cannot be reached, or a job on it did not complete."""

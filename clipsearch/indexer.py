@@ -9,17 +9,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
-from .discover import FileEntry, Listing
-from .encoder import Encoder
-from .pipeline import Batch, decoded_batches, read_entry, workers_can_encode
+from .discover import FileEntry, Listing, read_entry
 from .results import IndexReport, Skip
 from .vectorindex import VectorIndex
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
+    from .pipeline import Batch
 
 Progress = Callable[[int, int], None]
 SAVE_EVERY_S = 300.0
@@ -95,13 +97,17 @@ def _match_hash(entry: FileEntry, candidates: list[tuple[str, FileState]]) -> tu
 
 @dataclass
 class IndexRun:
+    """`load_encoder` is called only when something needs embedding: re-indexing an unchanged tree
+    then costs a directory walk and one catalog query, not the seconds it takes to load torch and a model."""
+
     catalog: Catalog
     vectors: VectorIndex
-    encoder: Encoder
+    load_encoder: Callable[[], "Encoder"]
     save: Callable[[], None]
-    batch_size: int
-    workers: int
+    batch_size: int | None  # None: the default for the encoder's device
+    workers: int | None  # None: one per usable core
     progress: Progress | None = None
+    encoder: "Encoder | None" = field(default=None, init=False)
 
     def run(self, listing: Listing, started: float) -> IndexReport:
         todo = plan(listing, self.catalog)
@@ -128,13 +134,21 @@ class IndexRun:
         return IndexReport(added, updated, len(todo.moves), len(todo.vanished), todo.unchanged,
                            tuple(skipped), time.monotonic() - started)
 
-    def _batches(self, entries: Sequence[FileEntry]):
+    def _batches(self, entries: Sequence[FileEntry]) -> Iterator["Batch"]:
+        if not entries:
+            return iter(())
+        from .models import DEFAULT_BATCH
+        from .pipeline import decoded_batches, default_workers, workers_can_encode
+
+        self.encoder = self.load_encoder()
         device = self.encoder.device
-        return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size, self.batch_size,
-                               self.workers, pin_memory=device.type == "cuda",
+        return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size,
+                               self.batch_size or DEFAULT_BATCH.get(device.type, 32),
+                               default_workers() if self.workers is None else self.workers,
+                               pin_memory=device.type == "cuda",
                                encode=self.encoder.encode_images if workers_can_encode(device) else None)
 
-    def _write(self, batch: Batch, replaced: dict[str, int]) -> None:
+    def _write(self, batch: "Batch", replaced: dict[str, int]) -> None:
         """One catalog transaction, then the index; failures of content are remembered, I/O errors retried."""
         good = batch.good
         if batch.vectors is not None:

@@ -6,24 +6,28 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .catalog import CATALOG_FILE, Catalog, now_iso
 from .discover import list_images
-from .duplicates import DEFAULT_THRESHOLD, find_duplicates
-from .errors import BadImage, BadPath, BadQuery, LibraryCorrupt, LibraryLocked, LibraryNotFound
+from .duplicates import default_threshold, find_duplicates
+from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
+                     LibraryNotFound, ModelMismatch)
 from .filters import Filters, by_date, image_date
-from .models import ModelSpec, check_same_model, load_encoder, model_spec
+from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
 from .ranking import combine, split_weight, top_k
-from .results import DedupReport, IndexReport, LibraryInfo, SearchResult, TagCount, TagReport
+from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
-from .vectorindex import INDEX_FILE, VectorIndex, rebuild
+from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
+                          rebuild_reason, wanted_kind)
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
 
 LOCK_FILE = "lock"
 SORTS = ("score", "date")
-DEFAULT_BATCH = {"cpu": 32, "mps": 64, "cuda": 256}
 
 
 def default_library_dir() -> Path:
@@ -36,23 +40,33 @@ def default_library_dir() -> Path:
     return Path(user_data_dir("clipsearch"))
 
 
-class Library:
-    """Open with `Library.open(path)`; hand in an `encoder` to reuse a loaded model."""
+def _checked_index_type(index_type: str) -> str:
+    if index_type not in INDEX_TYPES:
+        raise BadOption(f"Unknown index type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
+    return index_type
 
-    def __init__(self, path: Path, catalog: Catalog | None, encoder=None):
+
+class Library:
+    """Open with `Library.open(path)`; hand in an `encoder` to reuse a loaded model, an `index_policy`
+    to change when the vector index turns approximate (see vectorindex.py)."""
+
+    def __init__(self, path: Path, catalog: Catalog | None, encoder=None, index_policy: IndexPolicy = DEFAULT_POLICY):
         self.path = path
         self._catalog = catalog
         self._encoder = encoder
+        self.index_policy = index_policy
         self._vectors: VectorIndex | None = None
+        self._synced_at: tuple[int, int] | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None) -> "Library":
+    def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
+             index_policy: IndexPolicy = DEFAULT_POLICY) -> "Library":
         """Open a library; with `create`, a missing one is created on its first write."""
         directory = Path(path).expanduser().absolute() if path else default_library_dir().absolute()
         if (directory / CATALOG_FILE).exists():
-            return cls(directory, Catalog.open(directory), encoder)
+            return cls(directory, Catalog.open(directory), encoder, index_policy)
         if create:
-            return cls(directory, None, encoder)
+            return cls(directory, None, encoder, index_policy)
         raise LibraryNotFound(f"No clipsearch library at {directory}; create one with `clipsearch index PATH`")
 
     def close(self) -> None:
@@ -91,22 +105,64 @@ class Library:
 
     @property
     def vectors(self) -> VectorIndex:
-        """The FAISS index, brought in line with the catalog (in memory) if the file is stale."""
+        """The FAISS index (memory-mapped, never rebuilt here), brought in line with the catalog in memory
+        if the file is stale. Checked again only after the catalog changed, so queries skip the check."""
         if self._vectors is None:
             file = self.path / INDEX_FILE
             loaded = VectorIndex.load(file) if file.exists() else None
             dim = self._dim()
-            self._vectors = loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim)
+            self._set_vectors(loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim))
         with self.catalog.snapshot():
-            self._vectors.sync(self.catalog)
+            version = self.catalog.version()
+            if version != self._synced_at:
+                self._vectors.sync(self.catalog)
+                self._synced_at = version
         return self._vectors
+
+    def _set_vectors(self, vectors: VectorIndex) -> None:
+        self._vectors, self._synced_at = vectors, None
 
     def _dim(self) -> int:
         return int(self.catalog.get_meta("dim") or self.encoder.dim)
 
+    @property
+    def index_type(self) -> str:
+        """The index type asked for: "auto" (the default: by collection size), "flat", "ivf" or "hnsw"."""
+        return self.catalog.get_meta("index_type", "auto") if self._catalog is not None else "auto"
+
+    def _set_index_type(self, index_type: str | None) -> None:
+        if index_type is not None and index_type != self.index_type:
+            self.catalog.set_meta("index_type", _checked_index_type(index_type))
+
+    def _build_record(self) -> BuildRecord | None:
+        return BuildRecord.from_dict(self.catalog.get_meta("index_build"))
+
     def save_index(self) -> None:
-        if self._vectors is not None:
+        """Write the index file, rebuilding the index first when its type or size calls for it (writers only)."""
+        if self._vectors is None:
+            return
+        reason = rebuild_reason(self._vectors, self._build_record(), self.index_type, self.index_policy)
+        if reason is None:
             self._vectors.save(self.path / INDEX_FILE)
+            return
+        kind = wanted_kind(self.index_type, len(self._vectors), self._vectors.kind, self.index_policy)
+        self._rebuild(kind)
+
+    def _rebuild(self, kind: str) -> BuildRecord:
+        """Build a `kind` index from the catalog's vectors, save it, then record how it was built.
+
+        The new index replaces the old one's contents in place: an index run holding the object goes on
+        adding to the rebuilt index."""
+        with self.catalog.snapshot():
+            vectors, record = build(self.catalog, self._dim(), kind, self.index_policy)
+        vectors.save(self.path / INDEX_FILE)
+        self.catalog.set_meta("index_build", record.to_dict())
+        if self._vectors is None:
+            self._vectors = vectors
+        else:
+            self._vectors.adopt(vectors)
+        self._synced_at = None
+        return record
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -138,10 +194,14 @@ class Library:
         batch_size: int | None = None,
         workers: int | None = None,
         progress=None,
+        index_type: str | None = None,
     ) -> IndexReport:
-        """Add, update, move and remove images under `paths` so the library mirrors them."""
+        """Add, update, move and remove images under `paths` so the library mirrors them.
+
+        `index_type` ("auto", "flat", "ivf", "hnsw") is recorded and kept for later runs; None keeps
+        the recorded one.
+        """
         from .indexer import IndexRun
-        from .pipeline import default_workers
 
         started = time.monotonic()
         if not paths:
@@ -151,21 +211,57 @@ class Library:
         wanted = model or recorded or model_spec()
         if recorded is not None and not reindex:
             check_same_model(recorded, wanted)
-        if self._encoder is None or not self._encoder.spec.same_weights(wanted):
-            self._encoder = load_encoder(wanted, device)
+
+        def encoder() -> "Encoder":
+            if self._encoder is None or not self._encoder.spec.same_weights(wanted):
+                self._encoder = load_encoder(wanted, device)
+            return self._encoder
+
+        if reindex or recorded is None:
+            encoder()  # a new library needs the embedding size; a missing model fails before anything is written
+        if index_type is not None:
+            _checked_index_type(index_type)  # before any work
         with self._lock():
             if reindex or recorded is None:
-                self._reset(wanted)
-            run = IndexRun(self.catalog, self.vectors, self._encoder, self.save_index,
-                           batch_size or DEFAULT_BATCH.get(self._encoder.device.type, 32),
-                           default_workers() if workers is None else workers, progress)
+                self._reset(wanted, self._encoder.dim)
+            self._set_index_type(index_type)
+            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress)
             report = run.run(listing, started)
             self.catalog.set_meta("last_indexed", now_iso())
         return report
 
-    def _reset(self, spec: ModelSpec) -> None:
-        self.catalog.reset({"model": spec.to_dict(), "dim": self._encoder.dim})
-        self._vectors = VectorIndex.create(self._encoder.dim)
+    def _reset(self, spec: ModelSpec, dim: int) -> None:
+        self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None})
+        self._set_vectors(VectorIndex.create(dim))
+
+    def ingest(self, shards_dir: str | os.PathLike[str], *, progress=None) -> IngestReport:
+        """Merge the embedding shards written by `clipsearch embed` into the library (see ingest.py).
+
+        The first shards record their model in an empty library; re-ingesting adds nothing twice.
+        """
+        from .ingest import merge_shards
+        from .shards import read_header, shard_files
+
+        started = time.monotonic()
+        headers = [read_header(f) for f in shard_files(Path(shards_dir))]
+        if not headers:
+            raise BadShard(f"No embedding shards (shard-*.parquet) in {shards_dir}")
+        model, dim = headers[0].model, headers[0].dim
+        for header in headers:
+            if not header.model.same_weights(model):
+                raise ModelMismatch(f"{header.path} was embedded with {header.model.label} but {headers[0].path} "
+                                    f"with {model.label}; ingest them into separate libraries")
+        recorded = self.model
+        if recorded is not None:
+            check_same_model(recorded, model)
+        with self._lock():
+            if recorded is None:
+                self._reset(model, dim)
+            report = merge_shards(self.catalog, headers, started, progress)
+            self.vectors  # brings the FAISS index in line with the catalog, whatever its index type
+            self.save_index()
+            self.catalog.set_meta("last_indexed", now_iso())
+        return report
 
     def search(
         self,
@@ -212,7 +308,20 @@ class Library:
             raise BadQuery("Empty query term")
         if os.path.isfile(term):
             return self.image_vector(term)
-        return self.encoder.encode_texts([term])[0]
+        return self.text_vector(term)
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """A text's embedding; a text searched before is read from the library's text cache, without
+        loading the model (see textcache.py)."""
+        from .textcache import TextVectorCache
+
+        cache = TextVectorCache(self.path, self.model) if self.model is not None else None
+        vector = cache.get(text) if cache is not None else None
+        if vector is None:
+            vector = self.encoder.encode_texts([text])[0]
+            if cache is not None:
+                cache.put(text, vector)
+        return vector
 
     def image_vector(self, image: str | os.PathLike[str]) -> np.ndarray:
         """The stored vector when the file is indexed and unchanged, else a fresh embedding."""
@@ -247,12 +356,12 @@ class Library:
             raise BadQuery("The number of results must be at least 1")
         if sort not in SORTS:
             raise BadQuery(f"Unknown sort order {sort!r}; use one of {', '.join(SORTS)}")
-        vectors = self.vectors
-        if len(vectors) == 0:
-            return []
-        with self.catalog.snapshot():
+        with self.catalog.snapshot():  # the index is synced in the same read transaction as the rows
+            vectors = self.vectors
+            if len(vectors) == 0:
+                return []
             allowed = filters.allowed_ids(self.catalog) if filters else None
-            scores, ids = vectors.search(vector[None, :], k + len(exclude), allowed)
+            scores, ids = vectors.search(vector[None, :], k + len(exclude), allowed, exact=self.catalog.vectors_for)
             chosen = top_k(scores[0], ids[0], k, lambda i: i not in exclude, min_score)
             rows = self.catalog.rows(i for i, _ in chosen)
         chosen = [(i, s) for i, s in chosen if i in rows]
@@ -286,12 +395,14 @@ class Library:
             problems.append(f"{len(missing)} catalog rows are missing from the index")
         return problems
 
-    def repair(self) -> int:
-        """Rebuild the vector index from the vectors kept in the catalog; returns its size."""
+    def repair(self, index_type: str | None = None) -> BuildRecord:
+        """Rebuild the vector index from the vectors kept in the catalog, as `index_type` if given (it is
+        then recorded); returns how it was built."""
         with self._lock():
-            self._vectors = rebuild(self.catalog, self._dim())
-            self.save_index()
-        return len(self._vectors)
+            self._set_index_type(index_type)
+            record = self._build_record()
+            current = record.params["type"] if record is not None else "flat"
+            return self._rebuild(wanted_kind(self.index_type, self.catalog.count(), current, self.index_policy))
 
     def tag(
         self,
@@ -313,14 +424,17 @@ class Library:
     def duplicates(
         self,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         series_threshold: float | None = None,
         filters: Filters | None = None,
     ) -> DedupReport:
         """Exact and near-duplicate groups, plus similar series with a `series_threshold` (see duplicates.py).
 
-        Only reads the catalog: no file is ever deleted or moved.
+        `threshold` defaults to the one measured for the library's model. Only reads the catalog: no
+        file is ever deleted or moved.
         """
+        if threshold is None:
+            threshold = default_threshold(self.model.arch if self.model else None)
         with self.catalog.snapshot():
             allowed = filters.allowed_ids(self.catalog) if filters else None
             return find_duplicates(self.catalog, threshold=threshold, series_threshold=series_threshold,
@@ -329,11 +443,21 @@ class Library:
     def info(self) -> LibraryInfo:
         model = self.model
         size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        file = self.path / INDEX_FILE
+        on_disk = VectorIndex.load(file) if file.exists() else None
+        index: dict[str, object] = {"type": on_disk.kind if on_disk else "none", "choice": self.index_type}
+        if on_disk is not None:
+            record = self._build_record()
+            index.update(on_disk.params(), vectors=len(on_disk))
+            if record is not None and record.describes(on_disk):
+                index.update(built_for=record.built_for, recall_at_10=record.recall_at_10,
+                             build_s=round(record.build_s, 1))
         return LibraryInfo(
             path=str(self.path),
             model={**(model.to_dict() if model else {}), "dim": self.catalog.get_meta("dim")},
             images=self.catalog.count(),
-            index_type=self.catalog.get_meta("index_type", "flat"),
+            index_type=str(index["type"]),
+            index=index,
             size_bytes=size,
             last_indexed=self.catalog.get_meta("last_indexed"),
         )

@@ -7,7 +7,10 @@ cannot be reached, it fails fast with `ModelUnavailable` saying how to fix it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
+import urllib.parse
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 TINY_MODEL = "clipsearch-tiny"
+DEFAULT_BATCH = {"cpu": 32, "mps": 64, "cuda": 256}
+"""Images per batch by device type, when not given."""
 TINY_CONFIG = Path(__file__).parent / "model_configs" / f"{TINY_MODEL}.json"
 TINY_WEIGHTS = Path(__file__).parent / "weights" / f"{TINY_MODEL}.pt"
 BUNDLED = "bundled"
@@ -160,11 +165,36 @@ def cached_weights(cfg: dict[str, Any]) -> str | None:
     return None
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the model hub cannot be reached, or None when a connection to it opens.
+
+    huggingface_hub retries a failing download five times with backoff (about a minute offline),
+    so one quick connection attempt decides first. Behind a proxy only the download can tell.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as e:
+        return f"{url.hostname} is unreachable: {e.strerror or e}"
+    return None
+
+
 def _download(spec: ModelSpec, cfg: dict[str, Any]) -> str:
     from open_clip.pretrained import download_pretrained
 
+    reason = hub_unreachable()
+    if reason:
+        raise ModelUnavailable(_offline_message(spec, reason))
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter on stderr
     try:
         path = download_pretrained(cfg, cache_dir=hub_cache_dir())
     except Exception as e:  # any download failure means the same thing to the user

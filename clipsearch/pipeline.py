@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .decode import ImageMeta, content_hash, decode
-from .discover import FileEntry
+from .discover import FileEntry, read_entry
 from .errors import BadImage
 
 
@@ -57,14 +57,6 @@ class Batch:
         return replace(self, pixels=self.pixels.pin_memory()) if self.pixels is not None else self
 
 
-def read_entry(entry: FileEntry) -> tuple[FileEntry, bytes]:
-    """Read a file, describing it by what was actually read (it may have changed since listing)."""
-    with open(entry.path, "rb") as f:
-        st = os.fstat(f.fileno())
-        data = f.read()
-    return FileEntry(entry.path, st.st_size, st.st_mtime_ns), data
-
-
 class _Files(Dataset):
     def __init__(self, entries: Sequence[FileEntry], preprocess: Callable[[Image.Image], torch.Tensor],
                  min_side: int | None):
@@ -76,17 +68,22 @@ class _Files(Dataset):
         return len(self.entries)
 
     def __getitem__(self, i: int) -> tuple[Decoded, torch.Tensor | None]:
-        entry = self.entries[i]
-        try:
-            entry, data = read_entry(entry)
-            image, meta = decode(data, self.min_side)
-            return Decoded(entry, content_hash(data), meta), self.preprocess(image)
-        except FileNotFoundError:
-            return Decoded(entry, error="vanished while indexing", transient=True), None
-        except OSError as e:
-            return Decoded(entry, error=e.strerror or str(e), transient=True), None
-        except BadImage as e:
-            return Decoded(entry, error=str(e)), None
+        return load_entry(self.entries[i], self.preprocess, self.min_side)
+
+
+def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
+               min_side: int | None) -> tuple[Decoded, torch.Tensor | None]:
+    """Read, hash, decode and preprocess one file; the reason instead when it cannot be used."""
+    try:
+        entry, data = read_entry(entry)
+        image, meta = decode(data, min_side)
+        return Decoded(entry, content_hash(data), meta), preprocess(image)
+    except FileNotFoundError:
+        return Decoded(entry, error="vanished while indexing", transient=True), None
+    except OSError as e:
+        return Decoded(entry, error=e.strerror or str(e), transient=True), None
+    except BadImage as e:
+        return Decoded(entry, error=str(e)), None
 
 
 def _collate(items: list[tuple[Decoded, torch.Tensor | None]], encode: Encode | None = None) -> Batch:

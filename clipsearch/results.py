@@ -45,6 +45,9 @@ class LibraryInfo:
     model: dict[str, Any]
     images: int
     index_type: str
+    """The type of the index file: "flat", "ivf", "hnsw" (or "none" before the first save)."""
+    index: dict[str, Any]
+    """Its type, the type asked for ("choice": auto or a type), parameters and build record."""
     size_bytes: int
     last_indexed: str | None
 
@@ -108,3 +111,30 @@ class TagReport:
 class TagCount:
     label: str
     images: int
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    """What `clipsearch embed` did: shards written now, shards found already written, files skipped."""
+
+    shards: int
+    written: int
+    already_written: int
+    embedded: int
+    skipped: tuple[Skip, ...]
+    elapsed_s: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.embedded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    shards: int
+    added: int
+    updated: int
+    unchanged: int
+    """Files the library already held in this version or a newer one."""
+    skipped: tuple[Skip, ...]
+    elapsed_s: float

@@ -21,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from .decode import decode
-from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD
+from .duplicates import DEFAULT_SERIES_THRESHOLD
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
 from .library import Library
 from .results import LibraryInfo, SearchResult, to_dict
@@ -194,7 +194,8 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
 
     @app.get("/api/duplicates", summary="Groups of duplicate images, the suggested keeper first")
     def duplicates(
-        threshold: float = Query(DEFAULT_THRESHOLD, description="Cosine similarity for near-duplicates"),
+        threshold: float | None = Query(None, description="Cosine similarity for near-duplicates; "
+                                        "default: the one measured for the library's model"),
         series_threshold: float | None = Query(None, description="Also group similar series down to this cosine"),
     ) -> Duplicates:
         """Read on a connection of its own, so a long grouping never holds up searches."""

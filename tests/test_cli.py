@@ -97,3 +97,32 @@ def test_models_lists_the_bundled_model_and_open_clip_tags():
     out = run("models").output
     assert "* clipsearch-tiny" in out
     assert "ViT-B-32" in out and "laion2b_s34b_b79k" in out
+
+
+@pytest.mark.parametrize("args,code,stdout_lines", [
+    (["search", "a red star", "-n", "2"], 0, 2),
+    (["similar", "{tree}/a/red_star.png", "-n", "2"], 0, 2),
+    (["search", " "], 1, 0),
+])
+def test_the_real_entry_point_flushes_output_and_exit_status(indexed, shape_tree, args, code, stdout_lines):
+    """search and similar leave through os._exit (see cli.run): output and exit status must survive it."""
+    import subprocess
+    import sys
+
+    args = [a.format(tree=shape_tree) for a in args]
+    done = subprocess.run([sys.executable, "-m", "clipsearch", *args, "--db", str(indexed)], capture_output=True,
+                          text=True)
+    assert done.returncode == code, done.stderr
+    assert len(done.stdout.splitlines()) == stdout_lines
+    assert len(done.stderr.splitlines()) == (0 if code == 0 else 1)
+
+
+def test_the_cli_reference_is_current():
+    """docs/cli.md is generated from --help; regenerate it with `python scripts/cli_reference.py`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "cli_reference.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

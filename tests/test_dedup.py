@@ -17,7 +17,7 @@ from clipsearch import Library, model_spec
 from clipsearch import duplicates
 from clipsearch.catalog import Catalog, NewImage
 from clipsearch.cli import main
-from clipsearch.duplicates import DEFAULT_THRESHOLD, components, find_duplicates, group, keeper_key, neighbour_pairs
+from clipsearch.duplicates import MEASURED_THRESHOLDS, components, find_duplicates, group, keeper_key, neighbour_pairs
 from clipsearch.errors import BadQuery
 from clipsearch.filters import Filters
 from clipsearch.reports import CSV_COLUMNS, summary, write_csv, write_html, write_json
@@ -281,7 +281,7 @@ def test_json_schema(library, tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     assert data == json.loads(json.dumps(to_dict(report)))
     assert set(data) == {"threshold", "series_threshold", "images", "groups", "reclaimable_bytes", "elapsed_s"}
-    assert data["threshold"] == DEFAULT_THRESHOLD and data["series_threshold"] is None
+    assert data["threshold"] == MEASURED_THRESHOLDS["clipsearch-tiny"] and data["series_threshold"] is None
     assert set(data["groups"][0]) == {"tier", "members", "reclaimable_bytes"}
     assert set(data["groups"][0]["members"][0]) == {"path", "size", "width", "height", "date", "tier", "similarity"}
     assert all(g["members"][0]["tier"] == "keeper" for g in data["groups"])

@@ -45,6 +45,17 @@ def test_reindex_unchanged_tree_decodes_nothing(shape_tree, library_dir, tiny, m
     assert (report.added, report.updated, report.unchanged) == (0, 0, 8)
 
 
+def test_reindex_unchanged_tree_loads_no_model(shape_tree, library_dir, tiny, monkeypatch):
+    """So that `clipsearch index` on an unchanged tree costs a walk, not torch's start-up."""
+    index(library_dir, tiny, shape_tree)
+    import clipsearch.library
+
+    monkeypatch.setattr(clipsearch.library, "load_encoder", lambda *a: pytest.fail("loaded a model"))
+    with Library.open(library_dir) as lib:
+        report = lib.index([shape_tree])
+    assert report.unchanged == 8
+
+
 def test_changed_moved_and_deleted_files(shape_tree, library_dir, tiny):
     index(library_dir, tiny, shape_tree)
     draw_shape(shape_tree / "a" / "red_star.png", "green", "circle", seed=5)

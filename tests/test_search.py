@@ -72,3 +72,27 @@ def test_empty_queries_are_refused(lib):
         lib.search("   ")
     with pytest.raises(BadQuery):
         lib.search(None)
+
+
+def test_a_repeated_text_query_is_answered_without_loading_the_model(lib, library_dir, monkeypatch):
+    first = lib.search("a blue circle", k=3)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("clipsearch.library.load_encoder", no_model)
+    with Library.open(library_dir) as fresh:
+        assert fresh.search("a blue circle", k=3) == first
+        with pytest.raises(AssertionError, match="the model was loaded"):
+            fresh.search("a green square", k=3)
+
+
+def test_the_text_cache_is_keyed_by_model_and_an_unusable_one_is_ignored(lib, library_dir):
+    from clipsearch.textcache import TEXT_CACHE_FILE, TextVectorCache
+
+    vector = lib.text_vector("a red star")
+    assert (TextVectorCache(library_dir, model_spec("clipsearch-tiny")).get("a red star") == vector).all()
+    assert TextVectorCache(library_dir, model_spec("ViT-B-32")).get("a red star") is None
+    (library_dir / TEXT_CACHE_FILE).unlink()
+    (library_dir / TEXT_CACHE_FILE).mkdir()  # neither readable nor writable as a database
+    assert name(lib.search("a red star", k=1)[0]) == "red_star.png"

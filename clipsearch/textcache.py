@@ -1,0 +1,63 @@
+"""Text queries already encoded, kept beside the catalog, so that a repeated query needs no model.
+
+Importing torch and open_clip and loading the model is most of a cold `clipsearch search` (about
+4 of its 5 seconds on 2 cores); a text seen before is answered from this file instead. Entries are
+keyed by the model's weights and the exact text, so a library re-indexed with another model never
+gets a stale vector. The cache is an optimisation only: if it cannot be read or written (a
+read-only library, a damaged file), queries are encoded as if it were not there.
+"""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .models import ModelSpec
+
+TEXT_CACHE_FILE = "text-vectors.db"
+MAX_ENTRIES = 10_000
+"""Beyond this many texts the least recently added are dropped (about 20 MB of 512-d vectors)."""
+
+
+def model_key(spec: ModelSpec) -> str:
+    return f"{spec.arch}|{spec.checkpoint_sha256 or spec.pretrained}"
+
+
+class TextVectorCache:
+    def __init__(self, directory: Path, spec: ModelSpec):
+        self.path = directory / TEXT_CACHE_FILE
+        self.key = model_key(spec)
+
+    def get(self, text: str) -> np.ndarray | None:
+        if not self.path.is_file():
+            return None
+        try:
+            with _connect(self.path) as db:
+                row = db.execute("SELECT vector FROM texts WHERE model = ? AND text = ?", (self.key, text)).fetchone()
+        except sqlite3.Error:
+            return None
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        try:
+            with _connect(self.path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS texts (model TEXT, text TEXT, vector BLOB, PRIMARY KEY (model, text))")
+                db.execute("INSERT OR REPLACE INTO texts VALUES (?, ?, ?)",
+                           (self.key, text, np.asarray(vector, dtype=np.float32).tobytes()))
+                db.execute("DELETE FROM texts WHERE rowid <= (SELECT MAX(rowid) FROM texts) - ?", (MAX_ENTRIES,))
+        except sqlite3.Error:
+            pass
+
+
+@contextmanager
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection that commits on success and is closed either way."""
+    db = sqlite3.connect(path, timeout=1.0)
+    try:
+        with db:
+            yield db
+    finally:
+        db.close()
