@@ -28,7 +28,7 @@ mapping the index, searching, printing), and the command itself is timed end to 
 text cache (a query never searched before), and again for the same query (answered from the text
 cache, so neither torch nor the model is loaded).
 
-    python benchmarks/bench_search.py                       # 100,000 and 1,000,000 (about 30 min on 2 cores)
+    python benchmarks/bench_search.py                       # 100,000 and 1,000,000 (about 35 min on 2 cores)
     python benchmarks/bench_search.py --n 100000            # one size
     python benchmarks/bench_search.py --n 100000 --types flat,ivf --no-isotropic --no-cold
 

@@ -127,8 +127,9 @@ def main() -> None:
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--index-type", type=click.Choice(INDEX_TYPES),
-              help="Vector index: auto (exact below 100,000 images, IVF from there), flat (exact), ivf or hnsw "
-                   "(approximate). Kept for later runs  [default: the recorded one, else auto]")
+              help="Vector index: auto (exact below 100,000 images, IVF from there, IVF-PQ from 5,000,000), flat "
+                   "(exact), ivf, ivfpq or hnsw (approximate). Kept for later runs  [default: the recorded one, "
+                   "else auto]")
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
           device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, batch_size: int | None,
           workers: int | None, errors_file: str | None, quiet: bool, index_type: str | None) -> None:

@@ -198,8 +198,8 @@ def find_duplicates(
     duplicates = []
     for label, members in _split(grouping.duplicate, in_duplicates):
         keeper = keepers[label]
-        tiers = {p: "exact" if hashes[p] == hashes[keeper] else "near" for p in members}
-        duplicates.append(_group(keeper, tiers, rows, vectors))
+        duplicates.append(_group(keeper, _tiers(sorted(members, key=lambda p: keeper_key(rows[p])), hashes),
+                                 rows, vectors))
     series = []
     for _, members in _split(grouping.series, in_series):
         units = {keepers[int(grouping.duplicate[p])] for p in members}
@@ -227,6 +227,17 @@ def _load(catalog: "Catalog", allowed: np.ndarray | None) -> tuple[np.ndarray, n
     return ids[keep], hashes[keep], vectors
 
 
+def _tiers(ranked: list[int], hashes: np.ndarray) -> dict[int, str]:
+    """Members' tiers, best first (the keeper): "exact" for the same bytes as the keeper or as a better
+    member (two copies of one resized export: the second is exact), else "near"."""
+    seen: set[str] = set()
+    tiers = {}
+    for p in ranked:
+        tiers[p] = "exact" if hashes[p] in seen else "near"
+        seen.add(hashes[p])
+    return tiers
+
+
 def _grouped(grouping: Grouping) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the images in a duplicate group, and in a series of two or more duplicate groups."""
     n = len(grouping.duplicate)
@@ -247,7 +258,7 @@ def _split(labels: np.ndarray, mask: np.ndarray) -> list[tuple[int, list[int]]]:
 def _group(keeper: int, tiers: dict[int, str], rows: dict[int, dict[str, Any]], vectors: np.ndarray) -> DuplicateGroup:
     """A group with its keeper first, then the others by similarity to the keeper."""
     others = sorted(
-        (_member(rows[p], tier, 1.0 if tier == "exact" else float(vectors[p] @ vectors[keeper]))
+        (_member(rows[p], tier, min(1.0, float(vectors[p] @ vectors[keeper])))
          for p, tier in tiers.items() if p != keeper),
         key=lambda m: (-m.similarity, m.path),
     )

@@ -127,7 +127,7 @@ class Library:
 
     @property
     def index_type(self) -> str:
-        """The index type asked for: "auto" (the default: by collection size), "flat", "ivf" or "hnsw"."""
+        """The index type asked for: "auto" (the default: by collection size), "flat", "ivf", "ivfpq" or "hnsw"."""
         return self.catalog.get_meta("index_type", "auto") if self._catalog is not None else "auto"
 
     def _set_index_type(self, index_type: str | None) -> None:
@@ -198,7 +198,7 @@ class Library:
     ) -> IndexReport:
         """Add, update, move and remove images under `paths` so the library mirrors them.
 
-        `index_type` ("auto", "flat", "ivf", "hnsw") is recorded and kept for later runs; None keeps
+        `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is recorded and kept for later runs; None keeps
         the recorded one.
         """
         from .indexer import IndexRun

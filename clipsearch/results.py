@@ -45,7 +45,7 @@ class LibraryInfo:
     model: dict[str, Any]
     images: int
     index_type: str
-    """The type of the index file: "flat", "ivf", "hnsw" (or "none" before the first save)."""
+    """The type of the index file: "flat", "ivf", "ivfpq", "hnsw" (or "none" before the first save)."""
     index: dict[str, Any]
     """Its type, the type asked for ("choice": auto or a type), parameters and build record."""
     size_bytes: int
@@ -65,8 +65,8 @@ class DuplicateMember:
     date: str
     """Date taken (EXIF), or the file's modification time when it has none."""
     tier: str
-    """Why it is in its group: "keeper" (the suggested one to keep), "exact" (same bytes as the keeper),
-    "near" (a near-duplicate) or "series" (another shot of the same scene)."""
+    """Why it is in its group: "keeper" (the suggested one to keep), "exact" (same bytes as the keeper
+    or as another member), "near" (a near-duplicate) or "series" (another shot of the same scene)."""
     similarity: float
     """Cosine similarity to the group's keeper."""
 

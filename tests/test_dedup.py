@@ -145,6 +145,16 @@ def test_tiers_keeper_and_reclaimable_bytes(rows):
     assert report.reclaimable_bytes == 7200 and report.images == 6
 
 
+def test_a_byte_copy_of_a_near_duplicate_is_exact_too(rows):
+    rows.add("a.jpg", A, width=400, height=300, size=5000)
+    rows.add("export.jpg", A_NEAR, content="export", width=200, height=150, size=1200)
+    rows.add("export-again.jpg", A_NEAR, content="export", width=200, height=150, size=1200)
+    (group,) = find_duplicates(rows.catalog, threshold=0.92).groups
+    assert group.tier == "near"
+    assert names(group) == [("a.jpg", "keeper"), ("export-again.jpg", "near"), ("export.jpg", "exact")]
+    assert group.members[1].similarity == group.members[2].similarity == pytest.approx(float(A @ A_NEAR), abs=1e-4)
+
+
 def test_series_are_reported_separately_and_not_counted(rows):
     rows.add("a.jpg", A, width=400, height=300)
     rows.add("a-small.jpg", A_NEAR, width=200, height=150)

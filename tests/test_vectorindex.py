@@ -119,14 +119,16 @@ def test_every_index_type_matches_brute_force_when_searching_widely(kind):
     source = array_source(rng, 3000)
     index = rebuild(source, 32, kind)
     assert index.kind == kind and len(index) == 3000
-    index.set_search_param(index.index.nlist if kind == "ivf" else 512)  # IVF: every list
+    index.set_search_param(index.index.nlist if kind.startswith("ivf") else 512)  # IVF: every list
     shares = []
     for query in clustered(rng, 30):
         scores, found = index.search(query[None], 10, exact=source.vectors_for)
         want, _ = brute_force(source.vectors, source.ids, query, 10)
         shares.append(overlap(found[0], want))
         assert np.allclose(scores[0], source.vectors_for(found[0]) @ query, atol=1e-5)  # exact scores
-    assert np.mean(shares) >= (1.0 if kind == "flat" else 0.99)
+    # Product quantisation (here 6-bit codes: 3,000 vectors train 64 centroids) stays approximate even
+    # when every list is searched.
+    assert np.mean(shares) >= {"flat": 1.0, "ivfpq": 0.95}.get(kind, 0.99)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -140,7 +142,7 @@ def test_tiny_collections_build_and_search_with_every_index_type(kind, n, tmp_pa
     assert len(set(found[0])) == min(n, 10) and set(found[0]) <= set(catalog.all_ids())
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_approximate_recall_at_calibrated_parameters(kind):
     rng = np.random.default_rng(11)
     vectors = clustered(rng, 20_200, d=64)
@@ -184,7 +186,7 @@ def test_deletions_are_honoured_by_every_index_type(kind, tmp_path):
         _, found = candidate.search(query[None], 10, exact=source.vectors_for)
         assert not set(first[0][:5]) & set(found[0]) and set(first[0][5:]) <= set(found[0])
     loaded.add(first[0][:1], source.vectors_for(first[0][:1]))  # the first change makes a private copy
-    assert loaded.search(query[None], 1, exact=source.vectors_for)[1][0][0] == first[0][0]
+    assert loaded.search(query[None], 10, exact=source.vectors_for)[1][0][0] == first[0][0]
     assert len(VectorIndex.load(tmp_path / "v.faiss")) == 1995  # the file is untouched until saved
 
 
@@ -199,10 +201,14 @@ def test_sync_and_rebuild_from_the_catalog_for_every_index_type(kind, tmp_path):
     assert stale.sync(catalog) and not stale.sync(catalog)
     assert sorted(stale.ids()) == sorted(catalog.all_ids())
     fresh = rebuild(catalog, 16, kind)
+    shares = []
     for query in unit_rows(rng, 10):
         _, a = stale.search(query[None], 10, exact=catalog.vectors_for)
         _, b = fresh.search(query[None], 10, exact=catalog.vectors_for)
-        assert not {3, 7, 20} & set(a[0]) and overlap(a[0], b[0]) >= 0.9
+        assert not {3, 7, 20} & set(a[0])
+        shares.append(overlap(a[0], b[0]))
+    # Two IVF-PQ indexes over 600 isotropic 16-d vectors (3-bit codes) disagree more than the others.
+    assert np.mean(shares) >= (0.8 if kind == "ivfpq" else 0.9)
 
 
 def test_auto_picks_the_type_by_size_with_a_margin():
@@ -214,6 +220,18 @@ def test_auto_picks_the_type_by_size_with_a_margin():
     assert wanted_kind("auto", 5000, "hnsw", policy) == "ivf"
     assert wanted_kind("hnsw", 10, "flat", policy) == "hnsw"
     assert wanted_kind("ivf", 0, "ivf", policy) == "flat"  # nothing to train on
+
+
+def test_auto_compresses_large_collections_and_ivfpq_needs_enough_vectors_to_train():
+    policy = IndexPolicy(approximate_from=1000, compressed_from=10_000)
+    assert wanted_kind("auto", 9_999, "ivf", policy) == "ivf"
+    assert wanted_kind("auto", 10_000, "ivf", policy) == "ivfpq"
+    assert wanted_kind("auto", 5_000, "ivfpq", policy) == "ivfpq"  # kept down to half the threshold
+    assert wanted_kind("auto", 4_999, "ivfpq", policy) == "ivf"
+    assert wanted_kind("ivfpq", 79, "flat", policy) == "ivf"  # too few vectors to train a codebook
+    assert wanted_kind("ivfpq", 80, "flat", policy) == "ivfpq"
+    index, record = build(ArraySource(np.arange(1, 80), unit_rows(np.random.default_rng(1), 79)), 16, "ivfpq")
+    assert index.kind == "ivf" and record.params["storage"] == "sq8"
 
 
 def add_rows(catalog, rng, n, d=32):
@@ -250,6 +268,26 @@ def test_library_switches_type_at_the_threshold_and_rebuilds_as_it_grows(tmp_pat
     lib.vectors
     lib.save_index()
     assert lib.vectors.kind == "flat" and len(lib.vectors) == 400 and lib.check() == []
+
+
+def test_library_compresses_its_index_past_the_second_threshold(tmp_path):
+    rng = np.random.default_rng(17)
+    policy = IndexPolicy(approximate_from=500, compressed_from=2000)
+    lib = Library.open(tmp_path / "lib", create=True, index_policy=policy)
+    lib.catalog.set_meta("dim", 32)
+    add_rows(lib.catalog, rng, 1000)
+    lib.vectors
+    lib.save_index()
+    assert lib.info().index["type"] == "ivf"
+    add_rows(lib.catalog, rng, 1500)
+    lib.vectors
+    lib.save_index()
+    info = lib.info().index
+    assert info["type"] == "ivfpq" and info["storage"] == "pq8x5" and info["built_for"] == 2500
+    query = clustered(rng, 1)[0]
+    want, _ = brute_force(lib.catalog.vectors_for(lib.catalog.all_ids()), lib.catalog.all_ids(), query, 10)
+    assert overlap(np.array([int(r.path.split("/")[-1][:-4]) + 1 for r in lib.nearest(query, k=10)]), want) >= 0.8
+    assert lib.check() == []
 
 
 def test_chosen_index_type_is_kept_and_filtered_library_search_is_complete(tmp_path):
