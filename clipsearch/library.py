@@ -365,10 +365,11 @@ class Library:
             chosen = top_k(scores[0], ids[0], k, lambda i: i not in exclude, min_score)
             rows = self.catalog.rows(i for i, _ in chosen)
         chosen = [(i, s) for i, s in chosen if i in rows]
+        dates = {i: image_date(rows[i]["taken_at"], rows[i]["mtime_ns"]) for i, _ in chosen}
         if sort == "date":
-            chosen = by_date(chosen, [image_date(rows[i]["taken_at"], rows[i]["mtime_ns"]) for i, _ in chosen])
+            chosen = by_date(chosen, [dates[i] for i, _ in chosen])
         return [
-            SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"])
+            SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"], dates[i])
             for i, s in chosen
         ]
 

@@ -12,6 +12,9 @@ class SearchResult:
     width: int
     height: int
     taken_at: str | None
+    """Date taken (EXIF), if the file records one."""
+    date: str
+    """Date taken, else the file's modification time: what `sort="date"` orders by."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ class Hit(BaseModel):
     width: int
     height: int
     taken_at: str | None
+    date: str
+    """Date taken, else the file's modification time."""
 
 
 class Results(BaseModel):

@@ -122,6 +122,8 @@ def test_sort_by_date_reorders_the_same_results_oldest_first(library):
     everything = library.search("a shape", k=20, sort="date")
     assert names(everything) == ["blue_circle", "yellow_square", "red_star", "red_circle", "blue_star",
                                  "green_triangle", "green_square", "yellow_triangle"]
+    dates = [r.date for r in everything]  # each result says the date it was ordered by
+    assert dates == sorted(dates) and all(r.date == r.taken_at for r in everything if r.taken_at)
 
 
 def test_min_score_and_date_order(library):

@@ -47,7 +47,7 @@ def test_text_search_answers_what_the_library_answers(client, lib, colour, shape
     body = response.json()
     assert [(h["path"], h["score"]) for h in body["results"]] == [(r.path, r.score) for r in lib.search(query, k=3)]
     assert body["elapsed_ms"] >= 0
-    assert set(body["results"][0]) == {"id", "path", "score", "width", "height", "taken_at"}
+    assert set(body["results"][0]) == {"id", "path", "score", "width", "height", "taken_at", "date"}
     assert [lib.catalog.row_by_path(h["path"])["id"] for h in body["results"]] == [h["id"] for h in body["results"]]
 
 
