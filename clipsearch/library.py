@@ -398,8 +398,9 @@ class Library:
 
     def repair(self, index_type: str | None = None) -> BuildRecord:
         """Rebuild the vector index from the vectors kept in the catalog, as `index_type` if given (it is
-        then recorded); returns how it was built."""
+        then recorded), and recount the catalog's images; returns how the index was built."""
         with self._lock():
+            self.catalog.recount()
             self._set_index_type(index_type)
             record = self._build_record()
             current = record.params["type"] if record is not None else "flat"

@@ -290,6 +290,33 @@ def test_library_compresses_its_index_past_the_second_threshold(tmp_path):
     assert lib.check() == []
 
 
+def test_the_catalog_keeps_a_running_count_that_check_verifies_and_repair_restores(tmp_path):
+    rng = np.random.default_rng(18)
+    lib = Library.open(tmp_path / "lib", create=True)
+    lib.catalog.set_meta("dim", 32)
+    add_rows(lib.catalog, rng, 50)
+    lib.catalog.delete([1, 2, 3])
+    rows = "SELECT count(*) FROM images"
+    assert lib.catalog.count() == 47 == lib.catalog.db.execute(rows).fetchone()[0]
+    lib.vectors
+    lib.save_index()
+    assert lib.check() == []
+    with lib.catalog.db.conn:
+        lib.catalog.db.conn.execute("UPDATE image_count SET n = 5")
+    assert "the catalog counts 5 images but holds 47" in lib.check()
+    lib.repair()
+    assert lib.check() == [] and lib.catalog.count() == 47
+    with lib.catalog.db.conn:  # a catalog from before the count (schema 3) gains it on open
+        lib.catalog.db.conn.executescript("DROP TRIGGER images_counted; DROP TRIGGER images_uncounted;"
+                                          " DROP TABLE image_count; PRAGMA user_version = 3;")
+    lib.close()
+    lib = Library.open(tmp_path / "lib")
+    assert lib.catalog.count() == 47 and lib.check() == []
+    lib.catalog.reset({"dim": 32})
+    assert lib.catalog.count() == 0 == lib.catalog.db.execute(rows).fetchone()[0]
+    lib.close()
+
+
 def test_chosen_index_type_is_kept_and_filtered_library_search_is_complete(tmp_path):
     rng = np.random.default_rng(16)
     lib = Library.open(tmp_path / "lib", create=True, index_policy=IndexPolicy(approximate_from=10**9))
