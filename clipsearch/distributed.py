@@ -23,8 +23,7 @@ from PIL import Image
 from .discover import FileEntry, list_images
 from .encoder import Encoder
 from .errors import ClusterError, ExtraNotInstalled, ModelMismatch
-from .library import DEFAULT_BATCH
-from .models import ModelSpec, load_encoder
+from .models import DEFAULT_BATCH, ModelSpec, load_encoder
 from .pipeline import Decoded, load_entry
 from .results import EmbedReport, Skip
 from .shards import DEFAULT_SHARD_SIZE, Shard, plan_shards, read_header, shard_files, write_shard

@@ -45,6 +45,11 @@ class ModelSpec:
         source = self.checkpoint or self.pretrained or "random init"
         return f"{self.arch} ({source})"
 
+    @property
+    def identity(self) -> str:
+        """What makes two specs embed alike (see `same_weights`), as a key for caches and shard names."""
+        return f"{self.arch}:{self.checkpoint_sha256 or self.pretrained}"
+
     def same_weights(self, other: "ModelSpec") -> bool:
         if self.checkpoint_sha256 or other.checkpoint_sha256:
             return self.arch == other.arch and self.checkpoint_sha256 == other.checkpoint_sha256

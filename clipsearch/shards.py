@@ -76,18 +76,13 @@ def plan_shards(files: Sequence[FileEntry], model: ModelSpec, target: int = DEFA
     return shards
 
 
-def model_identity(model: ModelSpec) -> str:
-    """What makes two specs embed alike (see `ModelSpec.same_weights`)."""
-    return f"{model.arch}:{model.checkpoint_sha256 or model.pretrained}"
-
-
 def _ends_shard(path: str, target: int) -> bool:
     digest = hashlib.blake2b(os.fsencode(path), digest_size=8).digest()
     return int.from_bytes(digest, "big") % target == 0
 
 
 def _shard(entries: list[FileEntry], model: ModelSpec) -> Shard:
-    h = hashlib.blake2b(model_identity(model).encode(), digest_size=12)
+    h = hashlib.blake2b(model.identity.encode(), digest_size=12)
     for e in entries:
         h.update(b"\n%s\0%d\0%d" % (os.fsencode(e.path), e.size, e.mtime_ns))
     return Shard(h.hexdigest(), tuple(entries))

@@ -22,14 +22,10 @@ MAX_ENTRIES = 10_000
 """Beyond this many texts the least recently added are dropped (about 20 MB of 512-d vectors)."""
 
 
-def model_key(spec: ModelSpec) -> str:
-    return f"{spec.arch}|{spec.checkpoint_sha256 or spec.pretrained}"
-
-
 class TextVectorCache:
     def __init__(self, directory: Path, spec: ModelSpec):
         self.path = directory / TEXT_CACHE_FILE
-        self.key = model_key(spec)
+        self.key = spec.identity
 
     def get(self, text: str) -> np.ndarray | None:
         if not self.path.is_file():
