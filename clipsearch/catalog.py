@@ -88,6 +88,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+IN_CHUNK = 500
+"""Values per `IN (...)` list: well under SQLite's limit on a statement's parameters."""
 
 IMAGE_COLUMNS = "id, path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at"
 
@@ -207,12 +209,15 @@ class Catalog:
 
     def states_of(self, paths: Sequence[str]) -> dict[str, FileState]:
         """The rows of these paths, where there are any."""
-        found: dict[str, FileState] = {}
-        for start in range(0, len(paths), 500):
-            chunk = list(paths[start : start + 500])
-            sql = f"SELECT path, id, size, mtime_ns, hash FROM images WHERE path IN ({','.join('?' * len(chunk))})"
-            found.update({r[0]: FileState(*r[1:]) for r in self.db.execute(sql, chunk)})
-        return found
+        sql = "SELECT path, id, size, mtime_ns, hash FROM images WHERE path IN ({})"
+        return {r[0]: FileState(*r[1:]) for cursor in self._select_in(sql, paths) for r in cursor}
+
+    def _select_in(self, sql: str, values: Sequence[Any]) -> Iterator[sqlite3.Cursor]:
+        """`sql` with its `IN ({})` filled by IN_CHUNK values at a time (SQLite caps a statement's
+        parameters), a cursor per chunk."""
+        for start in range(0, len(values), IN_CHUNK):
+            chunk = list(values[start : start + IN_CHUNK])
+            yield self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
@@ -234,12 +239,9 @@ class Catalog:
         return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=str)
 
     def rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        ids = [int(i) for i in ids]
         found: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            sql = f"SELECT {IMAGE_COLUMNS} FROM images WHERE id IN ({','.join('?' * len(chunk))})"
-            cursor = self.db.execute(sql, chunk)
+        sql = f"SELECT {IMAGE_COLUMNS} FROM images WHERE id IN ({{}})"
+        for cursor in self._select_in(sql, [int(i) for i in ids]):
             names = [d[0] for d in cursor.description]
             found.update({row[0]: dict(zip(names, row)) for row in cursor})
         return found
@@ -263,21 +265,14 @@ class Catalog:
             last = int(ids[-1])
 
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
-        got = {}
-        for start in range(0, len(ids), 500):
-            chunk = [int(i) for i in ids[start : start + 500]]
-            sql = f"SELECT id, vector FROM images WHERE id IN ({','.join('?' * len(chunk))})"
-            got.update({r[0]: np.frombuffer(r[1], dtype=np.float32) for r in self.db.execute(sql, chunk)})
+        sql = "SELECT id, vector FROM images WHERE id IN ({})"
+        got = {r[0]: np.frombuffer(r[1], dtype=np.float32)
+               for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
         return np.vstack([got[int(i)] for i in ids])
 
     def by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
-        hashes = list(set(hashes))
-        found: dict[str, int] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start : start + 500]
-            sql = f"SELECT hash, id FROM images WHERE hash IN ({','.join('?' * len(chunk))})"
-            found.update({r[0]: r[1] for r in self.db.execute(sql, chunk)})
-        return found
+        sql = "SELECT hash, id FROM images WHERE hash IN ({})"
+        return {r[0]: r[1] for cursor in self._select_in(sql, list(set(hashes))) for r in cursor}
 
     # --- writing (each call is one transaction) -------------------------------
     def write_batch(
