@@ -351,9 +351,9 @@ class Catalog:
             bad = self.db.execute("SELECT count(*) FROM images WHERE length(vector) != ?", [4 * dim]).fetchone()[0]
             if bad:
                 problems.append(f"{bad} catalog rows have vectors of the wrong size")
-        rows = self.db.execute("SELECT count(*) FROM images").fetchone()[0]
-        if rows != self.count():
-            problems.append(f"the catalog counts {self.count()} images but holds {rows}")
+        rows, counted = self.db.execute("SELECT count(*) FROM images").fetchone()[0], self.count()
+        if rows != counted:
+            problems.append(f"the catalog counts {counted} images but holds {rows}")
         return problems
 
     def recount(self) -> None:

@@ -315,7 +315,8 @@ class Library:
         loading the model (see textcache.py)."""
         from .textcache import TextVectorCache
 
-        cache = TextVectorCache(self.path, self.model) if self.model is not None else None
+        model = self.model
+        cache = TextVectorCache(self.path, model) if model is not None else None
         vector = cache.get(text) if cache is not None else None
         if vector is None:
             vector = self.encoder.encode_texts([text])[0]

@@ -21,8 +21,9 @@ THUMBNAIL_SIZE = 160
 CSV_COLUMNS = ("group", "group_tier", "tier", "similarity", "path", "size", "width", "height", "date")
 SECTIONS = (("exact", "Exact duplicates"), ("near", "Near-duplicates"), ("series", "Similar series"))
 LEGEND = ("keeper: the one to keep (highest resolution, then largest file, then oldest); exact: the same bytes "
-          "as the keeper or as another member; near: the same picture resized, re-encoded, cropped or edited; series: another shot of "
-          "the same scene (series are not counted as reclaimable). Similarity is the cosine to the keeper.")
+          "as the keeper or as another member; near: the same picture resized, re-encoded, cropped or edited; "
+          "series: another shot of the same scene (series are not counted as reclaimable). Similarity is the "
+          "cosine to the keeper.")
 
 
 def human_bytes(n: float) -> str:

@@ -40,7 +40,8 @@ class TextVectorCache:
     def put(self, text: str, vector: np.ndarray) -> None:
         try:
             with _connect(self.path) as db:
-                db.execute("CREATE TABLE IF NOT EXISTS texts (model TEXT, text TEXT, vector BLOB, PRIMARY KEY (model, text))")
+                db.execute("CREATE TABLE IF NOT EXISTS texts"
+                           " (model TEXT, text TEXT, vector BLOB, PRIMARY KEY (model, text))")
                 db.execute("INSERT OR REPLACE INTO texts VALUES (?, ?, ?)",
                            (self.key, text, np.asarray(vector, dtype=np.float32).tobytes()))
                 db.execute("DELETE FROM texts WHERE rowid <= (SELECT MAX(rowid) FROM texts) - ?", (MAX_ENTRIES,))
