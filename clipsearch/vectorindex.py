@@ -55,6 +55,8 @@ RERANK = {"ivf": 2, "ivfpq": 10, "hnsw": 2}
 PQ_BITS = 8
 TRAIN_PER_LIST = 40
 """k-means training vectors per IVF list (FAISS asks for at least 39)."""
+PQ_MIN = 2 * TRAIN_PER_LIST
+"""The fewest vectors that train a PQ codebook (1-bit codes); `ivfpq` builds IVF-SQ8 below it."""
 HNSW_LINKS = 32
 HNSW_TRAIN = 50_000
 MAX_EF = 1024
@@ -364,7 +366,7 @@ def wanted_kind(choice: str, n: int, current: str, policy: IndexPolicy = DEFAULT
     """
     if n == 0:
         return "flat"
-    if choice == "ivfpq" and pq_shape(n, 8) is None:
+    if choice == "ivfpq" and n < PQ_MIN:
         return "ivf"
     if choice != "auto":
         return choice
@@ -400,13 +402,13 @@ def nlist_for(n: int) -> int:
 def pq_shape(n: int, dim: int) -> tuple[int, int] | None:
     """(sub-vectors, bits per code) of IVF-PQ over n vectors: dim/4 sub-vectors (or the nearest divisor of
     dim below), and 8 bits where n can train 256 centroids per sub-vector (TRAIN_PER_LIST vectors each),
-    fewer in small collections; None below 80 vectors, where IVF-SQ8 is built instead.
+    fewer in small collections; None below PQ_MIN vectors, where IVF-SQ8 is built instead.
 
     On 100,000 clustered 512-d vectors (benchmarks/bench_search.py's data), recall@10 after re-ranking
     ten times k candidates, at nprobe 64: 0.965 with 64 sub-vectors, 0.984 with 128 (SQ8: 0.98)."""
-    bits = min(PQ_BITS, int(math.log2(max(n, 1) / TRAIN_PER_LIST)) if n >= TRAIN_PER_LIST else 0)
-    if bits < 1:
+    if n < PQ_MIN:
         return None
+    bits = min(PQ_BITS, int(math.log2(n / TRAIN_PER_LIST)))
     return next(m for m in range(max(1, dim // 4), 0, -1) if dim % m == 0), bits
 
 
