@@ -24,6 +24,7 @@ from .decode import decode
 from .duplicates import DEFAULT_SERIES_THRESHOLD
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
 from .library import Library
+from .ranking import combine
 from .results import LibraryInfo, SearchResult, to_dict
 from .thumbnails import THUMBS_DIR, thumbnail
 
@@ -154,7 +155,7 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         """Always text: unlike the CLI, a query naming a file on the server is not read as an image."""
         if not q.strip():
             raise BadQuery("Empty query: type what you are looking for")
-        return answer(lambda: library.nearest(library.encoder.encode_texts([q])[0], k=k))
+        return answer(lambda: library.nearest(combine([(1.0, library.text_vector(q))]), k=k))
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
     def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count) -> Results:

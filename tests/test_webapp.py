@@ -45,7 +45,11 @@ def test_text_search_answers_what_the_library_answers(client, lib, colour, shape
     response = client.get("/api/search", params={"q": query, "k": 3})
     assert response.status_code == 200
     body = response.json()
-    assert [(h["path"], h["score"]) for h in body["results"]] == [(r.path, r.score) for r in lib.search(query, k=3)]
+    expected = lib.search(query, k=3)
+    assert [h["path"] for h in body["results"]] == [r.path for r in expected]
+    # Same function computes the query vector on both paths; scores may still differ in the last bits
+    # between CPUs' SIMD kernels, so compare them with a tolerance, never exactly.
+    assert [h["score"] for h in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
     assert body["elapsed_ms"] >= 0
     assert set(body["results"][0]) == {"id", "path", "score", "width", "height", "taken_at", "date"}
     assert [lib.catalog.row_by_path(h["path"])["id"] for h in body["results"]] == [h["id"] for h in body["results"]]
