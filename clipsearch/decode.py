@@ -134,16 +134,17 @@ def model_view(image: Image.Image, side: int) -> Image.Image:
 
 
 def _decode(data: bytes, min_side: int | None) -> tuple[Image.Image, ImageMeta]:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # damaged metadata is reported by its absence, not on stderr
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)
         img = Image.open(io.BytesIO(data))
-    _check_shape(img.size)
-    exif = _exif(img)
-    meta = _metadata(img, exif)
-    if min_side and img.format in ("JPEG", "MPO"):
-        img.draft("RGB", (min_side, min_side))
-    img.load()
-    return to_srgb(_orient(img, exif)), meta
+        _check_shape(img.size)
+        exif = _exif(img)
+        meta = _metadata(img, exif)
+        if min_side and img.format in ("JPEG", "MPO"):
+            img.draft("RGB", (min_side, min_side))
+        img.load()
+        return to_srgb(_orient(img, exif)), meta
 
 
 def _check_shape(size: tuple[int, int]) -> None:
@@ -228,20 +229,17 @@ def to_srgb(img: Image.Image) -> Image.Image:
     profile = img.info.get("icc_profile")
     if profile and img.mode in ("RGB", "RGBA", "CMYK", "L"):
         try:
-            transform = _to_srgb_transform(profile, img.mode)
+            img = ImageCms.applyTransform(img, _to_srgb_transform(profile, img.mode))
         except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-            transform = None
-        if transform is not None:
-            img = ImageCms.applyTransform(img, transform)
+            pass  # an unusable profile: the pixels as they are
     return to_rgb(img)
 
 
 @lru_cache(maxsize=32)
-def _to_srgb_transform(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
-    """None for a profile that already is sRGB."""
+def _to_srgb_transform(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    """A transform from `profile` to sRGB; also for sRGB profiles, whose name is not read: LittleCMS can
+    allocate hundreds of MB reading a damaged description tag (found by scripts/fuzz_decode.py)."""
     source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-    if "srgb" in ImageCms.getProfileDescription(source).lower():
-        return None
     return ImageCms.buildTransform(source, _SRGB, mode, "RGBA" if mode == "RGBA" else "RGB")
 
 
@@ -266,7 +264,7 @@ def _reason(error: Exception) -> str:
     """A skipped file's reason; a refused PNG metadata chunk is named."""
     chunk = _png_chunk(error.__traceback__)
     if chunk:
-        return f"PNG {chunk} chunk refused: {error}"
+        return f"cannot decode: PNG {chunk} chunk: {error}"
     if isinstance(error, (OSError, ValueError, SyntaxError, EOFError)):
         return f"cannot decode: {error}"
     return f"cannot decode: {type(error).__name__}: {error}"
