@@ -12,6 +12,8 @@ from typing import Iterable
 from .errors import BadPath
 from .results import Skip
 
+ALIASES = {".jif": "JPEG", ".jfi": "JPEG"}
+"""Common extensions of formats Pillow decodes that its registry does not list."""
 NOT_PICTURES = frozenset({"EPS", "MPEG"})
 """Formats Pillow recognises but does not decode as pictures here: PostScript documents (.eps, .ps: only
 with Ghostscript, and documents rather than photos) and MPEG video (Pillow reads its header only)."""
@@ -21,7 +23,7 @@ with Ghostscript, and documents rather than photos) and MPEG video (Pillow reads
 def image_extensions() -> frozenset[str]:
     """The extensions indexed: those of every format the installed Pillow and its plugins (pillow-heif)
     can open and decode, read from Pillow's registry (.jpg, .jpeg, .jpe, .jfif, .png, .webp, .avif,
-    .heic...). Stub formats, which Pillow identifies without a decoder (BUFR, GRIB, HDF5, WMF), and
+    .heic...) and ALIASES. Stub formats, which Pillow identifies without a decoder (BUFR, GRIB, HDF5, WMF), and
     NOT_PICTURES are left out."""
     from PIL import Image, ImageFile
 
@@ -34,7 +36,8 @@ def image_extensions() -> frozenset[str]:
         stub = isinstance(opener, type) and issubclass(opener, ImageFile.StubImageFile)
         return opener is not None and not stub and fmt not in NOT_PICTURES
 
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if decodable(fmt))
+    registry = {**ALIASES, **Image.registered_extensions()}
+    return frozenset(ext for ext, fmt in registry.items() if decodable(fmt))
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,6 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
         return Decoded(entry, error=e.strerror or str(e), transient=True), None
     except BadImage as e:
         return Decoded(entry, error=str(e)), None
-    except MemoryError:
-        return Decoded(entry, error="out of memory while preprocessing", transient=True), None
     except Exception as e:  # noqa: BLE001 - the per-file boundary: any other failure is this file's
         return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}"), None
 
