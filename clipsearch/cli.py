@@ -174,10 +174,16 @@ class _progress:
 
 
 def _summary(report: IndexReport) -> str:
-    return _with_reasons(
+    summary = _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
         f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
         + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
+    if not report.passed_over:
+        return summary
+    total = sum(p.files for p in report.passed_over)
+    kinds = ", ".join(f"{p.extension or '(no extension)'} {p.files}" for p in report.passed_over[:10])
+    what = "file that is not an image" if total == 1 else "files that are not images"
+    return f"{summary}\npassed over {total} {what}: {kinds}" + (", ..." if len(report.passed_over) > 10 else "")
 
 
 def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
-from .results import IndexReport, Skip
+from .results import IndexReport, PassedOver, Skip
 from .vectorindex import VectorIndex
 
 if TYPE_CHECKING:
@@ -132,7 +132,8 @@ class IndexRun:
                 last_save = time.monotonic()
         self.save()
         return IndexReport(added, updated, len(todo.moves), len(todo.vanished), todo.unchanged,
-                           tuple(skipped), time.monotonic() - started)
+                           tuple(skipped), time.monotonic() - started,
+                           tuple(PassedOver(ext, n) for ext, n in listing.passed_over.most_common()))
 
     def _batches(self, entries: Sequence[FileEntry]) -> Iterator["Batch"]:
         if not entries:

@@ -24,6 +24,15 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class PassedOver:
+    """Files an index run found and left out because their extension is not an image format's."""
+
+    extension: str
+    """Lower case with its dot (".txt"), or "" for files without one."""
+    files: int
+
+
+@dataclass(frozen=True)
 class IndexReport:
     added: int
     updated: int
@@ -32,6 +41,8 @@ class IndexReport:
     unchanged: int
     skipped: tuple[Skip, ...]
     elapsed_s: float
+    passed_over: tuple[PassedOver, ...] = ()
+    """Most files first."""
 
     @property
     def embedded(self) -> int:
