@@ -14,11 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .errors import LibraryCorrupt, LibraryVersionError
+from .paths import catalog_text, from_catalog
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -86,6 +87,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER IF NOT EXISTS images_counted AFTER INSERT ON images BEGIN UPDATE image_count SET n = n + 1; END;
     CREATE TRIGGER IF NOT EXISTS images_uncounted AFTER DELETE ON images BEGIN UPDATE image_count SET n = n - 1; END;
     """,
+    # Each file's identity (device, inode, ctime), so that a file replaced by another of the same size and
+    # mtime (`cp -p`, `touch -r`, sync tools) is noticed; NULL in rows written before (recorded on the next
+    # run). The state index covers them so that diffing a listing still reads the index alone; the size
+    # index finds the rows a new file may have been moved from, anywhere in the library.
+    """
+    ALTER TABLE images ADD COLUMN dev INTEGER;
+    ALTER TABLE images ADD COLUMN inode INTEGER;
+    ALTER TABLE images ADD COLUMN ctime_ns INTEGER;
+    DROP INDEX IF EXISTS images_state;
+    CREATE INDEX IF NOT EXISTS images_file_state ON images(path, size, mtime_ns, hash, dev, inode, ctime_ns);
+    CREATE INDEX IF NOT EXISTS images_size ON images(size);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 IN_CHUNK = 500
@@ -94,12 +107,25 @@ IN_CHUNK = 500
 IMAGE_COLUMNS = "id, path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at"
 
 
+STATE_COLUMNS = "path, id, size, mtime_ns, hash, dev, inode, ctime_ns"
+
+
 @dataclass(frozen=True)
 class FileState:
+    """A catalog row's record of its file; `dev`, `inode` and `ctime_ns` are None where not recorded yet."""
+
     id: int
     size: int
     mtime_ns: int
     hash: str
+    dev: int | None = None
+    inode: int | None = None
+    ctime_ns: int | None = None
+
+
+def _states(cursor: Iterable[Sequence[Any]]) -> dict[str, FileState]:
+    """Rows of STATE_COLUMNS by path."""
+    return {from_catalog(r[0]): FileState(*r[1:]) for r in cursor}
 
 
 @dataclass(frozen=True)
@@ -114,6 +140,26 @@ class NewImage:
     taken_at: str | None
     camera: str | None
     vector: np.ndarray
+    dev: int | None = None
+    inode: int | None = None
+    ctime_ns: int | None = None
+
+
+class FileStamp(Protocol):
+    """What the catalog records of a file on disk (a discover.FileEntry)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    dev: int | None
+    inode: int | None
+    ctime_ns: int | None
+
+
+def _image_row(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    found = dict(zip(names, row))
+    found["path"] = from_catalog(found["path"])
+    return found
 
 
 def now_iso() -> str:
@@ -123,7 +169,7 @@ def now_iso() -> str:
 def under_clause(roots: Sequence[str]) -> tuple[str, list[str]]:
     """SQL matching paths equal to, or inside, any root, using the path index (range scans)."""
     parts, params = [], []
-    for root in roots:
+    for root in map(catalog_text, roots):
         prefix = root.rstrip(os.sep) + os.sep
         parts.append("(path = ? OR (path >= ? AND path < ?))")
         params += [root, prefix, prefix[:-1] + chr(ord(os.sep) + 1)]
@@ -180,8 +226,16 @@ class Catalog:
         if version == 0 and "images" not in self.db.table_names():
             raise LibraryCorrupt("The catalog has no clipsearch tables")
         for number in range(version, SCHEMA_VERSION):
-            with self.db.conn:
-                self.db.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
+            self._migrate_step(number)
+
+    def _migrate_step(self, number: int) -> None:
+        """Run migration `number` under the write lock, unless another process has run it meanwhile."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("PRAGMA user_version").fetchone()[0] > number:
+            conn.execute("COMMIT")
+            return
+        conn.executescript(f"{MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -204,13 +258,22 @@ class Catalog:
 
     def states_under(self, roots: Sequence[str]) -> dict[str, FileState]:
         where, params = under_clause(roots)
-        sql = f"SELECT path, id, size, mtime_ns, hash FROM images WHERE {where}"
-        return {r[0]: FileState(*r[1:]) for r in self.db.execute(sql, params)}
+        return _states(self.db.execute(f"SELECT {STATE_COLUMNS} FROM images WHERE {where}", params))
 
     def states_of(self, paths: Sequence[str]) -> dict[str, FileState]:
         """The rows of these paths, where there are any."""
-        sql = "SELECT path, id, size, mtime_ns, hash FROM images WHERE path IN ({})"
-        return {r[0]: FileState(*r[1:]) for cursor in self._select_in(sql, paths) for r in cursor}
+        sql = f"SELECT {STATE_COLUMNS} FROM images WHERE path IN ({{}})"
+        return {p: s for cursor in self._select_in(sql, [catalog_text(p) for p in paths])
+                for p, s in _states(cursor).items()}
+
+    def states_of_size(self, sizes: Iterable[int]) -> dict[str, FileState]:
+        """The rows of files of these sizes (in bytes), anywhere in the library."""
+        sql = f"SELECT {STATE_COLUMNS} FROM images WHERE size IN ({{}})"
+        return {p: s for cursor in self._select_in(sql, sorted(set(sizes))) for p, s in _states(cursor).items()}
+
+    def count_under(self, roots: Sequence[str]) -> int:
+        where, params = under_clause(roots)
+        return self.db.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0]
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> Iterator[sqlite3.Cursor]:
         """`sql` with its `IN ({})` filled by IN_CHUNK values at a time (SQLite caps a statement's
@@ -222,7 +285,7 @@ class Catalog:
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
-        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
+        return {from_catalog(r[0]): (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
 
     def all_ids(self) -> np.ndarray:
         """Every image id, ascending (sorted here: ORDER BY id would read the table instead of an index)."""
@@ -243,13 +306,13 @@ class Catalog:
         sql = f"SELECT {IMAGE_COLUMNS} FROM images WHERE id IN ({{}})"
         for cursor in self._select_in(sql, [int(i) for i in ids]):
             names = [d[0] for d in cursor.description]
-            found.update({row[0]: dict(zip(names, row)) for row in cursor})
+            found.update({row[0]: _image_row(names, row) for row in cursor})
         return found
 
     def row_by_path(self, path: str) -> dict[str, Any] | None:
-        cursor = self.db.execute(f"SELECT {IMAGE_COLUMNS}, vector FROM images WHERE path = ?", [path])
+        cursor = self.db.execute(f"SELECT {IMAGE_COLUMNS}, vector FROM images WHERE path = ?", [catalog_text(path)])
         row = cursor.fetchone()
-        return dict(zip([d[0] for d in cursor.description], row)) if row else None
+        return _image_row([d[0] for d in cursor.description], row) if row else None
 
     def iter_vectors(self, after_id: int = 0, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in id order, a chunk at a time, so memory stays bounded."""
@@ -283,41 +346,44 @@ class Catalog:
         with self.db.conn:
             self._delete(replaced_ids)
             self.db.conn.executemany(
-                "DELETE FROM failures WHERE path = ?", [(im.path,) for im in images]
+                "DELETE FROM failures WHERE path = ?", [(catalog_text(im.path),) for im in images]
             )
             ids = [self._insert(im, stamp) for im in images]
             self.db.conn.executemany(
-                "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)", failures
+                "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
+                [(catalog_text(p), size, mtime, reason) for p, size, mtime, reason in failures]
             )
         return ids
 
     def _insert(self, im: NewImage, stamp: str) -> int:
         cursor = self.db.conn.execute(
-            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (im.path, im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at, im.camera, stamp,
-             np.ascontiguousarray(im.vector, dtype=np.float32).tobytes()),
+            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector,"
+            " dev, inode, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (catalog_text(im.path), im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at,
+             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes(), im.dev, im.inode,
+             im.ctime_ns),
         )
         return int(cursor.lastrowid)
 
-    def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
-        """Point rows at new paths: (id, path, size, mtime_ns)."""
+    def move(self, moves: Sequence[tuple[int, FileStamp]]) -> None:
+        """Point rows at new paths: (id, the file now holding its content)."""
         with self.db.conn:
             self.db.conn.executemany(
-                "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                [(p, s, m, i) for i, p, s, m in moves],
+                "UPDATE images SET path = ?, size = ?, mtime_ns = ?, dev = ?, inode = ?, ctime_ns = ? WHERE id = ?",
+                [(catalog_text(f.path), f.size, f.mtime_ns, f.dev, f.inode, f.ctime_ns, i) for i, f in moves],
             )
 
-    def touch(self, updates: Sequence[tuple[int, int, int]]) -> None:
-        """Record a new size/mtime for rows whose content did not change: (id, size, mtime_ns)."""
+    def touch(self, updates: Sequence[tuple[int, FileStamp]]) -> None:
+        """Record the new size/mtime/identity of rows whose content did not change: (id, its file)."""
         with self.db.conn:
-            self.db.conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
-                                     [(s, m, i) for i, s, m in updates])
+            self.db.conn.executemany(
+                "UPDATE images SET size = ?, mtime_ns = ?, dev = ?, inode = ?, ctime_ns = ? WHERE id = ?",
+                [(f.size, f.mtime_ns, f.dev, f.inode, f.ctime_ns, i) for i, f in updates])
 
     def delete(self, ids: Sequence[int], failure_paths: Sequence[str] = ()) -> None:
         with self.db.conn:
             self._delete(ids)
-            self.db.conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in failure_paths])
+            self.db.conn.executemany("DELETE FROM failures WHERE path = ?", [(catalog_text(p),) for p in failure_paths])
 
     def _delete(self, ids: Sequence[int]) -> None:
         self.db.conn.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])

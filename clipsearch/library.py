@@ -1,7 +1,6 @@
 """A library: a directory with the SQLite catalog and the FAISS index, and the verbs on it."""
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCo
                      LibraryNotFound, ModelMismatch)
 from .filters import Filters, by_date, image_date
 from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
+from .paths import readable
 from .ranking import combine, split_weight, top_k
 from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
@@ -38,6 +38,12 @@ def default_library_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("clipsearch"))
+
+
+def _outermost(roots: Iterable[str]) -> list[str]:
+    """The roots not inside another, sorted."""
+    unique = sorted(set(roots))
+    return [r for r in unique if not any(r != o and r.startswith(o.rstrip(os.sep) + os.sep) for o in unique)]
 
 
 def _checked_index_type(index_type: str) -> str:
@@ -166,20 +172,18 @@ class Library:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        """One writer at a time; a second fails fast instead of interleaving writes."""
+        """One writer at a time (an OS file lock, via filelock); a second fails fast instead of interleaving."""
+        from filelock import FileLock, Timeout
+
         self.catalog  # ensure the directory exists
-        with open(self.path / LOCK_FILE, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LibraryLocked(
-                    f"Another clipsearch process is writing to the library at {self.path}; "
-                    f"wait for it to finish and run again"
-                ) from None
-            try:
+        try:
+            with FileLock(self.path / LOCK_FILE, timeout=0):
                 yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        except Timeout:
+            raise LibraryLocked(
+                f"Another clipsearch process is writing to the library at {self.path}; "
+                f"wait for it to finish and run again"
+            ) from None
 
     # --- verbs -----------------------------------------------------------------
     def index(
@@ -191,6 +195,8 @@ class Library:
         exclude: Iterable[str] = (),
         include_hidden: bool = False,
         reindex: bool = False,
+        rehash: bool = False,
+        prune: bool = False,
         batch_size: int | None = None,
         workers: int | None = None,
         progress=None,
@@ -198,37 +204,78 @@ class Library:
     ) -> IndexReport:
         """Add, update, move and remove images under `paths` so the library mirrors them.
 
-        `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is recorded and kept for later runs; None keeps
-        the recorded one.
+        Never removes what it cannot see: a path that looks offline (missing, empty, or more than half of its
+        indexed files and at least `indexer.OFFLINE_MIN_LOST` gone at once) keeps its rows, listed in the
+        report's `offline`, unless `prune`; a path that no longer exists but has rows is such a path. New
+        files with the content of rows whose files are gone, anywhere in the library, are moves (vector and
+        tags kept). `reindex` re-embeds the files under `paths` and keeps every other image; with another
+        model it needs every indexed folder, as a library holds one model's vectors (else ModelMismatch).
+        `rehash` compares every file's content, not only those whose size, mtime, inode or ctime changed.
+        The library's own folder is never indexed. `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is
+        recorded and kept for later runs; None keeps the recorded one.
         """
-        from .indexer import IndexRun
+        from .indexer import IndexRun, Options
 
         started = time.monotonic()
         if not paths:
             raise BadPath("Give at least one file or directory to index")
-        listing = list_images(paths, exclude, include_hidden)
+        existing, vanished = self._split_roots(paths)
+        listing = list_images(existing, exclude, include_hidden, skip_dirs=[self.path])
+        listing.roots += tuple(vanished)
         recorded = self.model
         wanted = model or recorded or model_spec()
-        if recorded is not None and not reindex:
+        new_model = recorded is not None and not recorded.same_weights(wanted)
+        if new_model and not reindex:
             check_same_model(recorded, wanted)
+        if new_model:
+            self._check_covered(listing.roots, wanted)
 
         def encoder() -> "Encoder":
             if self._encoder is None or not self._encoder.spec.same_weights(wanted):
                 self._encoder = load_encoder(wanted, device)
             return self._encoder
 
-        if reindex or recorded is None:
+        if new_model or recorded is None:
             encoder()  # a new library needs the embedding size; a missing model fails before anything is written
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
         with self._lock():
-            if reindex or recorded is None:
+            if new_model or recorded is None:
                 self._reset(wanted, self._encoder.dim)
             self._set_index_type(index_type)
-            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress)
+            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress,
+                           Options(reindex=reindex, rehash=rehash, prune=prune))
             report = run.run(listing, started)
+            self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
         return report
+
+    def _split_roots(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
+        """The paths that exist, and those that do not but have rows (a vanished or unmounted folder)."""
+        existing, vanished = [], []
+        for path in paths:
+            root = os.path.abspath(os.fspath(path))
+            if os.path.lexists(root):
+                existing.append(root)
+            elif self._catalog is not None and self.catalog.count_under([root]):
+                vanished.append(root)
+            else:
+                raise BadPath(f"No such file or directory: {readable(os.fspath(path))}")
+        return existing, vanished
+
+    def _check_covered(self, roots: Sequence[str], wanted: ModelSpec) -> None:
+        """Refuse a model change that would drop the images outside `roots`."""
+        outside = self.catalog.count() - self.catalog.count_under(roots)
+        if not outside:
+            return
+        left = [r for r in self.catalog.get_meta("roots", [])
+                if not any(r == g or r.startswith(g.rstrip(os.sep) + os.sep) for g in roots)
+                and self.catalog.count_under([r])]
+        named = ", ".join(readable(r) for r in left) if left else "folders not given"
+        raise ModelMismatch(
+            f"Re-indexing with {wanted.label} re-embeds the whole library (it holds one model's vectors), but "
+            f"{outside} indexed images are outside the paths given ({named}) and would be lost; give those "
+            f"folders too, or use another --db")
 
     def _reset(self, spec: ModelSpec, dim: int) -> None:
         self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None})
@@ -330,7 +377,7 @@ class Library:
 
         path = os.path.abspath(os.fspath(image))
         if not os.path.exists(path):
-            raise BadPath(f"No such file: {os.fspath(image)}")
+            raise BadPath(f"No such file: {readable(os.fspath(image))}")
         row = self.catalog.row_by_path(path)
         st = os.stat(path)
         if row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
@@ -338,7 +385,7 @@ class Library:
         try:
             picture, _ = load(path, self.encoder.image_size)
         except BadImage as e:
-            raise BadImage(f"{os.fspath(image)} is not a usable image ({e})") from None
+            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({e})") from None
         return self.encoder.encode_pil([picture])[0]
 
     def nearest(
