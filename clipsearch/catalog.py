@@ -88,15 +88,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER IF NOT EXISTS images_uncounted AFTER DELETE ON images BEGIN UPDATE image_count SET n = n - 1; END;
     """,
     # Each file's identity (device, inode, ctime), so that a file replaced by another of the same size and
-    # mtime (`cp -p`, `touch -r`, sync tools) is noticed; NULL in rows written before (recorded on the next
-    # run). The state index covers them so that diffing a listing still reads the index alone; the size
+    # mtime (`cp -p`, `touch -r`, sync tools) is noticed; rows written before have none until the next run
+    # records it. A table of its own rather than new columns, so that the migration is idempotent. The size
     # index finds the rows a new file may have been moved from, anywhere in the library.
     """
-    ALTER TABLE images ADD COLUMN dev INTEGER;
-    ALTER TABLE images ADD COLUMN inode INTEGER;
-    ALTER TABLE images ADD COLUMN ctime_ns INTEGER;
-    DROP INDEX IF EXISTS images_state;
-    CREATE INDEX IF NOT EXISTS images_file_state ON images(path, size, mtime_ns, hash, dev, inode, ctime_ns);
+    CREATE TABLE IF NOT EXISTS file_identity (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        dev INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL
+    );
     CREATE INDEX IF NOT EXISTS images_size ON images(size);
     """,
 )
@@ -107,7 +108,9 @@ IN_CHUNK = 500
 IMAGE_COLUMNS = "id, path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at"
 
 
-STATE_COLUMNS = "path, id, size, mtime_ns, hash, dev, inode, ctime_ns"
+STATES = ("SELECT path, id, size, mtime_ns, hash, dev, inode, ctime_ns FROM images"
+          " LEFT JOIN file_identity ON image_id = id")
+"""Each row's FileState, by path; add a WHERE clause."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class FileState:
 
 
 def _states(cursor: Iterable[Sequence[Any]]) -> dict[str, FileState]:
-    """Rows of STATE_COLUMNS by path."""
+    """The rows of a STATES query by path."""
     return {from_catalog(r[0]): FileState(*r[1:]) for r in cursor}
 
 
@@ -141,6 +144,7 @@ class NewImage:
     camera: str | None
     vector: np.ndarray
     dev: int | None = None
+    """The file's device, inode and ctime (see FileState), where known."""
     inode: int | None = None
     ctime_ns: int | None = None
 
@@ -190,33 +194,57 @@ def _create(path: Path) -> None:
     os.replace(tmp, path)
 
 
+READ_ONLY_MODES = ("mode=ro", "immutable=1")
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write, by the first of READ_ONLY_MODES that can read the catalog."""
+    if not path.is_file():
+        raise sqlite3.DatabaseError(f"{path} is missing")
+    error: sqlite3.Error | None = None
+    for mode in READ_ONLY_MODES:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as e:
+            conn.close()
+            error = e
+    raise sqlite3.DatabaseError(f"cannot be opened read-only ({error})")
+
+
 class Catalog:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
     @classmethod
-    def open(cls, directory: Path, create: bool = False) -> "Catalog":
+    def open(cls, directory: Path, create: bool = False, readonly: bool = False) -> "Catalog":
+        """Open (with `create`, first create) the catalog in `directory`; `readonly` opens it without writing
+        anything (SQLite `mode=ro`, else `immutable=1` where not even that can be opened, e.g. a WAL
+        catalog on read-only media), and runs no migration."""
         # Imported here, not with the module: where pandas is installed, sqlite_utils imports it (0.3 s),
         # which commands that open no library (`clipsearch --help`) should not pay for.
         import sqlite_utils
 
         path = directory / CATALOG_FILE
-        if create and not path.exists():
+        if create and not readonly and not path.exists():
             _create(path)
         try:
             # The web app calls one Library from worker threads, one call at a time (its own lock).
-            db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
+            db = sqlite_utils.Database(_connect_read_only(path) if readonly
+                                       else sqlite3.connect(path, check_same_thread=False))
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA foreign_keys = ON")  # a deleted image takes its tags with it
-            db.enable_wal()
-            db.execute("PRAGMA synchronous = NORMAL")
+            if not readonly:
+                db.enable_wal()
+                db.execute("PRAGMA synchronous = NORMAL")
             catalog = cls(db)
-            catalog._migrate()
+            catalog._migrate(readonly)
         except sqlite3.DatabaseError as e:
             raise LibraryCorrupt(f"The catalog {path} is damaged or not a clipsearch catalog ({e})") from None
         return catalog
 
-    def _migrate(self) -> None:
+    def _migrate(self, readonly: bool = False) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise LibraryVersionError(
@@ -225,17 +253,15 @@ class Catalog:
             )
         if version == 0 and "images" not in self.db.table_names():
             raise LibraryCorrupt("The catalog has no clipsearch tables")
+        if readonly and version < SCHEMA_VERSION:
+            raise LibraryVersionError(
+                f"This library was written by an older clipsearch (schema {version}, this one uses "
+                f"{SCHEMA_VERSION}) and is read-only here; upgrade it once with a run that can write to it "
+                f"(e.g. `clipsearch index` on one of its folders)"
+            )
         for number in range(version, SCHEMA_VERSION):
-            self._migrate_step(number)
-
-    def _migrate_step(self, number: int) -> None:
-        """Run migration `number` under the write lock, unless another process has run it meanwhile."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        if conn.execute("PRAGMA user_version").fetchone()[0] > number:
-            conn.execute("COMMIT")
-            return
-        conn.executescript(f"{MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
+            with self.db.conn:
+                self.db.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -258,17 +284,17 @@ class Catalog:
 
     def states_under(self, roots: Sequence[str]) -> dict[str, FileState]:
         where, params = under_clause(roots)
-        return _states(self.db.execute(f"SELECT {STATE_COLUMNS} FROM images WHERE {where}", params))
+        return _states(self.db.execute(f"{STATES} WHERE {where}", params))
 
     def states_of(self, paths: Sequence[str]) -> dict[str, FileState]:
         """The rows of these paths, where there are any."""
-        sql = f"SELECT {STATE_COLUMNS} FROM images WHERE path IN ({{}})"
+        sql = f"{STATES} WHERE path IN ({{}})"
         return {p: s for cursor in self._select_in(sql, [catalog_text(p) for p in paths])
                 for p, s in _states(cursor).items()}
 
     def states_of_size(self, sizes: Iterable[int]) -> dict[str, FileState]:
         """The rows of files of these sizes (in bytes), anywhere in the library."""
-        sql = f"SELECT {STATE_COLUMNS} FROM images WHERE size IN ({{}})"
+        sql = f"{STATES} WHERE size IN ({{}})"
         return {p: s for cursor in self._select_in(sql, sorted(set(sizes))) for p, s in _states(cursor).items()}
 
     def count_under(self, roots: Sequence[str]) -> int:
@@ -357,28 +383,36 @@ class Catalog:
 
     def _insert(self, im: NewImage, stamp: str) -> int:
         cursor = self.db.conn.execute(
-            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector,"
-            " dev, inode, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (catalog_text(im.path), im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at,
-             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes(), im.dev, im.inode,
-             im.ctime_ns),
+             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes()),
         )
-        return int(cursor.lastrowid)
+        image_id = int(cursor.lastrowid)
+        self._identify([(image_id, im)])
+        return image_id
+
+    def _identify(self, files: Sequence[tuple[int, FileStamp]]) -> None:
+        """Record the identity of the files of these rows, where known."""
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO file_identity(image_id, dev, inode, ctime_ns) VALUES (?, ?, ?, ?)",
+            [(i, f.dev, f.inode, f.ctime_ns) for i, f in files if f.inode is not None])
 
     def move(self, moves: Sequence[tuple[int, FileStamp]]) -> None:
         """Point rows at new paths: (id, the file now holding its content)."""
         with self.db.conn:
             self.db.conn.executemany(
-                "UPDATE images SET path = ?, size = ?, mtime_ns = ?, dev = ?, inode = ?, ctime_ns = ? WHERE id = ?",
-                [(catalog_text(f.path), f.size, f.mtime_ns, f.dev, f.inode, f.ctime_ns, i) for i, f in moves],
+                "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                [(catalog_text(f.path), f.size, f.mtime_ns, i) for i, f in moves],
             )
+            self._identify(moves)
 
     def touch(self, updates: Sequence[tuple[int, FileStamp]]) -> None:
         """Record the new size/mtime/identity of rows whose content did not change: (id, its file)."""
         with self.db.conn:
-            self.db.conn.executemany(
-                "UPDATE images SET size = ?, mtime_ns = ?, dev = ?, inode = ?, ctime_ns = ? WHERE id = ?",
-                [(f.size, f.mtime_ns, f.dev, f.inode, f.ctime_ns, i) for i, f in updates])
+            self.db.conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
+                                     [(f.size, f.mtime_ns, i) for i, f in updates])
+            self._identify(updates)
 
     def delete(self, ids: Sequence[int], failure_paths: Sequence[str] = ()) -> None:
         with self.db.conn:

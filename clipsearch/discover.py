@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from .errors import BadPath
+from .paths import readable
 from .results import Skip
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -73,7 +74,7 @@ def _identity(directory: str | os.PathLike[str]) -> tuple[int, int]:
 def _root(path: str | os.PathLike[str]) -> str:
     root = os.path.abspath(os.fspath(path))
     if not os.path.lexists(root):
-        raise BadPath(f"No such file or directory: {os.fspath(path)}")
+        raise BadPath(f"No such file or directory: {readable(os.fspath(path))}")
     return root
 
 

@@ -13,7 +13,7 @@ from .catalog import CATALOG_FILE, Catalog, now_iso
 from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
-                     LibraryNotFound, ModelMismatch)
+                     LibraryNotFound, LibraryReadOnly, ModelMismatch)
 from .filters import Filters, by_date, image_date
 from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
 from .paths import readable
@@ -40,6 +40,10 @@ def default_library_dir() -> Path:
     return Path(user_data_dir("clipsearch"))
 
 
+def _read_only(directory: Path) -> bool:
+    return not (os.access(directory, os.W_OK) and os.access(directory / CATALOG_FILE, os.W_OK))
+
+
 def _outermost(roots: Iterable[str]) -> list[str]:
     """The roots not inside another, sorted."""
     unique = sorted(set(roots))
@@ -56,8 +60,11 @@ class Library:
     """Open with `Library.open(path)`; hand in an `encoder` to reuse a loaded model, an `index_policy`
     to change when the vector index turns approximate (see vectorindex.py)."""
 
-    def __init__(self, path: Path, catalog: Catalog | None, encoder=None, index_policy: IndexPolicy = DEFAULT_POLICY):
+    def __init__(self, path: Path, catalog: Catalog | None, encoder=None, index_policy: IndexPolicy = DEFAULT_POLICY,
+                 readonly: bool = False):
         self.path = path
+        self.readonly = readonly
+        """Opened without write access: reading works, commands that write raise LibraryReadOnly."""
         self._catalog = catalog
         self._encoder = encoder
         self.index_policy = index_policy
@@ -66,13 +73,18 @@ class Library:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
-             index_policy: IndexPolicy = DEFAULT_POLICY) -> "Library":
-        """Open a library; with `create`, a missing one is created on its first write."""
+             index_policy: IndexPolicy = DEFAULT_POLICY, readonly: bool | None = None) -> "Library":
+        """Open a library; with `create`, a missing one is created on its first write.
+
+        `readonly` (default: whether the library's folder or catalog may not be written, as `os.access` tells,
+        which read-only media tell even to root) opens it without writing anything: no migration, no caches.
+        """
         directory = Path(path).expanduser().absolute() if path else default_library_dir().absolute()
         if (directory / CATALOG_FILE).exists():
-            return cls(directory, Catalog.open(directory), encoder, index_policy)
+            readonly = _read_only(directory) if readonly is None else readonly
+            return cls(directory, Catalog.open(directory, readonly=readonly), encoder, index_policy, readonly)
         if create:
-            return cls(directory, None, encoder, index_policy)
+            return cls(directory, None, encoder, index_policy, bool(readonly))
         raise LibraryNotFound(f"No clipsearch library at {directory}; create one with `clipsearch index PATH`")
 
     def close(self) -> None:
@@ -89,9 +101,19 @@ class Library:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._check_writable()
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LibraryReadOnly(f"Cannot create the library at {self.path}: {e.strerror or e}") from None
             self._catalog = Catalog.open(self.path, create=True)
         return self._catalog
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise LibraryReadOnly(
+                f"The library at {self.path} is read-only (no write permission, or read-only media); searching "
+                f"works, but indexing, tagging, repair and ingest need to write to it")
 
     @property
     def model(self) -> ModelSpec | None:
@@ -175,6 +197,7 @@ class Library:
         """One writer at a time (an OS file lock, via filelock); a second fails fast instead of interleaving."""
         from filelock import FileLock, Timeout
 
+        self._check_writable()
         self.catalog  # ensure the directory exists
         try:
             with FileLock(self.path / LOCK_FILE, timeout=0):
@@ -217,6 +240,7 @@ class Library:
         from .indexer import IndexRun, Options
 
         started = time.monotonic()
+        self._check_writable()
         if not paths:
             raise BadPath("Give at least one file or directory to index")
         existing, vanished = self._split_roots(paths)
@@ -290,6 +314,7 @@ class Library:
         from .shards import read_header, shard_files
 
         started = time.monotonic()
+        self._check_writable()
         headers = [read_header(f) for f in shard_files(Path(shards_dir))]
         if not headers:
             raise BadShard(f"No embedding shards (shard-*.parquet) in {shards_dir}")
@@ -367,7 +392,7 @@ class Library:
         vector = cache.get(text) if cache is not None else None
         if vector is None:
             vector = self.encoder.encode_texts([text])[0]
-            if cache is not None:
+            if cache is not None and not self.readonly:
                 cache.put(text, vector)
         return vector
 
