@@ -21,6 +21,7 @@ import numpy as np
 
 from .catalog import Catalog, under_clause
 from .errors import BadQuery
+from .tagging import normal_label
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Filters:
             params += [p for s in suffixes for p in (len(s), s)]
         if self.tag is not None:
             parts.append("id IN (SELECT image_id FROM image_tags WHERE label = ?)")
-            params.append(self.tag)
+            params.append(normal_label(self.tag))
         return " AND ".join(parts) or "1", params
 
     def allowed_ids(self, catalog: Catalog) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .paths import path_fields
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -33,6 +35,22 @@ class PassedOver:
 
 
 @dataclass(frozen=True)
+class OfflineRoot:
+    """A root given to `index` that looks unmounted or emptied: its rows were kept, not removed."""
+
+    root: str
+    found: int
+    """Of its indexed files, how many were found (moved files included)."""
+    indexed: int
+    """How many files the library held under it before the run."""
+    exists: bool
+
+    @property
+    def kept(self) -> int:
+        return self.indexed - self.found
+
+
+@dataclass(frozen=True)
 class IndexReport:
     added: int
     updated: int
@@ -43,6 +61,8 @@ class IndexReport:
     elapsed_s: float
     passed_over: tuple[PassedOver, ...] = ()
     """Most files first."""
+    offline: tuple[OfflineRoot, ...] = ()
+    """Roots whose missing files were kept (see `Library.index`'s `prune`)."""
 
     @property
     def embedded(self) -> int:
@@ -67,7 +87,18 @@ class LibraryInfo:
 
 
 def to_dict(result: Any) -> dict[str, Any]:
-    return asdict(result)
+    """A result as plain data for JSON: every `path` as `paths.path_fields` gives it (readable, plus the
+    exact bytes in `path_bytes_b64` where the name is not UTF-8)."""
+    return _with_path_fields(asdict(result))
+
+
+def _with_path_fields(data: Any) -> Any:
+    if isinstance(data, dict):
+        fields = {k: _with_path_fields(v) for k, v in data.items()}
+        return {**fields, **path_fields(data["path"])} if isinstance(data.get("path"), str) else fields
+    if isinstance(data, (list, tuple)):
+        return [_with_path_fields(v) for v in data]
+    return data
 
 
 @dataclass(frozen=True)
