@@ -138,13 +138,13 @@ def _decode(data: bytes, min_side: int | None) -> tuple[Image.Image, ImageMeta]:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.simplefilter("ignore", UserWarning)
         img = Image.open(io.BytesIO(data))
-        _check_shape(img.size)
-        exif = _exif(img)
-        meta = _metadata(img, exif)
+        size = img.size
+        _check_shape(size)
         if min_side and img.format in ("JPEG", "MPO"):
             img.draft("RGB", (min_side, min_side))
-        img.load()
-        return to_srgb(_orient(img, exif)), meta
+        img.load()  # first: reading EXIF loads some formats (PNG), and a failure must not be swallowed there
+        exif = _exif(img)
+        return to_srgb(_orient(img, exif)), _metadata(img, size, exif)
 
 
 def _check_shape(size: tuple[int, int]) -> None:
@@ -184,8 +184,9 @@ def _tag(exif: Image.Exif, tag: int, ifd: int | None = None) -> object:
     return value if isinstance(value, (int, str, bytes)) else None
 
 
-def _metadata(img: Image.Image, exif: Image.Exif) -> ImageMeta:
-    w, h = img.size
+def _metadata(img: Image.Image, size: tuple[int, int], exif: Image.Exif) -> ImageMeta:
+    """`size`: the full size, before any draft decoding."""
+    w, h = size
     if _tag(exif, Base.Orientation) in (5, 6, 7, 8):
         w, h = h, w
     return ImageMeta(width=w, height=h, format=img.format or "", taken_at=_taken_at(exif),

@@ -117,6 +117,33 @@ def failing_png(i: int) -> bytes:
     return buf.getvalue()
 
 
+def png_with_damaged_pixels(damage: str) -> bytes:
+    """A PNG whose IDAT is damaged but whose chunk CRCs are valid, so only the pixel decoder notices."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, "PNG", exif=Image.Exif())
+    data = bytearray(buf.getvalue())
+    pos = 8
+    while pos < len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        if data[pos + 4:pos + 8] == b"IDAT":
+            body = bytes(data[pos + 8:pos + 8 + n])
+            body = {"flipped": bytes(b ^ 0x55 for b in body[:2]) + body[2:],
+                    "garbled": body[:10] + bytes(b ^ 0x55 for b in body[10:]),
+                    "truncated": zlib.compress(zlib.decompress(body)[:100])}[damage]
+            chunk = b"IDAT" + body
+            data[pos:pos + 12 + n] = struct.pack(">I", len(body)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+            break
+        pos += 12 + n
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage", ["flipped", "garbled", "truncated"])
+def test_damaged_pixels_are_never_indexed_as_a_picture(damage):
+    """Reading EXIF loads a PNG's pixels: a failure there must surface, not leave a blank picture behind."""
+    with pytest.raises(BadImage, match="cannot decode"):
+        decode(png_with_damaged_pixels(damage))
+
+
 @pytest.mark.parametrize("i", range(len(FAILURES)), ids=[type(f).__name__ for f in FAILURES])
 def test_any_exception_while_decoding_is_a_bad_image(failing_decoder, i):
     """What `similar`, `search --image` and the web upload (415) rely on: only BadImage comes out."""
