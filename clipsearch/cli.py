@@ -184,11 +184,17 @@ class _progress:
 
 
 def _summary(report: IndexReport) -> str:
-    line = _with_reasons(
+    summary = _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
         f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
         + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
-    return "\n".join([line] + [_offline_line(o) for o in report.offline])
+    lines = [summary] + [_offline_line(o) for o in report.offline]
+    if report.passed_over:
+        total = sum(p.files for p in report.passed_over)
+        kinds = ", ".join(f"{p.extension or '(no extension)'} {p.files}" for p in report.passed_over[:10])
+        what = "file that is not an image" if total == 1 else "files that are not images"
+        lines.append(f"passed over {total} {what}: {kinds}" + (", ..." if len(report.passed_over) > 10 else ""))
+    return "\n".join(lines)
 
 
 def _offline_line(root: OfflineRoot) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable
@@ -12,18 +13,32 @@ from .errors import BadPath
 from .paths import readable
 from .results import Skip
 
-BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+ALIASES = {".jif": "JPEG", ".jfi": "JPEG"}
+"""Common extensions of formats Pillow decodes that its registry does not list."""
+NOT_PICTURES = frozenset({"EPS", "MPEG"})
+"""Formats Pillow recognises but does not decode as pictures here: PostScript documents (.eps, .ps: only
+with Ghostscript, and documents rather than photos) and MPEG video (Pillow reads its header only)."""
 
 
 @lru_cache(maxsize=1)
 def image_extensions() -> frozenset[str]:
-    """The extensions we index; HEIC/HEIF only when pillow-heif can decode them."""
-    try:
-        import pillow_heif  # noqa: F401
-    except ImportError:
-        return BASE_EXTENSIONS
-    return BASE_EXTENSIONS | HEIF_EXTENSIONS
+    """The extensions indexed: those of every format the installed Pillow and its plugins (pillow-heif)
+    can open and decode, read from Pillow's registry (.jpg, .jpeg, .jpe, .jfif, .png, .webp, .avif,
+    .heic...) and ALIASES. Stub formats, which Pillow identifies without a decoder (BUFR, GRIB, HDF5, WMF), and
+    NOT_PICTURES are left out."""
+    from PIL import Image, ImageFile
+
+    from . import decode  # noqa: F401 - registers the optional plugins' formats
+
+    def decodable(fmt: str) -> bool:
+        if fmt == "MPO":  # multi-picture JPEGs, opened by the JPEG opener
+            return True
+        opener = Image.OPEN.get(fmt, (None,))[0]
+        stub = isinstance(opener, type) and issubclass(opener, ImageFile.StubImageFile)
+        return opener is not None and not stub and fmt not in NOT_PICTURES
+
+    registry = {**ALIASES, **Image.registered_extensions()}
+    return frozenset(ext for ext, fmt in registry.items() if decodable(fmt))
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -56,6 +71,9 @@ class Listing:
     roots: tuple[str, ...]
     files: list[FileEntry] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    passed_over: Counter[str] = field(default_factory=Counter)
+    """Files found that are not images, by lower-case extension ("" for none); hidden and excluded
+    files are not counted."""
 
 
 def _hidden(name: str) -> bool:
@@ -134,6 +152,8 @@ class _Walker:
                 subdirs.append(entry.path)
             elif os.path.splitext(entry.name)[1].lower() in self.exts:
                 self.add_file(entry.path)
+            else:
+                self.listing.passed_over[os.path.splitext(entry.name)[1].lower()] += 1
         return subdirs
 
     def add_file(self, path: str, explicit: bool = False) -> None:

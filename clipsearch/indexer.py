@@ -16,7 +16,7 @@ import numpy as np
 from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
-from .results import IndexReport, OfflineRoot, Skip
+from .results import IndexReport, OfflineRoot, PassedOver, Skip
 from .vectorindex import VectorIndex
 
 if TYPE_CHECKING:
@@ -222,7 +222,8 @@ class IndexRun:
                 last_save = time.monotonic()
         self.save()
         return IndexReport(added, updated, len(todo.moves), len(todo.vanished), todo.unchanged,
-                           tuple(skipped), time.monotonic() - started, tuple(todo.offline))
+                           tuple(skipped), time.monotonic() - started,
+                           tuple(PassedOver(ext, n) for ext, n in listing.passed_over.most_common()), tuple(todo.offline))
 
     def _batches(self, entries: Sequence[FileEntry]) -> Iterator["Batch"]:
         if not entries:

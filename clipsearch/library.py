@@ -409,9 +409,12 @@ class Library:
             return np.frombuffer(row["vector"], dtype=np.float32)
         try:
             picture, _ = load(path, self.encoder.image_size)
+            pixels = self.encoder.preprocess(picture)
         except BadImage as e:
             raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({e})") from None
-        return self.encoder.encode_pil([picture])[0]
+        except Exception as e:  # noqa: BLE001 - whatever preprocessing raises, the file is not usable
+            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({type(e).__name__}: {e})") from None
+        return self.encoder.encode_images(pixels[None])[0]
 
     def nearest(
         self,

@@ -26,6 +26,15 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class PassedOver:
+    """Files an index run found and left out because their extension is not an image format's."""
+
+    extension: str
+    """Lower case with its dot (".txt"), or "" for files without one."""
+    files: int
+
+
+@dataclass(frozen=True)
 class OfflineRoot:
     """A root given to `index` that looks unmounted or emptied: its rows were kept, not removed."""
 
@@ -50,6 +59,8 @@ class IndexReport:
     unchanged: int
     skipped: tuple[Skip, ...]
     elapsed_s: float
+    passed_over: tuple[PassedOver, ...] = ()
+    """Most files first."""
     offline: tuple[OfflineRoot, ...] = ()
     """Roots whose missing files were kept (see `Library.index`'s `prune`)."""
 
