@@ -42,6 +42,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 """Host names a server on a loopback address answers to (Host headers; IPv6 in brackets)."""
 MAX_ID = 2**63 - 1
 """SQLite's largest integer: no catalog id is above it."""
+MIME_TYPES = {"MPO": "image/jpeg"}
+"""Types browsers know for formats Pillow names otherwise: an MPO (many cameras' JPEGs) is a JPEG
+with more pictures after the first."""
 DECODE_BYTES = MAX_PIXELS * 8
 """Memory one decode may need at worst: the largest image decode accepts, twice as RGBA."""
 
@@ -198,9 +201,9 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     def full(image_id: int) -> FileResponse:
         """Shown inline under its own name, typed by the format it was decoded as."""
         row = file_of(image_id)
-        media_type = Image.MIME.get(row["format"]) or mimetypes.guess_type(row["path"])[0]
-        return FileResponse(row["path"], media_type=media_type or "application/octet-stream",
-                            headers={"content-disposition": _inline(row["path"])})
+        known = MIME_TYPES.get(row["format"]) or Image.MIME.get(row["format"])
+        media_type = known or mimetypes.guess_type(row["path"])[0] or "application/octet-stream"
+        return FileResponse(row["path"], media_type=media_type, headers={"content-disposition": _inline(row["path"])})
 
     @app.get("/api/duplicates", summary="Groups of duplicate images, the suggested keeper first")
     def duplicates(

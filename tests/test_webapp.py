@@ -369,8 +369,8 @@ def test_one_thumbnail_asked_for_by_32_clients_at_once_is_made_once(client, lib,
     responses = all_at_once([lambda: client.get(f"/api/images/{big}/thumb")] * 32)
     assert [r.status_code for r in responses] == [200] * 32
     assert len({r.content for r in responses}) == 1 and Image.open(io.BytesIO(responses[0].content)).size == (320, 240)
-    assert decodes.calls == 1 and [p.name for p in (library_dir / "thumbs").iterdir()] == [f"{big}-320-"
-                                                                                           f"{(shape_tree / 'big.jpg').stat().st_mtime_ns}.jpg"]
+    made = f"{big}-320-{(shape_tree / 'big.jpg').stat().st_mtime_ns}.jpg"
+    assert decodes.calls == 1 and [p.name for p in (library_dir / "thumbs").iterdir()] == [made]
 
 
 def test_originals_decode_a_bounded_number_at_a_time(lib, tmp_path, shape_tree, monkeypatch):
@@ -412,14 +412,18 @@ def test_image_routes_answer_head_like_get(client):
         assert got.status_code == head.status_code == 200 and head.content == b""
         assert head.headers["content-type"] == got.headers["content-type"] and int(head.headers["content-length"]) > 0
         if route in ("/thumb", "/full"):  # files (a JSON answer's elapsed_ms differs from one call to the next)
-            assert head.headers["content-length"] == str(len(got.content)) and head.headers["etag"] == got.headers["etag"]
+            assert head.headers["content-length"] == str(len(got.content))
+            assert head.headers["etag"] == got.headers["etag"]
 
 
 def test_a_fresh_server_sends_an_originals_type_and_name(lib, library_dir, shape_tree, tmp_path):
     """Pillow learns a format's MIME type when it first reads one; a new server process has read none."""
     webp = save_image(shape_tree / "a" / "photo.webp", fmt="WEBP")
+    camera = shape_tree / "a" / "DSCF0001.JPG"  # a camera JPEG with a second picture: Pillow calls it MPO
+    Image.new("RGB", (64, 48), "red").save(camera, "MPO", save_all=True, append_images=[Image.new("RGB", (32, 24))])
     lib.index([shape_tree])
-    ids = [lib.catalog.row_by_path(str(p))["id"] for p in (webp, shape_tree / "a" / "red_star.png")]
+    assert lib.catalog.row_by_path(str(camera))["format"] == "MPO"
+    ids = [lib.catalog.row_by_path(str(p))["id"] for p in (webp, shape_tree / "a" / "red_star.png", camera)]
     script = (
         "import json, sys\n"
         "from fastapi.testclient import TestClient\n"
@@ -435,7 +439,8 @@ def test_a_fresh_server_sends_an_originals_type_and_name(lib, library_dir, shape
     headers = json.loads(out.splitlines()[-1])
     assert [(h["content-type"], h["content-disposition"]) for h in headers] == [
         ("image/webp", "inline; filename=\"photo.webp\"; filename*=UTF-8''photo.webp")] * 2 + [
-        ("image/png", "inline; filename=\"red_star.png\"; filename*=UTF-8''red_star.png")] * 2
+        ("image/png", "inline; filename=\"red_star.png\"; filename*=UTF-8''red_star.png")] * 2 + [
+        ("image/jpeg", "inline; filename=\"DSCF0001.JPG\"; filename*=UTF-8''DSCF0001.JPG")] * 2
     assert headers[1]["content-length"] == str(webp.stat().st_size)
 
 
