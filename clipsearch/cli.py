@@ -328,11 +328,13 @@ def serve(db: str | None, host: str, port: int) -> None:
     import uvicorn
 
     from .library import Library
-    from .webapp import LOOPBACK_HOSTS, create_app
+    from .webapp import allowed_hosts, create_app
 
+    host = host.strip("[]")  # an IPv6 address as in a URL
     with Library.open(db) as lib:
-        app = create_app(lib, allowed_hosts=LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else ["*"])
-        click.echo(f"Serving {lib.path} at http://{host}:{port}/ (Ctrl+C to stop)")
+        app = create_app(lib, allowed_hosts=allowed_hosts(host))
+        url_host = f"[{host}]" if ":" in host else host
+        click.echo(f"Serving {lib.path} at http://{url_host}:{port}/ (Ctrl+C to stop)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
