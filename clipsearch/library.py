@@ -14,9 +14,10 @@ from .catalog import CATALOG_FILE, Catalog, now_iso
 from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
-                     LibraryNotFound, ModelMismatch)
+                     LibraryNotFound, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, image_date
-from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
+from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, load_encoder, model_spec,
+                     open_clip_version, preprocessing_of)
 from .ranking import combine, split_weight, top_k
 from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
@@ -95,6 +96,30 @@ class Library:
         return ModelSpec.from_dict(recorded) if recorded else None
 
     @property
+    def preprocessing(self) -> Preprocessing | None:
+        """The preprocessing and open_clip version the library's vectors were made with (None if not recorded)."""
+        recorded = self._catalog.get_meta("preprocessing") if self._catalog is not None else None
+        return Preprocessing.from_dict(recorded) if recorded else None
+
+    def preprocessing_warning(self) -> str | None:
+        """One line when the model here would embed differently from the library's recorded preprocessing, else None.
+
+        With the model loaded, every field is compared; without, only the open_clip version (which decides the
+        preprocessing of a model and tag), so that opening a library never loads the model to check."""
+        recorded = self.preprocessing
+        if recorded is None:
+            return None
+        if self._encoder is not None and self._encoder.spec.same_weights(self.model):
+            differences = recorded.differences(preprocessing_of(self._encoder))
+        else:
+            current = open_clip_version()
+            differences = [] if current == recorded.open_clip else [f"open_clip {recorded.open_clip} -> {current}"]
+        if not differences:
+            return None
+        return (f"warning: this library's vectors were made with other preprocessing ({'; '.join(differences)}): "
+                f"new vectors may not compare with them; `clipsearch index --reindex PATH` re-embeds everything")
+
+    @property
     def encoder(self):
         """The model that built this library (loaded once, on first use)."""
         if self._encoder is None:
@@ -153,8 +178,9 @@ class Library:
 
         The new index replaces the old one's contents in place: an index run holding the object goes on
         adding to the rebuilt index."""
+        texts = self._calibration_texts() if kind != "flat" else None
         with self.catalog.snapshot():
-            vectors, record = build(self.catalog, self._dim(), kind, self.index_policy)
+            vectors, record = build(self.catalog, self._dim(), kind, self.index_policy, texts)
         vectors.save(self.path / INDEX_FILE)
         self.catalog.set_meta("index_build", record.to_dict())
         if self._vectors is None:
@@ -163,6 +189,17 @@ class Library:
             self._vectors.adopt(vectors)
         self._synced_at = None
         return record
+
+    def _calibration_texts(self) -> np.ndarray | None:
+        """The model's own text vectors to calibrate an approximate index with (calibration.py), or None when the
+        model cannot be loaded here (e.g. shards embedded elsewhere): the index is then calibrated on modelled
+        text queries."""
+        from .calibration import text_queries
+
+        try:
+            return text_queries(self.encoder)
+        except (ModelUnavailable, LibraryNotFound):
+            return None
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -231,7 +268,9 @@ class Library:
         return report
 
     def _reset(self, spec: ModelSpec, dim: int) -> None:
-        self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None})
+        """Empty the library for `spec`, recording the loaded encoder's preprocessing (none for ingested shards)."""
+        preprocessing = preprocessing_of(self._encoder).to_dict() if self._encoder is not None else None
+        self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None, "preprocessing": preprocessing})
         self._set_vectors(VectorIndex.create(dim))
 
     def ingest(self, shards_dir: str | os.PathLike[str], *, progress=None) -> IngestReport:
@@ -454,6 +493,7 @@ class Library:
             index.update(on_disk.params(), vectors=len(on_disk))
             if record is not None and record.describes(on_disk):
                 index.update(built_for=record.built_for, recall_at_10=record.recall_at_10,
+                             text_recall_at_10=record.text_recall_at_10, text_queries=record.text_queries,
                              build_s=round(record.build_s, 1))
         return LibraryInfo(
             path=str(self.path),
@@ -463,4 +503,6 @@ class Library:
             index=index,
             size_bytes=size,
             last_indexed=self.catalog.get_meta("last_indexed"),
+            preprocessing=self.catalog.get_meta("preprocessing"),
+            warning=self.preprocessing_warning(),
         )
