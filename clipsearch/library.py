@@ -58,6 +58,7 @@ class Library:
         self.index_policy = index_policy
         self._vectors: VectorIndex | None = None
         self._synced_at: tuple[int, int] | None = None
+        self._file_seen: tuple[int, int, int] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
@@ -131,12 +132,22 @@ class Library:
     @property
     def vectors(self) -> VectorIndex:
         """The FAISS index (memory-mapped, never rebuilt here), brought in line with the catalog in memory
-        if the file is stale. Checked again only after the catalog changed, so queries skip the check."""
-        if self._vectors is None:
+        if the file is stale. Checked again only after the catalog changed, so queries skip the check.
+
+        When another process has since replaced the index file (an `index` run that rebuilt it, a `repair`),
+        the new file is loaded in place of the old one: a long-lived reader such as `serve` follows it. One
+        stat() per access tells."""
+        seen = self._index_file_identity()
+        if self._vectors is None or seen != self._file_seen:
             file = self.path / INDEX_FILE
-            loaded = VectorIndex.load(file) if file.exists() else None
+            loaded = VectorIndex.load(file) if seen is not None else None
             dim = self._dim()
-            self._set_vectors(loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim))
+            fresh = loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim)
+            if self._vectors is None:
+                self._vectors = fresh
+            else:
+                self._vectors.adopt(fresh)  # whoever holds the object sees the new index
+            self._synced_at, self._file_seen = None, seen
         with self.catalog.snapshot():
             version = self.catalog.version()
             if version != self._synced_at:
@@ -145,7 +156,19 @@ class Library:
         return self._vectors
 
     def _set_vectors(self, vectors: VectorIndex) -> None:
-        self._vectors, self._synced_at = vectors, None
+        self._vectors, self._synced_at, self._file_seen = vectors, None, self._index_file_identity()
+
+    def _index_file_identity(self) -> tuple[int, int, int] | None:
+        """(inode, mtime ns, size) of the index file, None when there is none: a rename over it changes the inode."""
+        try:
+            st = (self.path / INDEX_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _save_vectors(self, vectors: VectorIndex) -> None:
+        vectors.save(self.path / INDEX_FILE)
+        self._file_seen = self._index_file_identity()  # our own write: nothing to reload
 
     def _dim(self) -> int:
         return int(self.catalog.get_meta("dim") or self.encoder.dim)
@@ -163,15 +186,17 @@ class Library:
         return BuildRecord.from_dict(self.catalog.get_meta("index_build"))
 
     def save_index(self) -> None:
-        """Write the index file, rebuilding the index first when its type or size calls for it (writers only)."""
-        if self._vectors is None:
-            return
-        reason = rebuild_reason(self._vectors, self._build_record(), self.index_type, self.index_policy)
-        if reason is None:
-            self._vectors.save(self.path / INDEX_FILE)
-            return
-        kind = wanted_kind(self.index_type, len(self._vectors), self._vectors.kind, self.index_policy)
-        self._rebuild(kind)
+        """Write the index file, rebuilding the index instead when its type or size calls for it (writers only)."""
+        if self._vectors is not None and not self._rebuild_if_due():
+            self._save_vectors(self._vectors)
+
+    def _rebuild_if_due(self) -> bool:
+        """Rebuild (and save) the index if its type or size calls for it; whether it did."""
+        if self._vectors is None or rebuild_reason(self._vectors, self._build_record(), self.index_type,
+                                                   self.index_policy) is None:
+            return False
+        self._rebuild(wanted_kind(self.index_type, len(self._vectors), self._vectors.kind, self.index_policy))
+        return True
 
     def _rebuild(self, kind: str) -> BuildRecord:
         """Build a `kind` index from the catalog's vectors, save it, then record how it was built.
@@ -181,7 +206,7 @@ class Library:
         texts = self._calibration_texts() if kind != "flat" else None
         with self.catalog.snapshot():
             vectors, record = build(self.catalog, self._dim(), kind, self.index_policy, texts)
-        vectors.save(self.path / INDEX_FILE)
+        self._save_vectors(vectors)
         self.catalog.set_meta("index_build", record.to_dict())
         if self._vectors is None:
             self._vectors = vectors
@@ -262,9 +287,14 @@ class Library:
             if reindex or recorded is None:
                 self._reset(wanted, self._encoder.dim)
             self._set_index_type(index_type)
-            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress)
+            # Saves during the run only write the index; a rebuild it calls for (a minute at 1,000,000 images)
+            # waits until the run's writes are committed. Searches meanwhile read the previous file.
+            vectors = self.vectors
+            run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
+                           progress)
             report = run.run(listing, started)
             self.catalog.set_meta("last_indexed", now_iso())
+            self._rebuild_if_due()
         return report
 
     def _reset(self, spec: ModelSpec, dim: int) -> None:
