@@ -327,10 +327,25 @@ class Library:
             if recorded is None:
                 self._reset(model, dim)
             report = merge_shards(self.catalog, headers, started, progress)
-            self.vectors  # brings the FAISS index in line with the catalog, whatever its index type
-            self.save_index()
+            self._index_ingested()
             self.catalog.set_meta("last_indexed", now_iso())
         return report
+
+    def _index_ingested(self) -> None:
+        """Bring the index in line with the catalog after an ingest, in memory bounded by the index's own size.
+
+        An index file of the type the collection now calls for takes the new vectors chunk by chunk; otherwise
+        the wanted index is built straight from the catalog (trained on a sample, then filled chunk by chunk),
+        never by first loading every vector into an exact float32 index (200 GB at 10^8 vectors of 512-d)."""
+        record = self._build_record()
+        on_disk = self._index_file_identity() is not None and record is not None
+        current = record.params["type"] if on_disk else "flat"
+        kind = wanted_kind(self.index_type, self.catalog.count(), current, self.index_policy)
+        if kind == "flat" or (on_disk and kind == current):
+            self.vectors  # adds what the file lacks, whatever its type
+            self.save_index()
+        else:
+            self._rebuild(kind)
 
     def search(
         self,
