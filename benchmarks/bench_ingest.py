@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bench_search import DIM, mixture, sample
 from clipsearch.models import ModelSpec

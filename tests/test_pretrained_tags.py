@@ -10,7 +10,6 @@ import pytest
 import torch
 from open_clip.pretrained import _PRETRAINED, _pcfg
 from open_clip.transformer import QuickGELU
-from PIL import Image
 
 from clipsearch.models import TINY_WEIGHTS, ModelSpec, load_encoder, model_spec, preprocessing_of, register_tiny
 from clipsearch.shapes import ShapeSpec, render
