@@ -128,7 +128,7 @@ def main() -> None:
 @click.option("--prune", is_flag=True, help="Also remove the images of a PATH that looks offline (missing, empty, "
               "or lost most of its files in this run); without it they are kept.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: 32 on CPU, 256 on CUDA]")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes  [default: CPU count]")
+@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes  [default: one per usable core, at most 16]")
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -152,6 +152,7 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
         report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
                            reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
                            progress=progress, index_type=index_type)
+        _warn(lib.preprocessing_warning())
     _write_skipped(errors_file, report.skipped)
     click.echo(_summary(report))
 
@@ -229,7 +230,13 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
     with Library.open(db) as lib:
         results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters, min_score=min_score,
                              sort=sort)
+        _warn(lib.preprocessing_warning())
     _print_results(results, as_json)
+
+
+def _warn(warning: str | None) -> None:
+    if warning:
+        click.echo(warning, err=True)
 
 
 @main.command()
@@ -272,11 +279,12 @@ def info(db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    model, index = data.pop("model"), data.pop("index")
+    _warn(data.pop("warning"))
+    sections = {name: data.pop(name) or {} for name in ("model", "index", "preprocessing")}
     for key, value in data.items():
         click.echo(f"{key:13} {value}")
-    click.echo(f"{'model':13} " + ", ".join(f"{k}={v}" for k, v in model.items() if v is not None))
-    click.echo(f"{'index':13} " + ", ".join(f"{k}={v}" for k, v in index.items() if v is not None))
+    for name, section in sections.items():
+        click.echo(f"{name:13} " + ", ".join(f"{k}={v}" for k, v in section.items() if v is not None))
 
 
 @main.command()
@@ -302,7 +310,8 @@ def repair(db: str | None, index_type: str | None) -> None:
 
     with Library.open(db) as lib:
         record = lib.repair(index_type)
-    recall = f", recall@10 {record.recall_at_10:.3f}" if record.recall_at_10 is not None else ""
+    recall = "" if record.recall_at_10 is None else (
+        f", recall@10 {record.recall_at_10:.3f} for image queries, {record.text_recall_at_10:.3f} for text queries")
     click.echo(f"rebuilt the index with {record.built_for} vectors ("
                + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 

@@ -13,9 +13,10 @@ from .catalog import CATALOG_FILE, Catalog, now_iso
 from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
-                     LibraryNotFound, LibraryReadOnly, ModelMismatch)
+                     LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, image_date
-from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
+from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, load_encoder, model_spec,
+                     open_clip_version, preprocessing_of)
 from .paths import readable
 from .ranking import combine, split_weight, top_k
 from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
@@ -70,6 +71,7 @@ class Library:
         self.index_policy = index_policy
         self._vectors: VectorIndex | None = None
         self._synced_at: tuple[int, int] | None = None
+        self._file_seen: tuple[int, int, int] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
@@ -123,6 +125,30 @@ class Library:
         return ModelSpec.from_dict(recorded) if recorded else None
 
     @property
+    def preprocessing(self) -> Preprocessing | None:
+        """The preprocessing and open_clip version the library's vectors were made with (None if not recorded)."""
+        recorded = self._catalog.get_meta("preprocessing") if self._catalog is not None else None
+        return Preprocessing.from_dict(recorded) if recorded else None
+
+    def preprocessing_warning(self) -> str | None:
+        """One line when the model here would embed differently from the library's recorded preprocessing, else None.
+
+        With the model loaded, every field is compared; without, only the open_clip version (which decides the
+        preprocessing of a model and tag), so that opening a library never loads the model to check."""
+        recorded = self.preprocessing
+        if recorded is None:
+            return None
+        if self._encoder is not None and self._encoder.spec.same_weights(self.model):
+            differences = recorded.differences(preprocessing_of(self._encoder))
+        else:
+            current = open_clip_version()
+            differences = [] if current == recorded.open_clip else [f"open_clip {recorded.open_clip} -> {current}"]
+        if not differences:
+            return None
+        return (f"warning: this library's vectors were made with other preprocessing ({'; '.join(differences)}): "
+                f"new vectors may not compare with them; `clipsearch index --reindex PATH` re-embeds everything")
+
+    @property
     def encoder(self):
         """The model that built this library (loaded once, on first use)."""
         if self._encoder is None:
@@ -134,12 +160,22 @@ class Library:
     @property
     def vectors(self) -> VectorIndex:
         """The FAISS index (memory-mapped, never rebuilt here), brought in line with the catalog in memory
-        if the file is stale. Checked again only after the catalog changed, so queries skip the check."""
-        if self._vectors is None:
+        if the file is stale. Checked again only after the catalog changed, so queries skip the check.
+
+        When another process has since replaced the index file (an `index` run that rebuilt it, a `repair`),
+        the new file is loaded in place of the old one: a long-lived reader such as `serve` follows it. One
+        stat() per access tells."""
+        seen = self._index_file_identity()
+        if self._vectors is None or seen != self._file_seen:
             file = self.path / INDEX_FILE
-            loaded = VectorIndex.load(file) if file.exists() else None
+            loaded = VectorIndex.load(file) if seen is not None else None
             dim = self._dim()
-            self._set_vectors(loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim))
+            fresh = loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim)
+            if self._vectors is None:
+                self._vectors = fresh
+            else:
+                self._vectors.adopt(fresh)  # whoever holds the object sees the new index
+            self._synced_at, self._file_seen = None, seen
         with self.catalog.snapshot():
             version = self.catalog.version()
             if version != self._synced_at:
@@ -148,7 +184,19 @@ class Library:
         return self._vectors
 
     def _set_vectors(self, vectors: VectorIndex) -> None:
-        self._vectors, self._synced_at = vectors, None
+        self._vectors, self._synced_at, self._file_seen = vectors, None, self._index_file_identity()
+
+    def _index_file_identity(self) -> tuple[int, int, int] | None:
+        """(inode, mtime ns, size) of the index file, None when there is none: a rename over it changes the inode."""
+        try:
+            st = (self.path / INDEX_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _save_vectors(self, vectors: VectorIndex) -> None:
+        vectors.save(self.path / INDEX_FILE)
+        self._file_seen = self._index_file_identity()  # our own write: nothing to reload
 
     def _dim(self) -> int:
         return int(self.catalog.get_meta("dim") or self.encoder.dim)
@@ -166,24 +214,27 @@ class Library:
         return BuildRecord.from_dict(self.catalog.get_meta("index_build"))
 
     def save_index(self) -> None:
-        """Write the index file, rebuilding the index first when its type or size calls for it (writers only)."""
-        if self._vectors is None:
-            return
-        reason = rebuild_reason(self._vectors, self._build_record(), self.index_type, self.index_policy)
-        if reason is None:
-            self._vectors.save(self.path / INDEX_FILE)
-            return
-        kind = wanted_kind(self.index_type, len(self._vectors), self._vectors.kind, self.index_policy)
-        self._rebuild(kind)
+        """Write the index file, rebuilding the index instead when its type or size calls for it (writers only)."""
+        if self._vectors is not None and not self._rebuild_if_due():
+            self._save_vectors(self._vectors)
+
+    def _rebuild_if_due(self) -> bool:
+        """Rebuild (and save) the index if its type or size calls for it; whether it did."""
+        if self._vectors is None or rebuild_reason(self._vectors, self._build_record(), self.index_type,
+                                                   self.index_policy) is None:
+            return False
+        self._rebuild(wanted_kind(self.index_type, len(self._vectors), self._vectors.kind, self.index_policy))
+        return True
 
     def _rebuild(self, kind: str) -> BuildRecord:
         """Build a `kind` index from the catalog's vectors, save it, then record how it was built.
 
         The new index replaces the old one's contents in place: an index run holding the object goes on
         adding to the rebuilt index."""
+        texts = self._calibration_texts() if kind != "flat" else None
         with self.catalog.snapshot():
-            vectors, record = build(self.catalog, self._dim(), kind, self.index_policy)
-        vectors.save(self.path / INDEX_FILE)
+            vectors, record = build(self.catalog, self._dim(), kind, self.index_policy, texts)
+        self._save_vectors(vectors)
         self.catalog.set_meta("index_build", record.to_dict())
         if self._vectors is None:
             self._vectors = vectors
@@ -191,6 +242,17 @@ class Library:
             self._vectors.adopt(vectors)
         self._synced_at = None
         return record
+
+    def _calibration_texts(self) -> np.ndarray | None:
+        """The model's own text vectors to calibrate an approximate index with (calibration.py), or None when the
+        model cannot be loaded here (e.g. shards embedded elsewhere): the index is then calibrated on modelled
+        text queries."""
+        from .calibration import text_queries
+
+        try:
+            return text_queries(self.encoder)
+        except (ModelUnavailable, LibraryNotFound):
+            return None
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -267,11 +329,15 @@ class Library:
             if new_model or recorded is None:
                 self._reset(wanted, self._encoder.dim)
             self._set_index_type(index_type)
-            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress,
-                           Options(reindex=reindex, rehash=rehash, prune=prune))
+            # Saves during the run only write the index; a rebuild it calls for (a minute at 1,000,000 images)
+            # waits until the run's writes are committed. Searches meanwhile read the previous file.
+            vectors = self.vectors
+            run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
+                           progress, Options(reindex=reindex, rehash=rehash, prune=prune))
             report = run.run(listing, started)
             self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
+            self._rebuild_if_due()
         return report
 
     def _split_roots(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
@@ -302,7 +368,9 @@ class Library:
             f"folders too, or use another --db")
 
     def _reset(self, spec: ModelSpec, dim: int) -> None:
-        self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None})
+        """Empty the library for `spec`, recording the loaded encoder's preprocessing (none for ingested shards)."""
+        preprocessing = preprocessing_of(self._encoder).to_dict() if self._encoder is not None else None
+        self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None, "preprocessing": preprocessing})
         self._set_vectors(VectorIndex.create(dim))
 
     def ingest(self, shards_dir: str | os.PathLike[str], *, progress=None) -> IngestReport:
@@ -330,10 +398,25 @@ class Library:
             if recorded is None:
                 self._reset(model, dim)
             report = merge_shards(self.catalog, headers, started, progress)
-            self.vectors  # brings the FAISS index in line with the catalog, whatever its index type
-            self.save_index()
+            self._index_ingested()
             self.catalog.set_meta("last_indexed", now_iso())
         return report
+
+    def _index_ingested(self) -> None:
+        """Bring the index in line with the catalog after an ingest, in memory bounded by the index's own size.
+
+        An index file of the type the collection now calls for takes the new vectors chunk by chunk; otherwise
+        the wanted index is built straight from the catalog (trained on a sample, then filled chunk by chunk),
+        never by first loading every vector into an exact float32 index (200 GB at 10^8 vectors of 512-d)."""
+        record = self._build_record()
+        on_disk = self._index_file_identity() is not None and record is not None
+        current = record.params["type"] if on_disk else "flat"
+        kind = wanted_kind(self.index_type, self.catalog.count(), current, self.index_policy)
+        if kind == "flat" or (on_disk and kind == current):
+            self.vectors  # adds what the file lacks, whatever its type
+            self.save_index()
+        else:
+            self._rebuild(kind)
 
     def search(
         self,
@@ -529,6 +612,7 @@ class Library:
             index.update(on_disk.params(), vectors=len(on_disk))
             if record is not None and record.describes(on_disk):
                 index.update(built_for=record.built_for, recall_at_10=record.recall_at_10,
+                             text_recall_at_10=record.text_recall_at_10, text_queries=record.text_queries,
                              build_s=round(record.build_s, 1))
         return LibraryInfo(
             path=str(self.path),
@@ -538,4 +622,6 @@ class Library:
             index=index,
             size_bytes=size,
             last_indexed=self.catalog.get_meta("last_indexed"),
+            preprocessing=self.catalog.get_meta("preprocessing"),
+            warning=self.preprocessing_warning(),
         )

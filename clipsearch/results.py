@@ -84,6 +84,10 @@ class LibraryInfo:
     """Its type, the type asked for ("choice": auto or a type), parameters and build record."""
     size_bytes: int
     last_indexed: str | None
+    preprocessing: dict[str, Any] | None = None
+    """How images were turned into model input, and the open_clip version (None in libraries from before it was recorded)."""
+    warning: str | None = None
+    """Set when the installed open_clip differs from the recorded one (see `Library.preprocessing_warning`)."""
 
 
 def to_dict(result: Any) -> dict[str, Any]:
