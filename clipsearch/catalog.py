@@ -86,6 +86,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER IF NOT EXISTS images_counted AFTER INSERT ON images BEGIN UPDATE image_count SET n = n + 1; END;
     CREATE TRIGGER IF NOT EXISTS images_uncounted AFTER DELETE ON images BEGIN UPDATE image_count SET n = n - 1; END;
     """,
+    # The text read in images (OCR; see textsearch.py, which also creates its full-text index).
+    """
+    CREATE TABLE IF NOT EXISTS ocr_text (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        text TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        read_at TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 IN_CHUNK = 500

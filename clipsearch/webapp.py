@@ -26,6 +26,7 @@ from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked,
 from .library import Library
 from .ranking import combine
 from .results import LibraryInfo, SearchResult, to_dict
+from .textsearch import text_of
 from .thumbnails import THUMBS_DIR, thumbnail
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -47,6 +48,12 @@ class Hit(BaseModel):
     taken_at: str | None
     date: str
     """Date taken, else the file's modification time."""
+    snippet: str | None = None
+    """The recognised text holding the query's words."""
+    highlights: list[tuple[int, int]] = []
+    """Where each matched word is in `snippet`: (start, end) character offsets."""
+    fused: float | None = None
+    """The reciprocal rank fusion score, when CLIP and the text were ranked together."""
 
 
 class Results(BaseModel):
@@ -90,6 +97,8 @@ class ImageDetail(BaseModel):
     taken_at: str | None
     camera: str | None
     indexed_at: str
+    text: str | None = None
+    """The text read in the image (`clipsearch ocr`), one line per line; None if it was not read."""
 
 
 def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
@@ -151,11 +160,16 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         return page
 
     @app.get("/api/search", summary="Search by text")
-    def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count) -> Results:
-        """Always text: unlike the CLI, a query naming a file on the server is not read as an image."""
+    def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count,
+               words: bool = Query(False, description="Only the words read in the images (OCR), all of them")
+               ) -> Results:
+        """Always text: unlike the CLI, a query naming a file on the server is not read as an image. Where text
+        was read in the images, CLIP and that text are ranked together (see `clipsearch search`)."""
         if not q.strip():
             raise BadQuery("Empty query: type what you are looking for")
-        return answer(lambda: library.nearest(combine([(1.0, library.text_vector(q))]), k=k))
+        if words:
+            return answer(lambda: library.search_text(q, k=k))
+        return answer(lambda: library.fused(q, combine([(1.0, library.text_vector(q))]), k=k))
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
     def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count) -> Results:
@@ -169,9 +183,12 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
             raise BadImage(f"{file.filename or 'The upload'} is not a usable image ({e})") from None
         return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k))
 
-    @app.get("/api/images/{image_id:int}", summary="An image's metadata")
+    @app.get("/api/images/{image_id:int}", summary="An image's metadata and the text read in it")
     def image(image_id: int) -> ImageDetail:
-        return ImageDetail(**catalog_row(image_id))
+        row = catalog_row(image_id)
+        with lock:
+            read = text_of(library.catalog, image_id)
+        return ImageDetail(**row, text=read[0] if read else None)
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
     def similar(image_id: int, k: int = Count) -> Results:
