@@ -95,6 +95,7 @@ MIGRATIONS: tuple[str, ...] = (
         lines TEXT NOT NULL,
         read_at TEXT NOT NULL
     );
+    CREATE INDEX IF NOT EXISTS ocr_text_found ON ocr_text(image_id) WHERE text != '';
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
