@@ -13,7 +13,8 @@ the "auto" gate an image is read only when
      softmax, at the model's logit scale, of its cosine similarity to TEXT_PROMPTS and PHOTO_PROMPTS
      gives the text prompts at least GATE_PROBABILITY together (screenshots, documents, receipts,
      slides, whose small text the next test would miss), or
-  2. the text detector alone, run on a GATE_SIDE-pixel thumbnail (a fraction of the cost of reading),
+  2. the text detector alone, run on a GATE_SIDE-pixel thumbnail (a JPEG is decoded at reduced scale
+     for it: a fraction of the cost of reading),
      finds at least one box shaped like a line of text, at least LINE_ASPECT times as long as it is
      high, either way (signs, posters, captions: large text; a lone glyph or blob does not count).
 Images passing neither are recorded as "gated" and not read. The "all" gate reads every image.
@@ -24,6 +25,7 @@ checks each file's content hash against the catalog, so text is never filed unde
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -74,7 +76,7 @@ def checked_gate(gate: str) -> str:
 
 
 class Reader:
-    """The OCR engine, loaded once (about a second)."""
+    """The OCR engine; loading it (importing OpenCV and ONNX Runtime, checking and loading the models) takes seconds."""
 
     def __init__(self) -> None:
         require_engine()
@@ -109,6 +111,12 @@ def _line_shaped(box: np.ndarray) -> bool:
     return max(width, height) >= LINE_ASPECT * max(min(width, height), 1.0)
 
 
+@functools.cache
+def shared_reader() -> Reader:
+    """One Reader per process, loaded on first use."""
+    return Reader()
+
+
 class Gate:
     """Step 1 of the "auto" gate: which CLIP vectors look like text (see the module docstring)."""
 
@@ -135,7 +143,7 @@ def read_catalog(catalog: Catalog, encoder: Callable[[], "Encoder"], gate: str =
     counts = {"read": 0, "gated": 0, "text": 0}
     skipped: list[Skip] = []
     if todo:
-        reader = Reader()
+        reader = shared_reader()
         clip_gate = Gate(encoder()) if gate == "auto" else None
         last = 0
         while rows := pending(catalog, retry_gated, last, CHUNK):
@@ -164,14 +172,13 @@ def _read_one(reader: Reader, row: dict[str, Any], force: bool) -> tuple[str, Se
         data = read_file(row["path"])
         if content_hash(data) != row["hash"]:
             return Skip(row["path"], "changed since it was indexed; run `clipsearch index` first")
+        if not force and not reader.finds_text(decode(data, GATE_SIDE)[0]):  # a JPEG decodes at 1/8 scale here
+            return "gated", []
         image, _ = decode(data, OCR_SIDE)
+        return "read", reader.read(image, scale=row["width"] / image.width)
     except OSError as e:
         return Skip(row["path"], e.strerror or str(e))
     except BadImage as e:
         return Skip(row["path"], str(e))
-    try:
-        if not force and not reader.finds_text(image):
-            return "gated", []
-        return "read", reader.read(image, scale=row["width"] / image.width)
     except Exception as e:  # the engine's errors (OpenCV, ONNX Runtime) share no base class
         return Skip(row["path"], f"OCR failed: {e}")

@@ -68,9 +68,9 @@ def run(*args, ok=True):
 
 @pytest.fixture(scope="module")
 def reader():
-    from clipsearch.ocr import Reader
+    from clipsearch.ocr import shared_reader
 
-    return Reader()
+    return shared_reader()
 
 
 @pytest.fixture(scope="module")
