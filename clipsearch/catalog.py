@@ -100,6 +100,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS images_size ON images(size);
     """,
+    # The text read in images (OCR; see textsearch.py, which also creates its full-text index).
+    """
+    CREATE TABLE IF NOT EXISTS ocr_text (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        text TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        read_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS ocr_text_found ON ocr_text(image_id) WHERE text != '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 IN_CHUNK = 500

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -19,7 +20,8 @@ from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, 
                      open_clip_version, preprocessing_of)
 from .paths import readable
 from .ranking import combine, split_weight, top_k
-from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
+from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, OcrReport, SearchResult, TagCount,
+                      TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
                           rebuild_reason, wanted_kind)
@@ -49,6 +51,11 @@ def _outermost(roots: Iterable[str]) -> list[str]:
     """The roots not inside another, sorted."""
     unique = sorted(set(roots))
     return [r for r in unique if not any(r != o and r.startswith(o.rstrip(os.sep) + os.sep) for o in unique)]
+
+
+def _check_sort(sort: str) -> None:
+    if sort not in SORTS:
+        raise BadQuery(f"Unknown sort order {sort!r}; use one of {', '.join(SORTS)}")
 
 
 def _checked_index_type(index_type: str) -> str:
@@ -286,6 +293,8 @@ class Library:
         workers: int | None = None,
         progress=None,
         index_type: str | None = None,
+        ocr: str | None = None,
+        ocr_progress=None,
     ) -> IndexReport:
         """Add, update, move and remove images under `paths` so the library mirrors them.
 
@@ -297,9 +306,12 @@ class Library:
         model it needs every indexed folder, as a library holds one model's vectors (else ModelMismatch).
         `rehash` compares every file's content, not only those whose size, mtime, inode or ctime changed.
         The library's own folder is never indexed. `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is
-        recorded and kept for later runs; None keeps the recorded one.
+        recorded and kept for later runs; None keeps the recorded one. So is `ocr`: "auto" or "all" (the OCR
+        gate, see ocr.py) reads the text in new images after embedding them, "off" stops doing so. Raises
+        ExtraNotInstalled, before any work, when OCR is on and its extra is missing.
         """
         from .indexer import IndexRun, Options
+        from .ocr import checked_gate, require_engine
 
         started = time.monotonic()
         self._check_writable()
@@ -325,10 +337,15 @@ class Library:
             encoder()  # a new library needs the embedding size; a missing model fails before anything is written
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
+        gate = self.ocr_gate if ocr is None else None if ocr == "off" else checked_gate(ocr)
+        if gate is not None:
+            require_engine()
         with self._lock():
             if new_model or recorded is None:
                 self._reset(wanted, self._encoder.dim)
             self._set_index_type(index_type)
+            if ocr is not None:
+                self.catalog.set_meta("ocr", gate)
             # Saves during the run only write the index; a rebuild it calls for (a minute at 1,000,000 images)
             # waits until the run's writes are committed. Searches meanwhile read the previous file.
             vectors = self.vectors
@@ -338,7 +355,29 @@ class Library:
             self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
             self._rebuild_if_due()
+            if gate is not None:
+                report = replace(report, ocr=self._read_text(gate, ocr_progress))
         return report
+
+    @property
+    def ocr_gate(self) -> str | None:
+        """The OCR gate `index` uses ("auto" or "all"), or None when it reads no text (the default)."""
+        return self.catalog.get_meta("ocr") if self._catalog is not None else None
+
+    def read_text(self, gate: str | None = None, *, progress=None) -> OcrReport:
+        """Read the text in the indexed images not read yet (see ocr.py); `gate` defaults to the library's
+        setting, else "auto". Does not change the setting."""
+        from .ocr import checked_gate
+
+        gate = checked_gate(gate or self.ocr_gate or "auto")
+        with self._lock():
+            return self._read_text(gate, progress)
+
+    def _read_text(self, gate: str, progress) -> OcrReport:
+        from .ocr import read_catalog
+
+        return read_catalog(self.catalog, lambda: self.encoder, gate, progress)
+
 
     def _split_roots(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
         """The paths that exist, and those that do not but have rows (a vanished or unmounted folder)."""
@@ -439,7 +478,76 @@ class Library:
         terms += [(w, self.term_vector(t)) for t, w in map(split_weight, add)]
         terms += [(-w, self.term_vector(t)) for t, w in map(split_weight, sub)]
         terms += [(1.0, self.image_vector(p)) for p in images]
-        return self.nearest(combine(terms), k=k, filters=filters, min_score=min_score, sort=sort)
+        vector = combine(terms)
+        if query is not None and not os.path.isfile(query):
+            return self.fused(query, vector, k=k, filters=filters, min_score=min_score, sort=sort)
+        return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort)
+
+    def fused(
+        self,
+        text: str,
+        vector: np.ndarray,
+        *,
+        k: int = 20,
+        filters: Filters | None = None,
+        min_score: float | None = None,
+        sort: str = "score",
+    ) -> list[SearchResult]:
+        """The CLIP results for `vector` and the images whose recognised text holds words of `text`, ranked
+        together by reciprocal rank fusion (see textsearch.py); just the CLIP results when no image has text.
+        `min_score` applies to the CLIP ranking: a text match is kept whatever its cosine similarity."""
+        from . import textsearch
+
+        _check_sort(sort)
+        if not textsearch.has_text(self.catalog):
+            return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort)
+        depth = max(k, textsearch.FUSION_DEPTH)
+        with self.catalog.snapshot():
+            by_clip = self.nearest(vector, k=depth, filters=filters, min_score=min_score)
+            ids = {path: state.id for path, state in self.catalog.states_of([r.path for r in by_clip]).items()}
+            allowed = filters.allowed_ids(self.catalog) if filters else None
+            by_text = [m.image_id for m in textsearch.match(self.catalog, text, every=False, allowed=allowed,
+                                                              limit=depth)]
+            chosen = textsearch.fuse([[ids[r.path] for r in by_clip], by_text])[:k]
+            rows = self.catalog.rows(i for i, _ in chosen)
+            cosines = dict(zip(rows, self.catalog.vectors_for(list(rows)) @ vector)) if rows else {}
+            words = textsearch.query_words(text)
+            found = textsearch.texts(self.catalog, rows)
+        results = [self._result(rows[i], float(cosines[i]), found.get(i), words, fused=f)
+                   for i, f in chosen if i in rows]
+        return by_date(results, [r.date for r in results]) if sort == "date" else results
+
+    def search_text(
+        self, words: str, *, k: int = 20, filters: Filters | None = None, sort: str = "score"
+    ) -> list[SearchResult]:
+        """Images whose recognised text holds every one of `words` (any case), best BM25 first; the score is
+        the BM25 relevance (higher is better). Needs no model. Raises BadQuery when no text was read yet."""
+        from . import textsearch
+
+        if k < 1:
+            raise BadQuery("The number of results must be at least 1")
+        _check_sort(sort)
+        with self.catalog.snapshot():
+            if not textsearch.has_text(self.catalog):
+                raise BadQuery("No text has been read in this library's images yet; run `clipsearch ocr`")
+            allowed = filters.allowed_ids(self.catalog) if filters else None
+            matches = textsearch.match(self.catalog, words, every=True, allowed=allowed, limit=k)
+            rows = self.catalog.rows(m.image_id for m in matches)
+            found = textsearch.texts(self.catalog, rows)
+        terms = textsearch.query_words(words)
+        results = [self._result(rows[m.image_id], -m.bm25 or 0.0, found.get(m.image_id), terms)
+                   for m in matches if m.image_id in rows]
+        return by_date(results, [r.date for r in results]) if sort == "date" else results
+
+    @staticmethod
+    def _result(row: dict, score: float, text: str | None, words: Sequence[str],
+                fused: float | None = None) -> SearchResult:
+        from .textsearch import snippet
+
+        found = snippet(text, words) if text else None
+        return SearchResult(row["path"], score, row["width"], row["height"], row["taken_at"],
+                            image_date(row["taken_at"], row["mtime_ns"]),
+                            found.text if found else None, found.highlights if found else (), fused)
 
     def similar(
         self,
@@ -513,8 +621,7 @@ class Library:
         back whenever k match); with sort="date", those same results oldest first."""
         if k < 1:
             raise BadQuery("The number of results must be at least 1")
-        if sort not in SORTS:
-            raise BadQuery(f"Unknown sort order {sort!r}; use one of {', '.join(SORTS)}")
+        _check_sort(sort)
         with self.catalog.snapshot():  # the index is synced in the same read transaction as the rows
             vectors = self.vectors
             if len(vectors) == 0:

@@ -17,6 +17,12 @@ class SearchResult:
     """Date taken (EXIF), if the file records one."""
     date: str
     """Date taken, else the file's modification time: what `sort="date"` orders by."""
+    snippet: str | None = None
+    """The lines of text read in the image that hold the query's words (see textsearch.py), if any."""
+    highlights: tuple[tuple[int, int], ...] = ()
+    """(start, end) character offsets of each matched word in `snippet`."""
+    fused: float | None = None
+    """The reciprocal rank fusion score results are ordered by when CLIP and the text were ranked together."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class IndexReport:
     """Most files first."""
     offline: tuple[OfflineRoot, ...] = ()
     """Roots whose missing files were kept (see `Library.index`'s `prune`)."""
+    ocr: OcrReport | None = None
+    """The OCR pass that followed, when the library reads text in images."""
 
     @property
     def embedded(self) -> int:
@@ -71,6 +79,28 @@ class IndexReport:
     @property
     def images_per_s(self) -> float:
         return self.embedded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class OcrReport:
+    """What an OCR pass did (see ocr.py)."""
+
+    read: int
+    """Images whose text was read (with or without finding any)."""
+    gated_out: int
+    """Images the gate judged to hold no text, so not read."""
+    with_text: int
+    """Read images in which some text was found."""
+    skipped: tuple[Skip, ...]
+    full_text_index: bool
+    """Whether SQLite's FTS5 trigram index serves text searches (else they scan the text)."""
+    elapsed_s: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Images read or gated out per second."""
+        done = self.read + self.gated_out
+        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
