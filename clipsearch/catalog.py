@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -144,16 +145,29 @@ def _create(path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _import_sqlite_utils() -> Any:
+    """sqlite_utils, imported here rather than with the module (`clipsearch --help` opens no library), and
+    without pandas: where pandas is installed, sqlite_utils imports it (0.3 s of a cold query) only to
+    type pandas timestamps, which clipsearch never stores."""
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+    return sqlite_utils
+
+
 class Catalog:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
     @classmethod
     def open(cls, directory: Path, create: bool = False) -> "Catalog":
-        # Imported here, not with the module: where pandas is installed, sqlite_utils imports it (0.3 s),
-        # which commands that open no library (`clipsearch --help`) should not pay for.
-        import sqlite_utils
-
+        sqlite_utils = _import_sqlite_utils()
         path = directory / CATALOG_FILE
         if create and not path.exists():
             _create(path)

@@ -20,6 +20,7 @@ from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, mo
 from .ranking import combine, split_weight, top_k
 from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
+from .textmodel import TextModel, text_model_written
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
                           rebuild_reason, wanted_kind)
 
@@ -56,6 +57,7 @@ class Library:
         self._encoder = encoder
         self.index_policy = index_policy
         self._vectors: VectorIndex | None = None
+        self._text_model: TextModel | None = None
         self._synced_at: tuple[int, int] | None = None
 
     @classmethod
@@ -228,6 +230,8 @@ class Library:
             run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress)
             report = run.run(listing, started)
             self.catalog.set_meta("last_indexed", now_iso())
+            if self._encoder is not None and not text_model_written(self.path, self._encoder.spec):
+                self._write_text_model()
         return report
 
     def _reset(self, spec: ModelSpec, dim: int) -> None:
@@ -319,10 +323,32 @@ class Library:
         cache = TextVectorCache(self.path, model) if model is not None else None
         vector = cache.get(text) if cache is not None else None
         if vector is None:
-            vector = self.encoder.encode_texts([text])[0]
+            vector = self._encode_text(text)
             if cache is not None:
                 cache.put(text, vector)
         return vector
+
+    def _encode_text(self, text: str) -> np.ndarray:
+        """By the model when it is loaded; else by the library's ONNX text tower, without importing torch
+        (see textmodel.py); else by loading the model, then writing the tower for the next query."""
+        model = self.model
+        if self._encoder is not None or model is None:
+            return self.encoder.encode_texts([text])[0]
+        self._text_model = self._text_model or TextModel.load(self.path, model)
+        if self._text_model is not None:
+            return self._text_model.encode([text])[0]
+        vector = self.encoder.encode_texts([text])[0]
+        self._write_text_model()
+        return vector
+
+    def _write_text_model(self) -> None:
+        """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""
+        from .textexport import export_text_model
+
+        try:
+            export_text_model(self.path, self._encoder)
+        except (OSError, RuntimeError):  # a read-only library, a full disk, an exporter that cannot trace
+            pass
 
     def image_vector(self, image: str | os.PathLike[str]) -> np.ndarray:
         """The stored vector when the file is indexed and unchanged, else a fresh embedding."""
