@@ -77,6 +77,8 @@ class TextModel:
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: a damaged file falls back to open_clip quietly
+        # Repacking every weight matrix at load costs more than it saves in the one query a process runs.
+        options.add_session_config_entry("session.disable_prepacking", "1")
         try:
             session = onnxruntime.InferenceSession(str(folder / GRAPH_FILE), options,
                                                    providers=["CPUExecutionProvider"])
