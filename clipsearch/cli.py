@@ -121,8 +121,11 @@ def main() -> None:
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
 @click.option("--reindex", is_flag=True, help="Re-embed everything, e.g. with a different model.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: 32 on CPU, 256 on CUDA]")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes  [default: CPU count]")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch  [default: 32 on CPU; on CUDA from the GPU's free memory, up to 1024]")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Decoding processes  [default: one per usable core; at most 16 on CPU; on a GPU as many as "
+                   "half of /dev/shm holds]")
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

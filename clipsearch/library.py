@@ -471,7 +471,7 @@ class Library:
 
     def info(self) -> LibraryInfo:
         model = self.model
-        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         file = self.path / INDEX_FILE
         on_disk = VectorIndex.load(file) if file.exists() else None
         index: dict[str, object] = {"type": on_disk.kind if on_disk else "none", "choice": self.index_type}
