@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -224,6 +225,22 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     raise sqlite3.DatabaseError(f"cannot be opened read-only ({error})")
 
 
+def _import_sqlite_utils() -> Any:
+    """sqlite_utils, imported here rather than with the module (`clipsearch --help` opens no library), and
+    without pandas: where pandas is installed, sqlite_utils imports it (0.3 s of a cold query) only to
+    type pandas timestamps, which clipsearch never stores."""
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+    return sqlite_utils
+
+
 class Catalog:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
@@ -233,9 +250,7 @@ class Catalog:
         """Open (with `create`, first create) the catalog in `directory`; `readonly` opens it without writing
         anything (SQLite `mode=ro`, else `immutable=1` where not even that can be opened, e.g. a WAL
         catalog on read-only media), and runs no migration."""
-        # Imported here, not with the module: where pandas is installed, sqlite_utils imports it (0.3 s),
-        # which commands that open no library (`clipsearch --help`) should not pay for.
-        import sqlite_utils
+        sqlite_utils = _import_sqlite_utils()
 
         path = directory / CATALOG_FILE
         if create and not readonly and not path.exists():

@@ -128,8 +128,11 @@ def main() -> None:
               "size, time, inode or ctime changed (finds files replaced with their old timestamp).")
 @click.option("--prune", is_flag=True, help="Also remove the images of a PATH that looks offline (missing, empty, "
               "or lost most of its files in this run); without it they are kept.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: 32 on CPU, 256 on CUDA]")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes  [default: one per usable core, at most 16]")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch  [default: 32 on CPU; on CUDA from the GPU's free memory, up to 1024]")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Decoding processes  [default: one per usable core; at most 16 on CPU; on a GPU as many as "
+                   "half of /dev/shm holds]")
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

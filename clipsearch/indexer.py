@@ -7,6 +7,8 @@ a crash at any point leaves a catalog that `VectorIndex.sync` can reconcile.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 SAVE_EVERY_S = 300.0
+WRITE_QUEUE = 2
+"""Encoded batches waiting for the writer thread: what a crash can lose beyond the one being written."""
 
 
 OFFLINE_MIN_LOST = 10
@@ -206,48 +210,47 @@ class IndexRun:
         if todo.vanished or todo.vanished_failures:
             self.catalog.delete(todo.vanished, todo.vanished_failures)
             self.vectors.remove(np.array(todo.vanished, dtype=np.int64))
-        skipped = list(todo.skipped)
-        added = updated = 0
-        last_save = time.monotonic()
-        for batch in self._batches(todo.embed):
-            self._write(batch, todo.replaced)
-            skipped += [Skip(d.entry.path, d.error) for d in batch.items if d.error]
-            good = batch.good
-            updated += sum(1 for d in good if d.entry.path in todo.replaced)
-            added += sum(1 for d in good if d.entry.path not in todo.replaced)
-            if self.progress:
-                self.progress(len(batch.items), len(todo.embed))
-            if time.monotonic() - last_save > SAVE_EVERY_S:
-                self.save()
-                last_save = time.monotonic()
+        tally = _Tally(skipped=list(todo.skipped))
+        with _Writer(lambda batch, vectors: self._write(batch, vectors, todo, tally)) as writer:
+            for batch in self._batches(todo.embed):
+                writer.put(batch, self._vectors_of(batch))
         self.save()
-        return IndexReport(added, updated, len(todo.moves), len(todo.vanished), todo.unchanged,
-                           tuple(skipped), time.monotonic() - started,
+        return IndexReport(tally.added, tally.updated, len(todo.moves), len(todo.vanished), todo.unchanged,
+                           tuple(tally.skipped), time.monotonic() - started,
                            tuple(PassedOver(ext, n) for ext, n in listing.passed_over.most_common()), tuple(todo.offline))
 
     def _batches(self, entries: Sequence[FileEntry]) -> Iterator["Batch"]:
         if not entries:
             return iter(())
-        from .models import DEFAULT_BATCH
-        from .pipeline import decoded_batches, default_workers, workers_can_encode
+        from .pipeline import (WORKER_BATCH, decoded_batches, default_workers, shm_bytes_per_worker, shm_free,
+                               workers_can_encode, workers_for_shm)
 
         self.encoder = self.load_encoder()
         device = self.encoder.device
-        return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size,
-                               self.batch_size or DEFAULT_BATCH.get(device.type, 32),
-                               default_workers() if self.workers is None else self.workers,
-                               pin_memory=device.type == "cuda",
-                               encode=self.encoder.encode_images if workers_can_encode(device) else None)
+        in_workers = workers_can_encode(device)
+        workers = default_workers(gpu=device.type == "cuda") if self.workers is None else self.workers
+        if in_workers or not self.encoder.moves_uint8:
+            return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size,
+                                   self.batch_size or self.encoder.default_batch_size, workers,
+                                   pin_memory=device.type == "cuda",
+                                   encode=self.encoder.encode_images if in_workers else None)
+        workers = workers_for_shm(workers, shm_bytes_per_worker(self.encoder.image_size), shm_free())
+        return decoded_batches(entries, self.encoder.pixels, self.encoder.image_size,
+                               self.batch_size or self.encoder.default_batch_size, workers,
+                               pin_memory=device.type == "cuda", worker_batch=WORKER_BATCH)
 
-    def _write(self, batch: "Batch", replaced: dict[str, int]) -> None:
-        """One catalog transaction, then the index; failures of content are remembered, I/O errors retried."""
-        good = batch.good
+    def _vectors_of(self, batch: "Batch") -> np.ndarray:
         if batch.vectors is not None:
-            vectors = batch.vectors
-        elif good:
-            vectors = self.encoder.encode_images(batch.pixels)
-        else:
-            vectors = np.zeros((0, self.vectors.dim), np.float32)
+            return batch.vectors
+        if batch.pixels is not None:
+            return self.encoder.encode_images(batch.pixels)
+        return np.zeros((0, self.vectors.dim), np.float32)
+
+    def _write(self, batch: "Batch", vectors: np.ndarray, todo: Plan, tally: "_Tally") -> None:
+        """One catalog transaction, then the index; failures of content are remembered, I/O errors retried.
+        Runs on the writer thread, the only one touching the catalog and the index during the run."""
+        replaced = todo.replaced
+        good = batch.good
         images = [_new_image(d, v) for d, v in zip(good, vectors)]
         failures = [(d.entry.path, d.entry.size, d.entry.mtime_ns, d.error) for d in batch.items
                     if d.error and not d.transient]
@@ -255,6 +258,61 @@ class IndexRun:
         ids = self.catalog.write_batch(images, stale, failures)
         self.vectors.remove(np.array(stale, dtype=np.int64))
         self.vectors.add(np.array(ids, dtype=np.int64), vectors)
+        tally.skipped += [Skip(d.entry.path, d.error) for d in batch.items if d.error]
+        tally.updated += sum(1 for d in good if d.entry.path in replaced)
+        tally.added += sum(1 for d in good if d.entry.path not in replaced)
+        if self.progress:
+            self.progress(len(batch.items), len(todo.embed))
+        if time.monotonic() - tally.last_save > SAVE_EVERY_S:
+            self.save()
+            tally.last_save = time.monotonic()
+
+
+@dataclass
+class _Tally:
+    skipped: list[Skip]
+    added: int = 0
+    updated: int = 0
+    last_save: float = field(default_factory=time.monotonic)
+
+
+class _Writer:
+    """Writes encoded batches on a thread of its own while the next batch is encoded (on a GPU, the
+    encoder no longer idles during SQLite commits and FAISS adds). The queue is bounded
+    (`WRITE_QUEUE` batches), so a crash loses at most the batches in flight, which the next run
+    embeds again; an error in a write is raised in the caller at its next `put` or on exit."""
+
+    def __init__(self, write: Callable[["Batch", np.ndarray], None]):
+        self.write = write
+        self.queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drain, name="clipsearch-writer", daemon=True)
+
+    def __enter__(self) -> "_Writer":
+        self.thread.start()
+        return self
+
+    def put(self, batch: "Batch", vectors: np.ndarray) -> None:
+        self._raise()
+        self.queue.put((batch, vectors))
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if exc[0] is None:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _drain(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.write(*item)
+                except BaseException as e:  # handed to the encoding thread, which raises it
+                    self.error = e
 
 
 def _new_image(d, vector: np.ndarray) -> NewImage:

@@ -23,6 +23,7 @@ from .ranking import combine, split_weight, top_k
 from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, OcrReport, SearchResult, TagCount,
                       TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
+from .textmodel import TextModel, text_model_written
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
                           rebuild_reason, wanted_kind)
 
@@ -77,6 +78,7 @@ class Library:
         self._encoder = encoder
         self.index_policy = index_policy
         self._vectors: VectorIndex | None = None
+        self._text_model: TextModel | None = None
         self._synced_at: tuple[int, int] | None = None
         self._file_seen: tuple[int, int, int] | None = None
 
@@ -355,6 +357,8 @@ class Library:
             self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
             self._rebuild_if_due()
+            if self._encoder is not None and not text_model_written(self.path, self._encoder.spec):
+                self._write_text_model()
             if gate is not None:
                 report = replace(report, ocr=self._read_text(gate, ocr_progress))
         return report
@@ -582,10 +586,32 @@ class Library:
         cache = TextVectorCache(self.path, model) if model is not None else None
         vector = cache.get(text) if cache is not None else None
         if vector is None:
-            vector = self.encoder.encode_texts([text])[0]
+            vector = self._encode_text(text)
             if cache is not None and not self.readonly:
                 cache.put(text, vector)
         return vector
+
+    def _encode_text(self, text: str) -> np.ndarray:
+        """By the model when it is loaded; else by the library's ONNX text tower, without importing torch
+        (see textmodel.py); else by loading the model, then writing the tower for the next query."""
+        model = self.model
+        if self._encoder is not None or model is None:
+            return self.encoder.encode_texts([text])[0]
+        self._text_model = self._text_model or TextModel.load(self.path, model)
+        if self._text_model is not None:
+            return self._text_model.encode([text])[0]
+        vector = self.encoder.encode_texts([text])[0]
+        self._write_text_model()
+        return vector
+
+    def _write_text_model(self) -> None:
+        """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""
+        from .textexport import export_text_model
+
+        try:
+            export_text_model(self.path, self._encoder)
+        except (OSError, RuntimeError):  # a read-only library, a full disk, an exporter that cannot trace
+            pass
 
     def image_vector(self, image: str | os.PathLike[str]) -> np.ndarray:
         """The stored vector when the file is indexed and unchanged, else a fresh embedding."""
@@ -710,7 +736,7 @@ class Library:
 
     def info(self) -> LibraryInfo:
         model = self.model
-        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         file = self.path / INDEX_FILE
         on_disk = VectorIndex.load(file) if file.exists() else None
         index: dict[str, object] = {"type": on_disk.kind if on_disk else "none", "choice": self.index_type}
