@@ -86,6 +86,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER IF NOT EXISTS images_counted AFTER INSERT ON images BEGIN UPDATE image_count SET n = n + 1; END;
     CREATE TRIGGER IF NOT EXISTS images_uncounted AFTER DELETE ON images BEGIN UPDATE image_count SET n = n - 1; END;
     """,
+    # The perceptual fingerprint of each image's pixels (perceptual.py), NULL for rows indexed before it: dedup
+    # tells resized copies from edits and retakes with it. SQLite has no ADD COLUMN IF NOT EXISTS.
+    """
+    ALTER TABLE images ADD COLUMN phash BLOB;
+    """,
+    # Pairs of pictures (by content hash, so a rename keeps them) a user said are not duplicates.
+    """
+    CREATE TABLE IF NOT EXISTS dismissed_pairs (
+        hash_a TEXT NOT NULL,
+        hash_b TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (hash_a, hash_b)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 IN_CHUNK = 500
@@ -114,6 +128,7 @@ class NewImage:
     taken_at: str | None
     camera: str | None
     vector: np.ndarray
+    phash: bytes | None = None
 
 
 def now_iso() -> str:
@@ -270,6 +285,21 @@ class Catalog:
                for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
         return np.vstack([got[int(i)] for i in ids])
 
+    def phashes(self, ids: Iterable[int]) -> dict[int, bytes | None]:
+        """The perceptual hash of each of these images (None for rows indexed before it was computed)."""
+        sql = "SELECT id, phash FROM images WHERE id IN ({})"
+        return {r[0]: r[1] for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
+
+    def dismissed_pairs(self) -> set[tuple[str, str]]:
+        """Content-hash pairs (a < b) a user marked as not duplicates."""
+        return {(r[0], r[1]) for r in self.db.execute("SELECT hash_a, hash_b FROM dismissed_pairs")}
+
+    def dismiss_pair(self, hash_a: str, hash_b: str) -> None:
+        """Remember that the pictures with these content hashes are not duplicates (either order)."""
+        with self.db.conn:
+            self.db.conn.execute("INSERT OR IGNORE INTO dismissed_pairs(hash_a, hash_b, created_at) VALUES (?, ?, ?)",
+                                 (*sorted((hash_a, hash_b)), now_iso()))
+
     def by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         sql = "SELECT hash, id FROM images WHERE hash IN ({})"
         return {r[0]: r[1] for cursor in self._select_in(sql, list(set(hashes))) for r in cursor}
@@ -293,10 +323,10 @@ class Catalog:
 
     def _insert(self, im: NewImage, stamp: str) -> int:
         cursor = self.db.conn.execute(
-            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector,"
+            " phash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (im.path, im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at, im.camera, stamp,
-             np.ascontiguousarray(im.vector, dtype=np.float32).tobytes()),
+             np.ascontiguousarray(im.vector, dtype=np.float32).tobytes(), im.phash),
         )
         return int(cursor.lastrowid)
 

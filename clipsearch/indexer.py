@@ -169,4 +169,4 @@ class IndexRun:
 def _new_image(d, vector: np.ndarray) -> NewImage:
     m = d.meta
     return NewImage(d.entry.path, d.entry.size, d.entry.mtime_ns, d.hash, m.width, m.height, m.format,
-                    m.taken_at, m.camera, vector)
+                    m.taken_at, m.camera, vector, d.phash)
