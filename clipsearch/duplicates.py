@@ -63,8 +63,8 @@ DERIVED_WORDS = frozenset({"copy", "copie", "kopie", "edit", "edited", "export",
                            "flipped", "mirrored", "rotated", "recompressed", "compressed", "modified", "web",
                            "final", "filtered", "enhanced", "retouched"})
 """Words in a file's stem that mark it as made from another file."""
-DERIVED_SUFFIX = re.compile(r"(\(\d+\)|[-_ ~]\d{1,2})$")
-"""`photo (1)`, `photo-1`, `photo_2`, `photo~1`: what file managers and browsers name a second copy."""
+DERIVED_SUFFIX = re.compile(r"(\(\d+\)|[- ~]\d{1,2})$")
+"""`photo (1)`, `photo-1`, `photo 2`, `photo~1`: what file managers and browsers name a second copy."""
 EXPORT_FOLDERS = frozenset({"export", "exports", "exported", "edited", "edits", "resized", "copies", "output",
                             "thumbnails", "thumbs"})
 KEEPER_REASONS = ("it is under a --prefer folder", "its name looks original (the others look derived)",
