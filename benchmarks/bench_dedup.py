@@ -47,13 +47,13 @@ from PIL import Image, ImageEnhance
 
 from clipsearch import Library, model_spec
 from clipsearch.catalog import Catalog, NewImage
-from clipsearch.duplicates import DEFAULT_THRESHOLD, find_duplicates
+from clipsearch.duplicates import DEFAULT_THRESHOLD, default_series_threshold, default_threshold, find_duplicates
 
 SAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "sample_data" / "photos"
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "brick", "grass", "gravel", "clock", "cell", "text")
 TRANSFORMS = ("resize", "jpeg", "crop10", "crop30", "bright+30", "bright-30", "hflip", "rotate", "rename")
-THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)
+THRESHOLDS = (0.85, 0.90, 0.93, 0.95, 0.97)
 MILD = ("resize", "jpeg", "crop10", "rename")
 """The copies a photo library is full of; the suggested threshold must find every one of them."""
 SHAPE_SIZE = 256
@@ -150,8 +150,9 @@ def build_set(root: Path, seed: int = 7) -> list[Item]:
 
 
 # --- scoring ---------------------------------------------------------------------------------------
-def score(items: list[Item], group_of: dict[str, int]) -> dict[str, dict[str, float | None]]:
-    """Precision and recall per kind of copy, and overall, from each path's group (absent: alone)."""
+def score(items: list[Item], group_of: dict[str, int], tier_of: dict[str, str]) -> dict[str, dict]:
+    """Precision and recall per kind of copy, and overall, from each path's group (absent: alone), and the
+    tiers the copies of each kind were given."""
     groups = [group_of.get(it.path, -1 - n) for n, it in enumerate(items)]
     originals = {it.source: n for n, it in enumerate(items) if it.kind == "original"}
     members: dict[int, list[int]] = {}
@@ -164,9 +165,14 @@ def score(items: list[Item], group_of: dict[str, int]) -> dict[str, dict[str, fl
         hits = [groups[n] == groups[originals[source_of(items[n])]] for n in copies]
         partners = [(n, m) for n in copies for m in members[groups[n]] if m != n]
         right = sum(items[n].source == items[m].source for n, m in partners)
+        tiers: dict[str, int] = {}
+        for n in copies:
+            tier = tier_of.get(items[n].path, "alone")
+            tiers[tier] = tiers.get(tier, 0) + 1
         figures[kind] = {
             "recall": round(float(np.mean(hits)), 3),
             "precision": round(right / len(partners), 3) if partners else None,
+            "tiers": dict(sorted(tiers.items(), key=lambda t: -t[1])),
         }
     pairs = [(a, b) for ms in members.values() for a, b in itertools.combinations(ms, 2)]
     true_pairs = sum(1 for a, b in itertools.combinations(range(len(items)), 2) if items[a].source == items[b].source)
@@ -174,6 +180,7 @@ def score(items: list[Item], group_of: dict[str, int]) -> dict[str, dict[str, fl
     figures["all"] = {
         "recall": round(right / true_pairs, 3),
         "precision": round(right / len(pairs), 3) if pairs else None,
+        "tiers": {},
     }
     return figures
 
@@ -203,9 +210,10 @@ def quality(spec, thresholds: tuple[float, ...]) -> dict:
             stats = similarities(items, lib)
             results = {}
             for threshold in thresholds:
-                report = lib.duplicates(threshold=threshold)
+                report = lib.duplicates(threshold=threshold, series_threshold=default_series_threshold(threshold))
                 group_of = {m.path: g for g, group in enumerate(report.groups) for m in group.members}
-                results[threshold] = score(items, group_of)
+                tier_of = {m.path: m.tier for group in report.groups for m in group.members}
+                results[threshold] = score(items, group_of, tier_of)
     counts = {kind: sum(it.kind == kind for it in items) for kind in ("original", "distractor", "retake")}
     return {"images": len(items), **counts, "similarity_to_original": stats, "thresholds": results,
             "suggested_threshold": suggest(results)}
@@ -225,6 +233,7 @@ def print_quality(figures: dict, model_label: str) -> None:
     for kind, s in figures["similarity_to_original"].items():
         print(f"  {kind:20} {s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}")
     thresholds = list(figures["thresholds"])
+    shown = min(thresholds, key=lambda t: abs(t - figures["default_threshold"]))
     print("\nrecall / precision per threshold (precision '-' when nothing was grouped)")
     print(f"  {'':10}" + "".join(f"{t:>13.2f}" for t in thresholds))
     for kind in (*TRANSFORMS, "retake", "all"):
@@ -233,7 +242,9 @@ def print_quality(figures: dict, model_label: str) -> None:
             f = figures["thresholds"][t][kind]
             precision = "-" if f["precision"] is None else f"{f['precision']:.2f}"
             cells.append(f"{f['recall']:.2f} / {precision:>4}")
-        print(f"  {kind:10}" + "".join(f"{c:>13}" for c in cells))
+        print(f"  {kind:10}" + "".join(f"{c:>13}" for c in cells)
+              + "   tiers at " + str(shown) + ": "
+              + ", ".join(f"{t} {n}" for t, n in figures["thresholds"][shown][kind]["tiers"].items()))
     print(f"\nsuggested threshold (the highest finding every {', '.join(MILD)} copy): {figures['suggested_threshold']}")
 
 
@@ -354,7 +365,7 @@ def main() -> None:
     if not args.speed_only:
         spec = model_spec(args.model, args.pretrained, args.checkpoint)
         thresholds = tuple(float(t) for t in args.thresholds.split(","))
-        figures = {"model": spec.label, **quality(spec, thresholds)}
+        figures = {"model": spec.label, "default_threshold": default_threshold(spec.arch), **quality(spec, thresholds)}
         print_quality(figures, spec.label)
     if not args.quality_only:
         with tempfile.TemporaryDirectory() as tmp:

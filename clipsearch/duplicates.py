@@ -61,10 +61,11 @@ SEARCH_DIM = 128
 RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf",
                             ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".rwl", ".erf", ".kdc", ".mrw"})
 DERIVED_WORDS = frozenset({"copy", "copie", "kopie", "edit", "edited", "export", "exported", "resized", "resize",
-                           "scaled", "small", "thumb", "thumbnail", "crop", "cropped", "brightened", "darkened",
-                           "flipped", "mirrored", "rotated", "recompressed", "compressed", "modified", "web",
-                           "final", "filtered", "enhanced", "retouched"})
-"""Words in a file's stem that mark it as made from another file."""
+                           "scaled", "small", "thumb", "thumbnail", "crop", "cropped", "bright", "brighter",
+                           "brightened", "dark", "darker", "darkened", "flip", "hflip", "vflip", "flipped", "mirror",
+                           "mirrored", "rotate", "rotated", "recompressed", "compressed", "modified", "web", "final",
+                           "filtered", "enhanced", "retouched"})
+"""Words (letters only: `crop10` is `crop`) in a file's stem that mark it as made from another file."""
 DERIVED_SUFFIX = re.compile(r"(\(\d+\)|[- ~]\d{1,2})$")
 """`photo (1)`, `photo-1`, `photo 2`, `photo~1`: what file managers and browsers name a second copy."""
 EXPORT_FOLDERS = frozenset({"export", "exports", "exported", "edited", "edits", "resized", "copies", "output",
@@ -100,7 +101,7 @@ def looks_derived(path: str) -> bool:
     """A name such as `x copy.jpg`, `x (1).jpg`, `x_resized.jpg`, `x-1.jpg`, or a file in an export folder."""
     folder, name = os.path.split(path)
     stem = os.path.splitext(name)[0].lower()
-    if DERIVED_SUFFIX.search(stem) or any(w in DERIVED_WORDS for w in re.split(r"[^a-z0-9]+", stem)):
+    if DERIVED_SUFFIX.search(stem) or any(w in DERIVED_WORDS for w in re.split(r"[^a-z]+", stem)):
         return True
     return any(part.lower() in EXPORT_FOLDERS for part in folder.split(os.sep)[-3:])
 
