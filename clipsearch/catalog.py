@@ -112,6 +112,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS ocr_text_found ON ocr_text(image_id) WHERE text != '';
     """,
+    # The perceptual fingerprint of each image's pixels (perceptual.py), NULL for rows indexed before it: dedup
+    # tells resized copies from edits and retakes with it. SQLite has no ADD COLUMN IF NOT EXISTS.
+    """
+    ALTER TABLE images ADD COLUMN phash BLOB;
+    """,
+    # Pairs of pictures (by content hash, so a rename keeps them) a user said are not duplicates.
+    """
+    CREATE TABLE IF NOT EXISTS dismissed_pairs (
+        hash_a TEXT NOT NULL,
+        hash_b TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (hash_a, hash_b)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 IN_CHUNK = 500
@@ -159,6 +173,8 @@ class NewImage:
     """The file's device, inode and ctime (see FileState), where known."""
     inode: int | None = None
     ctime_ns: int | None = None
+    phash: bytes | None = None
+    """The perceptual fingerprint of the pixels (perceptual.py), where computed."""
 
 
 class FileStamp(Protocol):
@@ -385,6 +401,21 @@ class Catalog:
                for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
         return np.vstack([got[int(i)] for i in ids])
 
+    def phashes(self, ids: Iterable[int]) -> dict[int, bytes | None]:
+        """The perceptual hash of each of these images (None for rows indexed before it was computed)."""
+        sql = "SELECT id, phash FROM images WHERE id IN ({})"
+        return {r[0]: r[1] for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
+
+    def dismissed_pairs(self) -> set[tuple[str, str]]:
+        """Content-hash pairs (a < b) a user marked as not duplicates."""
+        return {(r[0], r[1]) for r in self.db.execute("SELECT hash_a, hash_b FROM dismissed_pairs")}
+
+    def dismiss_pair(self, hash_a: str, hash_b: str) -> None:
+        """Remember that the pictures with these content hashes are not duplicates (either order)."""
+        with self.db.conn:
+            self.db.conn.execute("INSERT OR IGNORE INTO dismissed_pairs(hash_a, hash_b, created_at) VALUES (?, ?, ?)",
+                                 (*sorted((hash_a, hash_b)), now_iso()))
+
     def by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         sql = "SELECT hash, id FROM images WHERE hash IN ({})"
         return {r[0]: r[1] for cursor in self._select_in(sql, list(set(hashes))) for r in cursor}
@@ -409,10 +440,10 @@ class Catalog:
 
     def _insert(self, im: NewImage, stamp: str) -> int:
         cursor = self.db.conn.execute(
-            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector,"
+            " phash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (catalog_text(im.path), im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at,
-             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes()),
+             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes(), im.phash),
         )
         image_id = int(cursor.lastrowid)
         self._identify([(image_id, im)])

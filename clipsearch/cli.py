@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import click
 
-from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD, MEASURED_THRESHOLDS
+from .duplicates import DEFAULT_THRESHOLD, MEASURED_THRESHOLDS, SERIES_GAP
 from .errors import ClipsearchError
 from .filters import Filters, parse_when
 from .ocr import GATES
@@ -239,6 +239,11 @@ def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
                                for reason, n in sorted(reasons.items(), key=lambda r: -r[1])[:10]])
 
 
+def _listed(line: str, skipped: Sequence[Skip]) -> str:
+    """A summary line, then every file left alone with its reason."""
+    return "\n".join([line] + [f"  left {skip.path}: {skip.reason}" for skip in skipped])
+
+
 @main.command()
 @click.argument("query", nargs=-1)
 @db_option
@@ -452,30 +457,89 @@ def tags(db: str | None, as_json: bool) -> None:
 @main.command()
 @db_option
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="Cosine similarity at or above which two files are near-duplicates  [default: per model: "
-                   + ", ".join(f"{v} for {k}" for k, v in MEASURED_THRESHOLDS.items()) + f", else {DEFAULT_THRESHOLD}]")
+              help="Cosine similarity at or above which two files are duplicates (near or edited)  [default: per "
+                   "model: " + ", ".join(f"{v} for {k}" for k, v in MEASURED_THRESHOLDS.items())
+                   + f", else {DEFAULT_THRESHOLD}]")
 @click.option("--series", is_flag=True, help="Also report similar series (bursts, retakes): a lower band of similarity.")
 @click.option("--series-threshold", type=click.FloatRange(0, 1, min_open=True),
-              help=f"Lower bound of the series band; implies --series  [default: {DEFAULT_SERIES_THRESHOLD}]")
+              help=f"Lower bound of the series band; implies --series  [default: --threshold minus {SERIES_GAP}]")
+@click.option("--exact-only", is_flag=True, help="Only byte-identical files (content hashes): loads no model.")
+@click.option("--prefer", multiple=True, type=click.Path(file_okay=False),
+              help="Files under this folder win as keepers (repeatable).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the report as JSON to FILE.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False), help="Also write one CSV row per file to FILE.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False),
-              help="Also write a self-contained HTML report with thumbnails to FILE.")
+              help="Also write a self-contained HTML report with thumbnails to FILE (tick, untick, change keepers, "
+                   "download the delete list).")
+@click.option("--delete-list", "delete_file", type=click.Path(dir_okay=False),
+              help="Write the paths of the exact and near copies (never keepers, edits, series, aliases or "
+                   "RAW+JPEG pairs) to FILE, one per line.")
+@click.option("--null", is_flag=True, help="Terminate --delete-list paths with NUL instead of newline (xargs -0).")
+@click.option("--move-to", "move_dir", type=click.Path(file_okay=False),
+              help="Move the exact and near copies into this quarantine folder, mirroring their paths, and write an "
+                   "undo manifest there (see undo-move). Files changed since indexing are left alone.")
 @filter_options
-def dedup(db: str | None, threshold: float | None, series: bool, series_threshold: float | None, json_file: str | None,
-          csv_file: str | None, html_file: str | None, filters: Filters) -> None:
-    """Report exact duplicates, near-duplicates and (with --series) similar series. Never deletes or moves a file."""
-    from .library import Library
-    from .reports import summary, write_csv, write_html, write_json
+def dedup(db: str | None, threshold: float | None, series: bool, series_threshold: float | None, exact_only: bool,
+          prefer: Sequence[str], json_file: str | None, csv_file: str | None, html_file: str | None,
+          delete_file: str | None, null: bool, move_dir: str | None, filters: Filters) -> None:
+    """Report exact duplicates, near-duplicates, edited copies and (with --series) similar series.
 
-    if series and series_threshold is None:
-        series_threshold = DEFAULT_SERIES_THRESHOLD
+    Deletes nothing. Only --move-to moves files (the exact and near copies), and `clipsearch undo-move`
+    puts them back.
+    """
+    from .duplicates import default_threshold
+    from .library import Library
+    from .reports import summary, write_csv, write_delete_list, write_html, write_json
+
+    if exact_only and (threshold is not None or series or series_threshold is not None):
+        raise click.ClickException("--exact-only compares bytes only: drop --threshold, --series and --series-threshold")
+    if null and not delete_file:
+        raise click.ClickException("--null only applies to --delete-list FILE")
     with Library.open(db) as lib:
-        report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters)
-    for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
-        if file:
-            write(report, file)
-    click.echo(summary(report))
+        if not exact_only:
+            threshold = threshold or default_threshold(lib.model.arch if lib.model else None)
+            series_threshold = _series_threshold(threshold, series, series_threshold)
+        report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters,
+                                prefer=prefer, exact_only=exact_only)
+        for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
+            if file:
+                write(report, file)
+        if delete_file:
+            write_delete_list(report, delete_file, null)
+        click.echo(summary(report))
+        if move_dir:
+            moved = lib.quarantine(report, move_dir)
+            click.echo(_listed(f"moved {len(moved.moved)} files to {move_dir}, left {len(moved.skipped)} where they "
+                               "were" + (f"; undo with: clipsearch undo-move {moved.manifest}" if moved.manifest else ""),
+                               moved.skipped))
+
+
+def _series_threshold(threshold: float, series: bool, series_threshold: float | None) -> float | None:
+    """The series threshold to use, checked against the duplicate threshold with the options named."""
+    from .duplicates import default_series_threshold
+
+    if series_threshold is None:
+        return default_series_threshold(threshold) if series else None
+    if series_threshold >= threshold:
+        raise click.ClickException(f"--series-threshold {series_threshold} must be below --threshold {threshold}: "
+                               "lower --series-threshold or raise --threshold")
+    return series_threshold
+
+
+@main.command("undo-move")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def undo_move(manifest: str) -> None:
+    """Move the files listed in a `dedup --move-to` MANIFEST back to where they were.
+
+    A file is never overwritten: one that reappeared at its origin stays, and its quarantined copy is listed.
+    """
+    from .quarantine import undo
+
+    report = undo(manifest)
+    click.echo(_listed(f"restored {len(report.moved)} files; {len(report.skipped)} could not be restored",
+                       report.skipped))
+    if report.skipped:
+        sys.exit(1)
 
 
 @main.command()

@@ -319,4 +319,4 @@ def _new_image(d, vector: np.ndarray) -> NewImage:
     m = d.meta
     e = d.entry
     return NewImage(e.path, e.size, e.mtime_ns, d.hash, m.width, m.height, m.format, m.taken_at, m.camera, vector,
-                    e.dev, e.inode, e.ctime_ns)
+                    e.dev, e.inode, e.ctime_ns, phash=d.phash)

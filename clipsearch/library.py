@@ -19,8 +19,9 @@ from .filters import Filters, by_date, image_date
 from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, load_encoder, model_spec,
                      open_clip_version, preprocessing_of)
 from .paths import readable
+from .quarantine import PlannedMove, move_to
 from .ranking import combine, split_weight, top_k
-from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, OcrReport, SearchResult, TagCount,
+from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, MoveReport, OcrReport, SearchResult, TagCount,
                       TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
 from .textmodel import TextModel, text_model_written
@@ -721,18 +722,43 @@ class Library:
         threshold: float | None = None,
         series_threshold: float | None = None,
         filters: Filters | None = None,
+        prefer: Sequence[str] = (),
+        exact_only: bool = False,
     ) -> DedupReport:
-        """Exact and near-duplicate groups, plus similar series with a `series_threshold` (see duplicates.py).
+        """Duplicate groups around keepers, plus similar series with a `series_threshold` (see duplicates.py).
 
-        `threshold` defaults to the one measured for the library's model. Only reads the catalog: no
-        file is ever deleted or moved.
+        `threshold` defaults to the one measured for the library's model; `exact_only` groups byte-identical
+        files from their content hashes alone (no model, no vectors). Files under a `prefer` folder win as
+        keepers. Only reads the catalog: no file is ever deleted or moved.
         """
-        if threshold is None:
+        if exact_only:
+            threshold, series_threshold = None, None
+        elif threshold is None:
             threshold = default_threshold(self.model.arch if self.model else None)
         with self.catalog.snapshot():
             allowed = filters.allowed_ids(self.catalog) if filters else None
             return find_duplicates(self.catalog, threshold=threshold, series_threshold=series_threshold,
-                                   allowed=allowed)
+                                   allowed=allowed, prefer=prefer)
+
+    def quarantine(self, report: DedupReport, folder: str | os.PathLike[str]) -> MoveReport:
+        """Move the exact and near members of the report's groups into `folder` (see quarantine.py), each
+        only if it and its keeper still hold the bytes they were indexed with; writes the undo manifest."""
+        wanted = [m.id for g in report.groups for m in (g.keeper, *g.reclaimable)]
+        hashes = {i: row["hash"] for i, row in self.catalog.rows(wanted).items()}
+        return move_to([PlannedMove(m.path, hashes.get(m.id, ""), g.keeper.path, hashes.get(g.keeper.id, ""))
+                        for g in report.groups for m in g.reclaimable], folder)
+
+    def dismiss(self, image_a: int, image_b: int) -> None:
+        """Remember that two images are not duplicates: dedup never links their pictures again.
+
+        Raises BadQuery when either id is not in the catalog or both hold the same bytes."""
+        rows = self.catalog.rows([image_a, image_b])
+        missing = [i for i in (image_a, image_b) if i not in rows]
+        if missing:
+            raise BadQuery(f"No image with id {missing[0]} in the catalog")
+        if rows[image_a]["hash"] == rows[image_b]["hash"]:
+            raise BadQuery("These files hold the same bytes: they are duplicates")
+        self.catalog.dismiss_pair(rows[image_a]["hash"], rows[image_b]["hash"])
 
     def info(self) -> LibraryInfo:
         model = self.model

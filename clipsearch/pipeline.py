@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from .decode import ImageMeta, content_hash, decode
 from .discover import FileEntry, read_entry
 from .errors import BadImage
+from .perceptual import fingerprint
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Decoded:
     entry: FileEntry
     hash: str | None = None
     meta: ImageMeta | None = None
+    phash: bytes | None = None
     error: str | None = None
     transient: bool = False  # an I/O problem worth retrying next run, not a property of the content
 
@@ -77,7 +79,7 @@ class _Files(Dataset):
 
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
                min_side: int | None) -> tuple[Decoded, torch.Tensor | None]:
-    """Read, hash, decode and preprocess one file; the reason instead when it cannot be used.
+    """Read, hash, decode, perceptually hash and preprocess one file; the reason instead when it cannot be used.
 
     Never raises for a file's sake: whatever reading, decoding or preprocessing one file raises
     becomes its reason, so one file never stops a batch, a run or a Ray shard.
@@ -85,7 +87,7 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
     try:
         entry, data = read_entry(entry)
         image, meta = decode(data, min_side)
-        return Decoded(entry, content_hash(data), meta), preprocess(image)
+        return Decoded(entry, content_hash(data), meta, fingerprint(image)), preprocess(image)
     except FileNotFoundError:
         return Decoded(entry, error="vanished while indexing", transient=True), None
     except OSError as e:

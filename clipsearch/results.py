@@ -137,6 +137,8 @@ def _with_path_fields(data: Any) -> Any:
 
 @dataclass(frozen=True)
 class DuplicateMember:
+    id: int
+    """The image's catalog id."""
     path: str
     size: int
     width: int
@@ -144,38 +146,74 @@ class DuplicateMember:
     date: str
     """Date taken (EXIF), or the file's modification time when it has none."""
     tier: str
-    """Why it is in its group: "keeper" (the suggested one to keep), "exact" (same bytes as the keeper
-    or as another member), "near" (a near-duplicate) or "series" (another shot of the same scene)."""
+    """Why it is in its group: "keeper" (the suggested one to keep), "exact" (same bytes as the keeper or as
+    another member), "near" (same pixels: resized, re-encoded, brightness/contrast), "edited" (crop, flip,
+    rotation, filter), "series" (another shot of the same moment), "alias" (a hard link or symlink to another
+    member: the same file) or "pair" (the RAW or JPEG of the keeper's shot)."""
     similarity: float
-    """Cosine similarity to the group's keeper."""
+    """Cosine similarity to the group's keeper (1.0 for exact copies and aliases)."""
+    phash_distance: int | None
+    """Bits (of 256) in which its perceptual hash differs from the keeper's; None when either is unknown."""
+
+
+RECLAIMABLE_TIERS = ("exact", "near")
+"""Members that deleting frees space without losing a picture: the delete list and --move-to take only these."""
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
     tier: str
-    """"exact" (all the same bytes), "near" (some near-duplicates) or "series"."""
+    """The loosest tier of its copies: "exact", "near", "edited"; "series" when it holds no copy, only other shots;
+    "pair" for a RAW+JPEG pair alone."""
     members: tuple[DuplicateMember, ...]
     """The suggested keeper first."""
+    keeper_reason: str
+    """Why the keeper was chosen over the others, e.g. "original name (the others look derived)"."""
     reclaimable_bytes: int
-    """What deleting every member but the keeper would free."""
+    """What deleting the exact and near members would free (edited copies, series, aliases and pairs are kept)."""
 
     @property
     def keeper(self) -> DuplicateMember:
         return self.members[0]
 
+    @property
+    def reclaimable(self) -> tuple[DuplicateMember, ...]:
+        return tuple(m for m in self.members if m.tier in RECLAIMABLE_TIERS)
+
 
 @dataclass(frozen=True)
 class DedupReport:
-    threshold: float
+    threshold: float | None
+    """None with exact_only."""
     series_threshold: float | None
     images: int
     groups: tuple[DuplicateGroup, ...]
     reclaimable_bytes: int
-    """Freed by keeping only the keeper of each exact and near group (series groups not counted)."""
+    """Freed by deleting every exact and near member (the keepers, edits, series, aliases and pairs stay)."""
+    exact_copies: int
+    """Files with the same bytes as another member of their group, whatever the group's tier."""
+    exact_bytes: int
+    aliases: int
+    """Hard links and symlinks to another member: the same file, never counted as reclaimable."""
+    exact_only: bool
     elapsed_s: float
 
     def of_tier(self, tier: str) -> tuple[DuplicateGroup, ...]:
         return tuple(g for g in self.groups if g.tier == tier)
+
+    def reclaimable(self) -> list[DuplicateMember]:
+        """Every exact and near member, in report order: the delete list."""
+        return [m for g in self.groups for m in g.reclaimable]
+
+
+@dataclass(frozen=True)
+class MoveReport:
+    """What `dedup --move-to` or `undo-move` did: files moved, and those left alone with the reason."""
+
+    moved: tuple[tuple[str, str], ...]
+    """(from, to) pairs."""
+    skipped: tuple[Skip, ...]
+    manifest: str | None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .decode import MAX_PIXELS, decode
-from .duplicates import DEFAULT_SERIES_THRESHOLD
+from .duplicates import SERIES_GAP
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
 from .library import Library
 from .paths import path_fields
@@ -79,21 +79,32 @@ class DuplicateImage(BaseModel):
     date: str
     tier: str
     similarity: float
+    phash_distance: int | None
 
 
 class DuplicateSet(BaseModel):
     tier: str
     members: list[DuplicateImage]
+    keeper_reason: str
     reclaimable_bytes: int
 
 
 class Duplicates(BaseModel):
-    threshold: float
+    threshold: float | None
     series_threshold: float | None
     images: int
     groups: list[DuplicateSet]
     reclaimable_bytes: int
+    exact_copies: int
+    exact_bytes: int
+    aliases: int
+    exact_only: bool
     elapsed_s: float
+
+
+class NotDuplicates(BaseModel):
+    a: int
+    b: int
 
 
 class ImageDetail(BaseModel):
@@ -125,7 +136,7 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         library.encoder.encode_texts(["warm up"])
         library.vectors
     page = (PAGE.read_text(encoding="utf-8").replace("__MAX_UPLOAD_BYTES__", str(MAX_UPLOAD_BYTES))
-            .replace("__SERIES_THRESHOLD__", str(DEFAULT_SERIES_THRESHOLD)))
+            .replace("__SERIES_GAP__", str(SERIES_GAP)))
 
     app = FastAPI(
         title="clipsearch",
@@ -229,13 +240,15 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         series_threshold: float | None = Query(None, description="Also group similar series down to this cosine"),
     ) -> Duplicates:
         """Read on a connection of its own, so a long grouping never holds up searches."""
-        with Library.open(library.path) as reader, reader.catalog.snapshot():
+        with Library.open(library.path) as reader:
             report = reader.duplicates(threshold=threshold, series_threshold=series_threshold)
-            ids = {m.path: reader.catalog.row_by_path(m.path)["id"] for g in report.groups for m in g.members}
-        groups = [DuplicateSet(tier=g.tier, reclaimable_bytes=g.reclaimable_bytes,
-                               members=[DuplicateImage(id=ids[m.path], **to_dict(m)) for m in g.members])
-                  for g in report.groups]
-        return Duplicates(**{**to_dict(report), "groups": groups})
+        return Duplicates(**to_dict(report))
+
+    @app.post("/api/duplicates/dismiss", summary="Remember that two images are not duplicates", status_code=204)
+    def dismiss(pair: NotDuplicates) -> None:
+        """Dedup never links the two pictures again (kept in the library, by content, across renames)."""
+        with lock:
+            library.dismiss(pair.a, pair.b)
 
     @app.get("/api/info", summary="About the library")
     def info() -> LibraryInfo:

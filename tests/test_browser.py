@@ -4,6 +4,7 @@ import re
 import shutil
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,16 @@ def test_duplicates_page(page, url, shape_tree, library_dir, tiny):
     expect(group.locator(".card .name")).to_have_text(["red_star.png", "copy_of_star.png"])
     expect(group.locator(".tier")).to_have_text(["keep", "exact copy"])
     page.wait_for_function("[...document.querySelectorAll('.group img')].every(i => i.complete && i.naturalWidth > 0)")
+    expect(page.locator("#chosen")).to_have_text("1 file ticked for deletion")
+    group.locator("input.keep").nth(1).check()  # keep the copy instead: the original is ticked by no one
+    expect(group.locator("input.remove").nth(1)).to_be_disabled()
+    group.locator("input.remove").nth(0).check()
+    with page.expect_download() as download:
+        page.click("#download")
+    assert Path(download.value.path()).read_text() == str(shape_tree / "a" / "red_star.png") + "\n"
+    page.goto(url + "/#/duplicates?threshold=0.9&series=0.95")
+    expect(page.locator("#error")).to_contain_text("series_threshold 0.95 must be above 0 and below threshold 0.9")
+    expect(page.locator(".group")).to_have_count(0)  # no stale groups under the error
 
 
 def test_library_page(page, url, library_dir):

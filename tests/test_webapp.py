@@ -234,6 +234,22 @@ def test_duplicate_groups_name_their_images_by_id(client, lib, shape_tree):
     assert client.get("/api/duplicates", params={"series_threshold": 0.5}).json()["series_threshold"] == 0.5
 
 
+def test_not_duplicates_is_remembered(client, lib, shape_tree):
+    from PIL import Image
+
+    original = shape_tree / "a" / "red_star.png"
+    Image.open(original).resize((64, 64)).save(shape_tree / "b" / "small_star.png")
+    lib.index([shape_tree])
+    group = next(g for g in client.get("/api/duplicates").json()["groups"]
+                 if "small_star.png" in map(name, g["members"]))
+    keeper, small = group["members"][0]["id"], next(m["id"] for m in group["members"] if name(m) == "small_star.png")
+    assert client.post("/api/duplicates/dismiss", json={"a": keeper, "b": small}).status_code == 204
+    after = client.get("/api/duplicates").json()["groups"]
+    assert not any({keeper, small} <= {m["id"] for m in g["members"]} for g in after)
+    assert client.post("/api/duplicates/dismiss", json={"a": keeper, "b": 10**6}).status_code == 400
+    assert client.post("/api/duplicates/dismiss", json={"a": keeper, "b": keeper}).status_code == 400
+
+
 def test_a_bad_duplicate_threshold_is_400(client):
     response = client.get("/api/duplicates", params={"threshold": 2})
     assert response.status_code == 400 and "threshold" in response.json()["detail"]
