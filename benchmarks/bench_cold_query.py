@@ -230,7 +230,7 @@ def main() -> None:
                            "--model", ARCH, "--checkpoint", str(checkpoint), "--device", "cpu"],
                           check=True, capture_output=True, text=True)
     print(f"clipsearch index ({done.stdout.strip().splitlines()[-1]}) took {time.perf_counter() - started:.1f} s "
-          f"(text tower export included)")
+          f"(a first run includes the text tower export)")
     figures: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(), "images": args.images, "runs": args.runs,
                                "model": f"{ARCH} (random weights)"}
     rclip = None

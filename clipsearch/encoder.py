@@ -12,6 +12,9 @@ from torchvision import transforms
 from .decode import model_view
 from .models import DEFAULT_BATCH, ModelSpec
 
+Split = tuple[Callable[[Image.Image], Image.Image], torch.Tensor, torch.Tensor]
+"""open_clip's preprocess in two: the PIL steps (resize, crop, RGB), and the mean and std it normalises with."""
+
 
 @dataclass(frozen=True)
 class CenterFirst:
@@ -34,8 +37,7 @@ class Encoder:
     tokenizer: Callable[[Sequence[str]], torch.Tensor]
     device: torch.device
     dtype: torch.dtype
-    _split: "tuple[Callable[[Image.Image], Image.Image], torch.Tensor, torch.Tensor] | None" = field(
-        default=None, init=False, repr=False)
+    _split: "Split | None" = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._split = split_preprocess(self.preprocess)
@@ -115,7 +117,7 @@ def batch_for_memory(free_bytes: int, image_bytes: int, smallest: int = 32, larg
     return max(batch, smallest)
 
 
-def split_preprocess(preprocess: Any) -> "tuple[Callable[[Image.Image], Image.Image], torch.Tensor, torch.Tensor] | None":
+def split_preprocess(preprocess: Any) -> Split | None:
     """open_clip's transform as (the PIL steps before ToTensor, mean (1, 3, 1, 1), std (1, 3, 1, 1)),
     or None for a transform of another shape."""
     steps = list(getattr(preprocess, "transforms", []))

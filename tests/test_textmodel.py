@@ -19,9 +19,10 @@ from clipsearch.textmodel import TEXT_MODEL_PREFIX, TextModel, text_model_dir, t
 
 TEXTS = [
     "a red star", "", "   ", "a", "Hello, World! It's I'M 'S 're", "x " * 100, "word" * 60,
-    "café naïve 東京 😀 ﬁne “quoted” ‘single’ — dash", "&amp; &lt;b&gt; &amp;amp;amp; AT&T", "tab\tnew\nline\r\nend",
-    "１２３ ｆｕｌｌ-ｗｉｄｔｈ", "ǅ İstanbul ß Σίσυφος", "x<start_of_text>y <end_of_text> z", "\x1b[31mred\x1b[0m",
-    "mojibake: Ã©tÃ© â€œquotedâ€\x9d", "Ω≈ç√∫˜µ≤≥÷ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b zero\u00a0width", "12345678901234567890",
+    "café naïve 東京 😀 ﬁne “quoted” ‘single’ — dash", "&amp; &lt;b&gt; &amp;amp;amp; AT&T",
+    "tab\tnew\nline\r\nend", "１２３ ｆｕｌｌ-ｗｉｄｔｈ", "ǅ İstanbul ß Σίσυφος",
+    "x<start_of_text>y <end_of_text> z", "\x1b[31mred\x1b[0m", "mojibake: Ã©tÃ© â€œquotedâ€\x9d",
+    "Ω≈ç√∫˜µ≤≥÷ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b zero\u00a0width", "12345678901234567890",
 ]
 
 
