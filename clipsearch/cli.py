@@ -13,7 +13,9 @@ import click
 from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD, MEASURED_THRESHOLDS
 from .errors import ClipsearchError
 from .filters import Filters, parse_when
-from .results import IndexReport, SearchResult, Skip, to_dict
+from .ocr import GATES
+from .paths import readable
+from .results import IndexReport, OcrReport, OfflineRoot, SearchResult, Skip, to_dict
 from .shards import DEFAULT_SHARD_SIZE
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP
 from .vectorindex import INDEX_TYPES
@@ -120,9 +122,17 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
-@click.option("--reindex", is_flag=True, help="Re-embed everything, e.g. with a different model.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: 32 on CPU, 256 on CUDA]")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes  [default: CPU count]")
+@click.option("--reindex", is_flag=True, help="Re-embed every image under PATHS (keeping the rest of the library); "
+              "with another --model, every indexed folder must be given.")
+@click.option("--rehash", is_flag=True, help="Compare every file's content with the library, not only files whose "
+              "size, time, inode or ctime changed (finds files replaced with their old timestamp).")
+@click.option("--prune", is_flag=True, help="Also remove the images of a PATH that looks offline (missing, empty, "
+              "or lost most of its files in this run); without it they are kept.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch  [default: 32 on CPU; on CUDA from the GPU's free memory, up to 1024]")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Decoding processes  [default: one per usable core; at most 16 on CPU; on a GPU as many as "
+                   "half of /dev/shm holds]")
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -130,20 +140,37 @@ def main() -> None:
               help="Vector index: auto (exact below 100,000 images, IVF from there, IVF-PQ from 5,000,000), flat "
                    "(exact), ivf, ivfpq or hnsw (approximate). Kept for later runs  [default: the recorded one, "
                    "else auto]")
+@click.option("--ocr", type=click.Choice(GATES), is_flag=False, flag_value="auto",
+              help="Also read the text in images (needs pip install 'clipsearch[ocr]'): --ocr reads those the gate "
+                   "picks (CLIP says text-like, or the detector finds text), --ocr all reads every image. Kept for "
+                   "later runs; put it after PATHS.")
+@click.option("--no-ocr", is_flag=True, help="Stop reading the text in images (text already read is kept).")
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
-          device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, batch_size: int | None,
-          workers: int | None, errors_file: str | None, quiet: bool, index_type: str | None) -> None:
-    """Index the images under PATHS (recursively; unchanged files are not decoded again)."""
+          device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, rehash: bool, prune: bool,
+          batch_size: int | None, workers: int | None, errors_file: str | None, quiet: bool,
+          index_type: str | None, ocr: str | None, no_ocr: bool) -> None:
+    """Index the images under PATHS (recursively; unchanged files are not decoded again).
+
+    A PATH that no longer exists but was indexed is accepted: with --prune its images are removed.
+    """
     from .library import Library
     from .models import model_spec
 
+    if ocr and no_ocr:
+        raise click.UsageError("Give either --ocr or --no-ocr")
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    with Library.open(db, create=True) as lib, _progress(quiet) as progress:
+    with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
+            _progress(quiet, "Reading text") as ocr_progress:
         report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                           reindex=reindex, batch_size=batch_size, workers=workers, progress=progress,
-                           index_type=index_type)
-    _write_skipped(errors_file, report.skipped)
+                           reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
+                           progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
+                           ocr_progress=ocr_progress)
+        _warn(lib.preprocessing_warning())
+    skipped = report.skipped + (report.ocr.skipped if report.ocr else ())
+    _write_skipped(errors_file, skipped)
     click.echo(_summary(report))
+    if report.ocr:
+        click.echo(_ocr_summary(report.ocr))
 
 
 def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
@@ -155,8 +182,9 @@ def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
 class _progress:
     """A click progress bar on a terminal; nothing otherwise."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, label: str = "Indexing"):
         self.enabled = not quiet and sys.stderr.isatty()
+        self.label = label
         self.bar = None
 
     def __enter__(self) -> Callable[[int, int], None] | None:
@@ -164,7 +192,7 @@ class _progress:
 
     def update(self, done: int, total: int) -> None:
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label="Indexing", file=sys.stderr)
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
             self.bar.__enter__()
         self.bar.update(done)
 
@@ -174,10 +202,32 @@ class _progress:
 
 
 def _summary(report: IndexReport) -> str:
-    return _with_reasons(
+    summary = _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
         f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
         + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
+    lines = [summary] + [_offline_line(o) for o in report.offline]
+    if report.passed_over:
+        total = sum(p.files for p in report.passed_over)
+        kinds = ", ".join(f"{p.extension or '(no extension)'} {p.files}" for p in report.passed_over[:10])
+        what = "file that is not an image" if total == 1 else "files that are not images"
+        lines.append(f"passed over {total} {what}: {kinds}" + (", ..." if len(report.passed_over) > 10 else ""))
+    return "\n".join(lines)
+
+
+def _offline_line(root: OfflineRoot) -> str:
+    state = "looks offline" if root.exists else "does not exist"
+    return (f"{readable(root.root)} {state}: {root.found} of {root.indexed} files found; nothing removed; "
+            f"use --prune to remove the {root.kept} missing")
+
+
+def _ocr_summary(report: OcrReport) -> str:
+    scan = "" if report.full_text_index else " (this SQLite has no FTS5 trigram tokenizer: text searches scan)"
+    return _with_reasons(
+        f"text: read {report.read}, gated out {report.gated_out}, text found in {report.with_text}, "
+        f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
+        + (f" ({report.images_per_s:.1f} images/s)" if report.read + report.gated_out else "") + scan,
+        report.skipped)
 
 
 def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
@@ -195,18 +245,37 @@ def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
 @click.option("--add", multiple=True, metavar="TERM[:W]", help="Add a text or image term (optional weight).")
 @click.option("--sub", multiple=True, metavar="TERM[:W]", help="Subtract a text or image term (optional weight).")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False), help="Add an image file as a term.")
+@click.option("--text", "words", metavar="WORDS",
+              help="Only images whose recognised text (see `clipsearch ocr`) holds every one of WORDS, any case; "
+                   "scored by BM25. Instead of QUERY.")
 @result_options
 @filter_options
 def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequence[str], images: Sequence[str],
-           limit: int, filters: Filters, min_score: float | None, sort: str, as_json: bool) -> None:
-    """Find images matching QUERY (text, or the path of an image file)."""
+           words: str | None, limit: int, filters: Filters, min_score: float | None, sort: str, as_json: bool) -> None:
+    """Find images matching QUERY (text, or the path of an image file).
+
+    Where text was read in the images (`clipsearch ocr`), a text QUERY also finds the images whose text holds
+    its words, ranked together with CLIP by reciprocal rank fusion; the matching words are shown.
+    """
     from .library import Library
 
     text = " ".join(query) if query else None
+    if words is not None and (text or add or sub or images or min_score is not None):
+        raise click.UsageError("--text searches only the words in images: give it without QUERY, --add, --sub, "
+                               "--image or --min-score")
     with Library.open(db) as lib:
-        results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters, min_score=min_score,
-                             sort=sort)
+        if words is not None:
+            results = lib.search_text(words, k=limit, filters=filters, sort=sort)
+        else:
+            results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters,
+                                 min_score=min_score, sort=sort)
+        _warn(lib.preprocessing_warning())
     _print_results(results, as_json)
+
+
+def _warn(warning: str | None) -> None:
+    if warning:
+        click.echo(warning, err=True)
 
 
 @main.command()
@@ -224,7 +293,15 @@ def similar(image: str, db: str | None, limit: int, filters: Filters, min_score:
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
-    _print_list(results, as_json, lambda r: f"{r.score:.3f}  {r.path}")
+    _print_list(results, as_json, _result_line)
+
+
+def _result_line(result: SearchResult) -> str:
+    """Score and path, then the recognised text holding the query's words, matches in [brackets]."""
+    from .textsearch import Snippet, marked
+
+    line = f"{result.score:.3f}  {readable(result.path)}"
+    return line + f"  \"{marked(Snippet(result.snippet, result.highlights))}\"" if result.snippet else line
 
 
 def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str]) -> None:
@@ -239,6 +316,27 @@ def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str])
 
 @main.command()
 @db_option
+@click.option("--gate", type=click.Choice(GATES),
+              help="auto: read the images CLIP finds text-like or in which the detector finds text; all: every "
+                   "image (also those gated out before)  [default: the library's setting, else auto]")
+@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write every skipped file and its reason to this JSON file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) -> None:
+    """Read the text in the indexed images not read yet (needs pip install 'clipsearch[ocr]').
+
+    Searches then find images by the words in them. `clipsearch index --ocr` does this on every run.
+    """
+    from .library import Library
+
+    with Library.open(db) as lib, _progress(quiet, "Reading text") as progress:
+        report = lib.read_text(gate, progress=progress)
+    _write_skipped(errors_file, report.skipped)
+    click.echo(_ocr_summary(report))
+
+
+@main.command()
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(db: str | None, as_json: bool) -> None:
     """Show where the library is, its model, size and contents."""
@@ -249,11 +347,12 @@ def info(db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    model, index = data.pop("model"), data.pop("index")
+    _warn(data.pop("warning"))
+    sections = {name: data.pop(name) or {} for name in ("model", "index", "preprocessing")}
     for key, value in data.items():
         click.echo(f"{key:13} {value}")
-    click.echo(f"{'model':13} " + ", ".join(f"{k}={v}" for k, v in model.items() if v is not None))
-    click.echo(f"{'index':13} " + ", ".join(f"{k}={v}" for k, v in index.items() if v is not None))
+    for name, section in sections.items():
+        click.echo(f"{name:13} " + ", ".join(f"{k}={v}" for k, v in section.items() if v is not None))
 
 
 @main.command()
@@ -279,7 +378,8 @@ def repair(db: str | None, index_type: str | None) -> None:
 
     with Library.open(db) as lib:
         record = lib.repair(index_type)
-    recall = f", recall@10 {record.recall_at_10:.3f}" if record.recall_at_10 is not None else ""
+    recall = "" if record.recall_at_10 is None else (
+        f", recall@10 {record.recall_at_10:.3f} for image queries, {record.text_recall_at_10:.3f} for text queries")
     click.echo(f"rebuilt the index with {record.built_for} vectors ("
                + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 
@@ -318,7 +418,8 @@ def serve(db: str | None, host: str, port: int) -> None:
 @main.command()
 @db_option
 @click.option("--labels", metavar="A,B,...", help='Comma-separated labels, e.g. "cat,dog,beach,screenshot".')
-@click.option("--labels-file", type=click.File(encoding="utf-8"), help="A file with one label per line.")
+@click.option("--labels-file", type=click.File(encoding="utf-8-sig"),
+              help="A UTF-8 file (with or without a byte-order mark) with one label per line.")
 @click.option("--top", default=DEFAULT_TOP, show_default=True, type=click.IntRange(min=1),
               help="Keep at most this many labels per image.")
 @click.option("--min-prob", default=DEFAULT_MIN_PROBABILITY, show_default=True, type=click.FloatRange(0, 1),

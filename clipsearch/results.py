@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .paths import path_fields
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -15,12 +17,43 @@ class SearchResult:
     """Date taken (EXIF), if the file records one."""
     date: str
     """Date taken, else the file's modification time: what `sort="date"` orders by."""
+    snippet: str | None = None
+    """The lines of text read in the image that hold the query's words (see textsearch.py), if any."""
+    highlights: tuple[tuple[int, int], ...] = ()
+    """(start, end) character offsets of each matched word in `snippet`."""
+    fused: float | None = None
+    """The reciprocal rank fusion score results are ordered by when CLIP and the text were ranked together."""
 
 
 @dataclass(frozen=True)
 class Skip:
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    """Files an index run found and left out because their extension is not an image format's."""
+
+    extension: str
+    """Lower case with its dot (".txt"), or "" for files without one."""
+    files: int
+
+
+@dataclass(frozen=True)
+class OfflineRoot:
+    """A root given to `index` that looks unmounted or emptied: its rows were kept, not removed."""
+
+    root: str
+    found: int
+    """Of its indexed files, how many were found (moved files included)."""
+    indexed: int
+    """How many files the library held under it before the run."""
+    exists: bool
+
+    @property
+    def kept(self) -> int:
+        return self.indexed - self.found
 
 
 @dataclass(frozen=True)
@@ -32,6 +65,12 @@ class IndexReport:
     unchanged: int
     skipped: tuple[Skip, ...]
     elapsed_s: float
+    passed_over: tuple[PassedOver, ...] = ()
+    """Most files first."""
+    offline: tuple[OfflineRoot, ...] = ()
+    """Roots whose missing files were kept (see `Library.index`'s `prune`)."""
+    ocr: OcrReport | None = None
+    """The OCR pass that followed, when the library reads text in images."""
 
     @property
     def embedded(self) -> int:
@@ -40,6 +79,28 @@ class IndexReport:
     @property
     def images_per_s(self) -> float:
         return self.embedded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class OcrReport:
+    """What an OCR pass did (see ocr.py)."""
+
+    read: int
+    """Images whose text was read (with or without finding any)."""
+    gated_out: int
+    """Images the gate judged to hold no text, so not read."""
+    with_text: int
+    """Read images in which some text was found."""
+    skipped: tuple[Skip, ...]
+    full_text_index: bool
+    """Whether SQLite's FTS5 trigram index serves text searches (else they scan the text)."""
+    elapsed_s: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Images read or gated out per second."""
+        done = self.read + self.gated_out
+        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -53,10 +114,25 @@ class LibraryInfo:
     """Its type, the type asked for ("choice": auto or a type), parameters and build record."""
     size_bytes: int
     last_indexed: str | None
+    preprocessing: dict[str, Any] | None = None
+    """How images were turned into model input, and the open_clip version (None in libraries from before it was recorded)."""
+    warning: str | None = None
+    """Set when the installed open_clip differs from the recorded one (see `Library.preprocessing_warning`)."""
 
 
 def to_dict(result: Any) -> dict[str, Any]:
-    return asdict(result)
+    """A result as plain data for JSON: every `path` as `paths.path_fields` gives it (readable, plus the
+    exact bytes in `path_bytes_b64` where the name is not UTF-8)."""
+    return _with_path_fields(asdict(result))
+
+
+def _with_path_fields(data: Any) -> Any:
+    if isinstance(data, dict):
+        fields = {k: _with_path_fields(v) for k, v in data.items()}
+        return {**fields, **path_fields(data["path"])} if isinstance(data.get("path"), str) else fields
+    if isinstance(data, (list, tuple)):
+        return [_with_path_fields(v) for v in data]
+    return data
 
 
 @dataclass(frozen=True)

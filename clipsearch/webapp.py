@@ -31,8 +31,10 @@ from .decode import MAX_PIXELS, decode
 from .duplicates import DEFAULT_SERIES_THRESHOLD
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
 from .library import Library
+from .paths import path_fields
 from .ranking import combine
 from .results import LibraryInfo, SearchResult, to_dict
+from .textsearch import text_of
 from .thumbnails import THUMBS_DIR, Thumbnails
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -53,9 +55,12 @@ STATUS = {BadQuery: 400, BadImage: 415, BadPath: 404, LibraryNotFound: 404, Libr
 Count = Query(20, ge=1, le=500, description="Number of results")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Hit(SearchResult):
     id: int
+    path_bytes_b64: str | None = None
+    """The path's exact bytes in base64 where `path` (readable: bytes that are not UTF-8 shown as \\xNN,
+    see docs/paths.md) is not exact, else null."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Results:
 class DuplicateImage(BaseModel):
     id: int
     path: str
+    path_bytes_b64: str | None = None
     size: int
     width: int
     height: int
@@ -93,6 +99,7 @@ class Duplicates(BaseModel):
 class ImageDetail(BaseModel):
     id: int
     path: str
+    path_bytes_b64: str | None = None
     size: int
     width: int
     height: int
@@ -100,6 +107,8 @@ class ImageDetail(BaseModel):
     taken_at: str | None
     camera: str | None
     indexed_at: str
+    text: str | None = None
+    """The text read in the image (`clipsearch ocr`), one line per line; None if it was not read."""
 
 
 def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
@@ -158,11 +167,16 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         return page
 
     @app.get("/api/search", summary="Search by text")
-    def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count) -> Results:
-        """Always text: unlike the CLI, a query naming a file on the server is not read as an image."""
+    def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count,
+               words: bool = Query(False, description="Only the words read in the images (OCR), all of them")
+               ) -> Results:
+        """Always text: unlike the CLI, a query naming a file on the server is not read as an image. Where text
+        was read in the images, CLIP and that text are ranked together (see `clipsearch search`)."""
         if not q.strip():
             raise BadQuery("Empty query: type what you are looking for")
-        return answer(lambda: library.nearest(combine([(1.0, library.text_vector(q))]), k=k))
+        if words:
+            return answer(lambda: library.search_text(q, k=k))
+        return answer(lambda: library.fused(q, combine([(1.0, library.text_vector(q))]), k=k))
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
     def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count) -> Results:
@@ -176,9 +190,12 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
             raise BadImage(f"{file.filename or 'The upload'} is not a usable image ({reason})") from None
         return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k))
 
-    @app.get("/api/images/{image_id:int}", summary="An image's metadata")
+    @app.get("/api/images/{image_id:int}", summary="An image's metadata and the text read in it")
     def image(image_id: int) -> ImageDetail:
-        return ImageDetail(**catalog_row(image_id))
+        row = catalog_row(image_id)
+        with lock:
+            read = text_of(library.catalog, image_id)
+        return ImageDetail(**{**row, **path_fields(row["path"])}, text=read[0] if read else None)
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
     def similar(image_id: int, k: int = Count) -> Results:

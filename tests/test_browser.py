@@ -109,3 +109,22 @@ def test_library_page(page, url, library_dir):
     page.goto(url + "/#/info")
     expect(page.locator("#info")).to_contain_text(str(library_dir))
     expect(page.locator("#info")).to_contain_text("clipsearch-tiny")
+
+
+def test_words_read_in_an_image_are_shown_and_marked(page, url, shape_tree, library_dir):
+    """Text rows written directly (no OCR engine needed): the page shows and marks them."""
+    from clipsearch import textsearch
+
+    with Library.open(library_dir) as writer:
+        star = writer.catalog.row_by_path(str(shape_tree / "a" / "red_star.png"))["id"]
+        textsearch.ensure_fts(writer.catalog)
+        box = ((0, 0), (90, 0), (90, 20), (0, 20))
+        textsearch.write_text(writer.catalog, [(star, "read", [textsearch.TextLine("GRAND Sale today", 0.99, box),
+                                                               textsearch.TextLine("<b>not markup</b>", 0.9, box)])])
+    page.goto(url + "/#/search?q=sale")
+    first = page.locator("#results .card").first
+    expect(first.locator(".name")).to_have_text("red_star.png")
+    expect(first.locator(".snippet mark")).to_have_text("Sale")
+    first.click()
+    expect(page.locator("#text pre")).to_have_text("GRAND Sale today\n<b>not markup</b>")
+    expect(page.locator("#text mark")).to_have_text("Sale")
