@@ -372,7 +372,8 @@ def run_size(n: int, types: list[str], cache: Path, work: Path, isotropic_too: b
         params = ", ".join(f"{k}={f[k]}" for k in ("nlist", "nprobe", "links", "ef_search") if k in f)
         print(f"  {kind:5} build {f['build_s']:7.1f}s  file {index_mb:7.0f} MB  RSS {f['rss_mb']:6.0f} MB  "
               f"p50 {f['p50_ms']:6.2f} ms  p95 {f['p95_ms']:6.2f}  p99 {f['p99_ms']:6.2f}  "
-              f"recall@10 {f['recall_at_10']:.3f} (text {f['text_recall_at_10']:.3f})  1% filter p50 {f['filtered_1pct_p50_ms']:6.2f} ms  "
+              f"recall@10 {f['recall_at_10']:.3f} (text {f['text_recall_at_10']:.3f})  "
+              f"1% filter p50 {f['filtered_1pct_p50_ms']:6.2f} ms  "
               f"open {f['open_ms']:.0f} ms (copy {f['load_copy_ms']:.0f} ms)  {params}", flush=True)
     if "ivf" in types:
         with Library.open(library) as lib:

@@ -13,7 +13,8 @@ import click
 from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD, MEASURED_THRESHOLDS
 from .errors import ClipsearchError
 from .filters import Filters, parse_when
-from .results import IndexReport, SearchResult, Skip, to_dict
+from .paths import readable
+from .results import IndexReport, OfflineRoot, SearchResult, Skip, to_dict
 from .shards import DEFAULT_SHARD_SIZE
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP
 from .vectorindex import INDEX_TYPES
@@ -120,7 +121,12 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
-@click.option("--reindex", is_flag=True, help="Re-embed everything, e.g. with a different model.")
+@click.option("--reindex", is_flag=True, help="Re-embed every image under PATHS (keeping the rest of the library); "
+              "with another --model, every indexed folder must be given.")
+@click.option("--rehash", is_flag=True, help="Compare every file's content with the library, not only files whose "
+              "size, time, inode or ctime changed (finds files replaced with their old timestamp).")
+@click.option("--prune", is_flag=True, help="Also remove the images of a PATH that looks offline (missing, empty, "
+              "or lost most of its files in this run); without it they are kept.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: 32 on CPU, 256 on CUDA]")
 @click.option("--workers", type=click.IntRange(min=0), help="Decoding processes  [default: one per usable core, at most 16]")
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
@@ -131,17 +137,21 @@ def main() -> None:
                    "(exact), ivf, ivfpq or hnsw (approximate). Kept for later runs  [default: the recorded one, "
                    "else auto]")
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
-          device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, batch_size: int | None,
-          workers: int | None, errors_file: str | None, quiet: bool, index_type: str | None) -> None:
-    """Index the images under PATHS (recursively; unchanged files are not decoded again)."""
+          device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, rehash: bool, prune: bool,
+          batch_size: int | None, workers: int | None, errors_file: str | None, quiet: bool,
+          index_type: str | None) -> None:
+    """Index the images under PATHS (recursively; unchanged files are not decoded again).
+
+    A PATH that no longer exists but was indexed is accepted: with --prune its images are removed.
+    """
     from .library import Library
     from .models import model_spec
 
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     with Library.open(db, create=True) as lib, _progress(quiet) as progress:
         report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                           reindex=reindex, batch_size=batch_size, workers=workers, progress=progress,
-                           index_type=index_type)
+                           reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
+                           progress=progress, index_type=index_type)
         _warn(lib.preprocessing_warning())
     _write_skipped(errors_file, report.skipped)
     click.echo(_summary(report))
@@ -175,10 +185,23 @@ class _progress:
 
 
 def _summary(report: IndexReport) -> str:
-    return _with_reasons(
+    summary = _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
         f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
         + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
+    lines = [summary] + [_offline_line(o) for o in report.offline]
+    if report.passed_over:
+        total = sum(p.files for p in report.passed_over)
+        kinds = ", ".join(f"{p.extension or '(no extension)'} {p.files}" for p in report.passed_over[:10])
+        what = "file that is not an image" if total == 1 else "files that are not images"
+        lines.append(f"passed over {total} {what}: {kinds}" + (", ..." if len(report.passed_over) > 10 else ""))
+    return "\n".join(lines)
+
+
+def _offline_line(root: OfflineRoot) -> str:
+    state = "looks offline" if root.exists else "does not exist"
+    return (f"{readable(root.root)} {state}: {root.found} of {root.indexed} files found; nothing removed; "
+            f"use --prune to remove the {root.kept} missing")
 
 
 def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
@@ -231,7 +254,7 @@ def similar(image: str, db: str | None, limit: int, filters: Filters, min_score:
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
-    _print_list(results, as_json, lambda r: f"{r.score:.3f}  {r.path}")
+    _print_list(results, as_json, lambda r: f"{r.score:.3f}  {readable(r.path)}")
 
 
 def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str]) -> None:
@@ -325,7 +348,8 @@ def serve(db: str | None, host: str, port: int) -> None:
 @main.command()
 @db_option
 @click.option("--labels", metavar="A,B,...", help='Comma-separated labels, e.g. "cat,dog,beach,screenshot".')
-@click.option("--labels-file", type=click.File(encoding="utf-8"), help="A file with one label per line.")
+@click.option("--labels-file", type=click.File(encoding="utf-8-sig"),
+              help="A UTF-8 file (with or without a byte-order mark) with one label per line.")
 @click.option("--top", default=DEFAULT_TOP, show_default=True, type=click.IntRange(min=1),
               help="Keep at most this many labels per image.")
 @click.option("--min-prob", default=DEFAULT_MIN_PROBABILITY, show_default=True, type=click.FloatRange(0, 1),

@@ -8,7 +8,21 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .decode import model_view
 from .models import ModelSpec
+
+
+@dataclass(frozen=True)
+class CenterFirst:
+    """A CLIP preprocessing that scales the short side to `side` and crops the center square, applied to
+    `decode.model_view` of the picture: small or elongated pictures are cropped before they are scaled
+    up, so memory does not depend on their shape. (A class, so that Ray can pickle it.)"""
+
+    transform: Callable[[Image.Image], torch.Tensor]
+    side: int
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(model_view(image, self.side))
 
 
 @dataclass

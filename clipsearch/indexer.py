@@ -16,7 +16,7 @@ import numpy as np
 from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
-from .results import IndexReport, Skip
+from .results import IndexReport, OfflineRoot, PassedOver, Skip
 from .vectorindex import VectorIndex
 
 if TYPE_CHECKING:
@@ -27,41 +27,97 @@ Progress = Callable[[int, int], None]
 SAVE_EVERY_S = 300.0
 
 
+OFFLINE_MIN_LOST = 10
+"""A root is offline when none of its indexed files is found, or when more than half of them and at least
+this many are gone in one run (see `offline_roots`)."""
+
+
 @dataclass
 class Plan:
     """What a listing means for the catalog."""
 
     embed: list[FileEntry] = field(default_factory=list)
     replaced: dict[str, int] = field(default_factory=dict)  # path -> id of its stale row
-    moves: list[tuple[int, str, int, int]] = field(default_factory=list)
+    moves: list[tuple[int, FileEntry]] = field(default_factory=list)  # row id -> the file now holding it
+    touched: list[tuple[int, FileEntry]] = field(default_factory=list)  # same content, new file identity
     vanished: list[int] = field(default_factory=list)
     vanished_failures: list[str] = field(default_factory=list)
     unchanged: int = 0
     skipped: list[Skip] = field(default_factory=list)
+    offline: list[OfflineRoot] = field(default_factory=list)
 
 
-def plan(listing: Listing, catalog: Catalog) -> Plan:
+@dataclass(frozen=True)
+class Options:
+    """`reindex`: re-embed every file under the roots; `rehash`: compare every file's content with its row,
+    not only where size, mtime or the file's identity changed; `prune`: remove the rows of roots that look
+    offline, as of any other root."""
+
+    reindex: bool = False
+    rehash: bool = False
+    prune: bool = False
+
+
+def plan(listing: Listing, catalog: Catalog, options: Options = Options()) -> Plan:
     known = catalog.states_under(listing.roots)
     failed = catalog.failures_under(listing.roots)
+    indexed = {root: sum(1 for p in known if _inside(p, root)) for root in listing.roots}
     result = Plan(skipped=list(listing.skipped))
     new: list[FileEntry] = []
     for entry in listing.files:
         state = known.pop(entry.path, None)
-        if state is not None and (state.size, state.mtime_ns) == (entry.size, entry.mtime_ns):
-            result.unchanged += 1
-        elif state is not None:
+        if state is None:
+            if not options.reindex and failed.get(entry.path, (None, None))[:2] == (entry.size, entry.mtime_ns):
+                result.skipped.append(Skip(entry.path, failed[entry.path][2]))
+            else:
+                new.append(entry)
+        elif options.reindex or (state.size, state.mtime_ns) != (entry.size, entry.mtime_ns):
             result.replaced[entry.path] = state.id
             result.embed.append(entry)
-        elif failed.get(entry.path, (None, None))[:2] == (entry.size, entry.mtime_ns):
-            result.skipped.append(Skip(entry.path, failed[entry.path][2]))
         else:
-            new.append(entry)
+            _check_unchanged(entry, state, options.rehash, result)
     listed = {e.path for e in listing.files}
-    result.vanished_failures = [p for p in failed if p not in listed]
     vanished = {p: s for p, s in known.items() if not _under_unreadable(p, listing)}
-    result.embed += _find_moves(new, vanished, result)
-    result.vanished = [s.id for s in vanished.values()]
+    new = _find_moves(new, vanished, result)
+    result.embed += _find_moves_from_elsewhere(new, listing.roots, catalog, result)
+    offline = [] if options.prune else offline_roots(listing, indexed, vanished)
+    result.offline = offline
+    kept = [r.root for r in offline]
+    result.vanished = [s.id for p, s in vanished.items() if not any(_inside(p, r) for r in kept)]
+    result.vanished_failures = [p for p in failed if p not in listed and not any(_inside(p, r) for r in kept)]
     return result
+
+
+def _check_unchanged(entry: FileEntry, state: FileState, rehash: bool, result: Plan) -> None:
+    """A file of the recorded size and mtime: re-hashed when asked to, or when its identity (device, inode,
+    ctime) changed, so that a file replaced with its old timestamp is noticed; re-embedded only if its
+    content changed."""
+    identity = (entry.dev, entry.inode, entry.ctime_ns)
+    if rehash or (state.inode is not None and identity != (state.dev, state.inode, state.ctime_ns)):
+        digest = _hash(entry)
+        if digest is not None and digest != state.hash:
+            result.replaced[entry.path] = state.id
+            result.embed.append(entry)
+            return
+    if identity != (state.dev, state.inode, state.ctime_ns):
+        result.touched.append((state.id, entry))
+    result.unchanged += 1
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def offline_roots(listing: Listing, indexed: dict[str, int], vanished: dict[str, FileState]) -> list[OfflineRoot]:
+    """The roots that look unmounted or emptied rather than edited: of the `indexed` files under a root,
+    none found, or more than half and at least OFFLINE_MIN_LOST gone (`vanished`, moves excluded)."""
+    offline = []
+    for root, known in indexed.items():
+        lost = sum(1 for p in vanished if _inside(p, root))
+        found = sum(1 for e in listing.files if _inside(e.path, root))
+        if lost and (found == 0 or (2 * lost > known and lost >= OFFLINE_MIN_LOST)):
+            offline.append(OfflineRoot(root, known - lost, known, os.path.isdir(root) or os.path.isfile(root)))
+    return offline
 
 
 def _under_unreadable(path: str, listing: Listing) -> bool:
@@ -83,16 +139,47 @@ def _find_moves(new: list[FileEntry], vanished: dict[str, FileState], result: Pl
             continue
         candidates.remove(match)
         del vanished[match[0]]
-        result.moves.append((match[1].id, entry.path, entry.size, entry.mtime_ns))
+        result.moves.append((match[1].id, entry))
     return remaining
 
 
-def _match_hash(entry: FileEntry, candidates: list[tuple[str, FileState]]) -> tuple[str, FileState] | None:
+def _find_moves_from_elsewhere(new: list[FileEntry], roots: Sequence[str], catalog: Catalog,
+                               result: Plan) -> list[FileEntry]:
+    """New files whose content matches a row outside the roots whose file is gone (a renamed or moved root):
+    moves too, so that the row keeps its vector and tags."""
+    if not new:
+        return new
+    candidates = {p: s for p, s in catalog.states_of_size(e.size for e in new).items()
+                  if not any(_inside(p, r) for r in roots)}
+    by_size: dict[int, list[tuple[str, FileState]]] = {}
+    for path, state in candidates.items():
+        by_size.setdefault(state.size, []).append((path, state))
+    remaining = []
+    for entry in new:
+        same_size = by_size.get(entry.size, [])
+        match = _match_hash(entry, same_size, gone=True) if same_size else None
+        if match is None:
+            remaining.append(entry)
+            continue
+        same_size.remove(match)
+        result.moves.append((match[1].id, entry))
+    return remaining
+
+
+def _hash(entry: FileEntry) -> str | None:
     try:
-        digest = content_hash(read_entry(entry)[1])
+        return content_hash(read_entry(entry)[1])
     except OSError:
         return None
-    return next((c for c in candidates if c[1].hash == digest), None)
+
+
+def _match_hash(entry: FileEntry, candidates: list[tuple[str, FileState]],
+                gone: bool = False) -> tuple[str, FileState] | None:
+    """The candidate with the entry's content (and, with `gone`, whose own file no longer exists)."""
+    digest = _hash(entry)
+    if digest is None:
+        return None
+    return next((c for c in candidates if c[1].hash == digest and not (gone and os.path.lexists(c[0]))), None)
 
 
 @dataclass
@@ -107,12 +194,15 @@ class IndexRun:
     batch_size: int | None  # None: the default for the encoder's device
     workers: int | None  # None: one per usable core
     progress: Progress | None = None
+    options: Options = Options()
     encoder: "Encoder | None" = field(default=None, init=False)
 
     def run(self, listing: Listing, started: float) -> IndexReport:
-        todo = plan(listing, self.catalog)
+        todo = plan(listing, self.catalog, self.options)
         if todo.moves:
             self.catalog.move(todo.moves)
+        if todo.touched:
+            self.catalog.touch(todo.touched)
         if todo.vanished or todo.vanished_failures:
             self.catalog.delete(todo.vanished, todo.vanished_failures)
             self.vectors.remove(np.array(todo.vanished, dtype=np.int64))
@@ -132,7 +222,8 @@ class IndexRun:
                 last_save = time.monotonic()
         self.save()
         return IndexReport(added, updated, len(todo.moves), len(todo.vanished), todo.unchanged,
-                           tuple(skipped), time.monotonic() - started)
+                           tuple(skipped), time.monotonic() - started,
+                           tuple(PassedOver(ext, n) for ext, n in listing.passed_over.most_common()), tuple(todo.offline))
 
     def _batches(self, entries: Sequence[FileEntry]) -> Iterator["Batch"]:
         if not entries:
@@ -168,5 +259,6 @@ class IndexRun:
 
 def _new_image(d, vector: np.ndarray) -> NewImage:
     m = d.meta
-    return NewImage(d.entry.path, d.entry.size, d.entry.mtime_ns, d.hash, m.width, m.height, m.format,
-                    m.taken_at, m.camera, vector)
+    e = d.entry
+    return NewImage(e.path, e.size, e.mtime_ns, d.hash, m.width, m.height, m.format, m.taken_at, m.camera, vector,
+                    e.dev, e.inode, e.ctime_ns)

@@ -1,7 +1,6 @@
 """A library: a directory with the SQLite catalog and the FAISS index, and the verbs on it."""
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from contextlib import contextmanager
@@ -14,10 +13,11 @@ from .catalog import CATALOG_FILE, Catalog, now_iso
 from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
-                     LibraryNotFound, ModelMismatch, ModelUnavailable)
+                     LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, image_date
 from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, load_encoder, model_spec,
                      open_clip_version, preprocessing_of)
+from .paths import readable
 from .ranking import combine, split_weight, top_k
 from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
@@ -41,6 +41,16 @@ def default_library_dir() -> Path:
     return Path(user_data_dir("clipsearch"))
 
 
+def _read_only(directory: Path) -> bool:
+    return not (os.access(directory, os.W_OK) and os.access(directory / CATALOG_FILE, os.W_OK))
+
+
+def _outermost(roots: Iterable[str]) -> list[str]:
+    """The roots not inside another, sorted."""
+    unique = sorted(set(roots))
+    return [r for r in unique if not any(r != o and r.startswith(o.rstrip(os.sep) + os.sep) for o in unique)]
+
+
 def _checked_index_type(index_type: str) -> str:
     if index_type not in INDEX_TYPES:
         raise BadOption(f"Unknown index type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
@@ -51,8 +61,11 @@ class Library:
     """Open with `Library.open(path)`; hand in an `encoder` to reuse a loaded model, an `index_policy`
     to change when the vector index turns approximate (see vectorindex.py)."""
 
-    def __init__(self, path: Path, catalog: Catalog | None, encoder=None, index_policy: IndexPolicy = DEFAULT_POLICY):
+    def __init__(self, path: Path, catalog: Catalog | None, encoder=None, index_policy: IndexPolicy = DEFAULT_POLICY,
+                 readonly: bool = False):
         self.path = path
+        self.readonly = readonly
+        """Opened without write access: reading works, commands that write raise LibraryReadOnly."""
         self._catalog = catalog
         self._encoder = encoder
         self.index_policy = index_policy
@@ -62,13 +75,18 @@ class Library:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
-             index_policy: IndexPolicy = DEFAULT_POLICY) -> "Library":
-        """Open a library; with `create`, a missing one is created on its first write."""
+             index_policy: IndexPolicy = DEFAULT_POLICY, readonly: bool | None = None) -> "Library":
+        """Open a library; with `create`, a missing one is created on its first write.
+
+        `readonly` (default: whether the library's folder or catalog may not be written, as `os.access` tells,
+        which read-only media tell even to root) opens it without writing anything: no migration, no caches.
+        """
         directory = Path(path).expanduser().absolute() if path else default_library_dir().absolute()
         if (directory / CATALOG_FILE).exists():
-            return cls(directory, Catalog.open(directory), encoder, index_policy)
+            readonly = _read_only(directory) if readonly is None else readonly
+            return cls(directory, Catalog.open(directory, readonly=readonly), encoder, index_policy, readonly)
         if create:
-            return cls(directory, None, encoder, index_policy)
+            return cls(directory, None, encoder, index_policy, bool(readonly))
         raise LibraryNotFound(f"No clipsearch library at {directory}; create one with `clipsearch index PATH`")
 
     def close(self) -> None:
@@ -85,9 +103,19 @@ class Library:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._check_writable()
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LibraryReadOnly(f"Cannot create the library at {self.path}: {e.strerror or e}") from None
             self._catalog = Catalog.open(self.path, create=True)
         return self._catalog
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise LibraryReadOnly(
+                f"The library at {self.path} is read-only (no write permission, or read-only media); searching "
+                f"works, but indexing, tagging, repair and ingest need to write to it")
 
     @property
     def model(self) -> ModelSpec | None:
@@ -118,7 +146,8 @@ class Library:
         if not differences:
             return None
         return (f"warning: this library's vectors were made with other preprocessing ({'; '.join(differences)}): "
-                f"new vectors may not compare with them; `clipsearch index --reindex PATH` re-embeds everything")
+                f"new vectors may not compare with them; `clipsearch index --reindex` on every indexed folder "
+                f"re-embeds them")
 
     @property
     def encoder(self):
@@ -228,20 +257,19 @@ class Library:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        """One writer at a time; a second fails fast instead of interleaving writes."""
+        """One writer at a time (an OS file lock, via filelock); a second fails fast instead of interleaving."""
+        from filelock import FileLock, Timeout
+
+        self._check_writable()
         self.catalog  # ensure the directory exists
-        with open(self.path / LOCK_FILE, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LibraryLocked(
-                    f"Another clipsearch process is writing to the library at {self.path}; "
-                    f"wait for it to finish and run again"
-                ) from None
-            try:
+        try:
+            with FileLock(self.path / LOCK_FILE, timeout=0):
                 yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        except Timeout:
+            raise LibraryLocked(
+                f"Another clipsearch process is writing to the library at {self.path}; "
+                f"wait for it to finish and run again"
+            ) from None
 
     # --- verbs -----------------------------------------------------------------
     def index(
@@ -253,6 +281,8 @@ class Library:
         exclude: Iterable[str] = (),
         include_hidden: bool = False,
         reindex: bool = False,
+        rehash: bool = False,
+        prune: bool = False,
         batch_size: int | None = None,
         workers: int | None = None,
         progress=None,
@@ -260,42 +290,86 @@ class Library:
     ) -> IndexReport:
         """Add, update, move and remove images under `paths` so the library mirrors them.
 
-        `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is recorded and kept for later runs; None keeps
-        the recorded one.
+        Never removes what it cannot see: a path that looks offline (missing, empty, or more than half of its
+        indexed files and at least `indexer.OFFLINE_MIN_LOST` gone at once) keeps its rows, listed in the
+        report's `offline`, unless `prune`; a path that no longer exists but has rows is such a path. New
+        files with the content of rows whose files are gone, anywhere in the library, are moves (vector and
+        tags kept). `reindex` re-embeds the files under `paths` and keeps every other image; with another
+        model it needs every indexed folder, as a library holds one model's vectors (else ModelMismatch).
+        `rehash` compares every file's content, not only those whose size, mtime, inode or ctime changed.
+        The library's own folder is never indexed. `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is
+        recorded and kept for later runs; None keeps the recorded one.
         """
-        from .indexer import IndexRun
+        from .indexer import IndexRun, Options
 
         started = time.monotonic()
+        self._check_writable()
         if not paths:
             raise BadPath("Give at least one file or directory to index")
-        listing = list_images(paths, exclude, include_hidden)
+        existing, vanished = self._split_roots(paths)
+        listing = list_images(existing, exclude, include_hidden, skip_dirs=[self.path])
+        listing.roots += tuple(vanished)
         recorded = self.model
         wanted = model or recorded or model_spec()
-        if recorded is not None and not reindex:
+        new_model = recorded is not None and not recorded.same_weights(wanted)
+        if new_model and not reindex:
             check_same_model(recorded, wanted)
+        if new_model:
+            self._check_covered(listing.roots, wanted)
 
         def encoder() -> "Encoder":
             if self._encoder is None or not self._encoder.spec.same_weights(wanted):
                 self._encoder = load_encoder(wanted, device)
             return self._encoder
 
-        if reindex or recorded is None:
+        if new_model or recorded is None:
             encoder()  # a new library needs the embedding size; a missing model fails before anything is written
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
         with self._lock():
-            if reindex or recorded is None:
+            if new_model or recorded is None:
                 self._reset(wanted, self._encoder.dim)
             self._set_index_type(index_type)
             # Saves during the run only write the index; a rebuild it calls for (a minute at 1,000,000 images)
             # waits until the run's writes are committed. Searches meanwhile read the previous file.
             vectors = self.vectors
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
-                           progress)
+                           progress, Options(reindex=reindex, rehash=rehash, prune=prune))
             report = run.run(listing, started)
+            if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
+                # every vector was made by this run (a --reindex of every folder, say): record how
+                self.catalog.set_meta("preprocessing", preprocessing_of(self._encoder).to_dict())
+            self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
             self._rebuild_if_due()
         return report
+
+    def _split_roots(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
+        """The paths that exist, and those that do not but have rows (a vanished or unmounted folder)."""
+        existing, vanished = [], []
+        for path in paths:
+            root = os.path.abspath(os.fspath(path))
+            if os.path.lexists(root):
+                existing.append(root)
+            elif self._catalog is not None and self.catalog.count_under([root]):
+                vanished.append(root)
+            else:
+                raise BadPath(f"No such file or directory: {readable(os.fspath(path))}")
+        return existing, vanished
+
+    def _check_covered(self, roots: Sequence[str], wanted: ModelSpec) -> None:
+        """Refuse a model change that would drop the images outside `roots`."""
+        outside = self.catalog.count() - self.catalog.count_under(roots)
+        if not outside:
+            return
+        left = [r for r in self.catalog.get_meta("roots", [])
+                if not any(r == g or r.startswith(g.rstrip(os.sep) + os.sep) for g in roots)
+                and self.catalog.count_under([r])]
+        named = ", ".join(readable(r) for r in left) if left else "folders not given"
+        raise ModelMismatch(
+            f"Re-indexing with {wanted.label} re-embeds the whole library (it holds one model's vectors), but "
+            f"{outside} indexed images are outside the paths given ({named}) and would be lost; give those "
+            f"folders too, or use another --db")
 
     def _reset(self, spec: ModelSpec, dim: int) -> None:
         """Empty the library for `spec`, recording the loaded encoder's preprocessing (none for ingested shards)."""
@@ -312,6 +386,7 @@ class Library:
         from .shards import read_header, shard_files
 
         started = time.monotonic()
+        self._check_writable()
         headers = [read_header(f) for f in shard_files(Path(shards_dir))]
         if not headers:
             raise BadShard(f"No embedding shards (shard-*.parquet) in {shards_dir}")
@@ -404,7 +479,7 @@ class Library:
         vector = cache.get(text) if cache is not None else None
         if vector is None:
             vector = self.encoder.encode_texts([text])[0]
-            if cache is not None:
+            if cache is not None and not self.readonly:
                 cache.put(text, vector)
         return vector
 
@@ -414,16 +489,19 @@ class Library:
 
         path = os.path.abspath(os.fspath(image))
         if not os.path.exists(path):
-            raise BadPath(f"No such file: {os.fspath(image)}")
+            raise BadPath(f"No such file: {readable(os.fspath(image))}")
         row = self.catalog.row_by_path(path)
         st = os.stat(path)
         if row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
             return np.frombuffer(row["vector"], dtype=np.float32)
         try:
             picture, _ = load(path, self.encoder.image_size)
+            pixels = self.encoder.preprocess(picture)
         except BadImage as e:
-            raise BadImage(f"{os.fspath(image)} is not a usable image ({e})") from None
-        return self.encoder.encode_pil([picture])[0]
+            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({e})") from None
+        except Exception as e:  # noqa: BLE001 - whatever preprocessing raises, the file is not usable
+            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({type(e).__name__}: {e})") from None
+        return self.encoder.encode_images(pixels[None])[0]
 
     def nearest(
         self,

@@ -223,7 +223,7 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = 
     import open_clip
     import torch
 
-    from .encoder import Encoder
+    from .encoder import CenterFirst, Encoder
 
     register_tiny()
     if spec.arch not in open_clip.list_models():
@@ -248,6 +248,10 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = 
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.arch)
     dtype = torch.float16 if precision == "fp16" else torch.float32
+    preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
+    if preprocess_cfg.get("resize_mode", "shortest") == "shortest":
+        size = preprocess_cfg["size"]
+        preprocess = CenterFirst(preprocess, int(min(size) if isinstance(size, (tuple, list)) else size))
     return Encoder(spec, model, preprocess, tokenizer, torch.device(dev), dtype)
 
 

@@ -73,7 +73,11 @@ class _Files(Dataset):
 
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
                min_side: int | None) -> tuple[Decoded, torch.Tensor | None]:
-    """Read, hash, decode and preprocess one file; the reason instead when it cannot be used."""
+    """Read, hash, decode and preprocess one file; the reason instead when it cannot be used.
+
+    Never raises for a file's sake: whatever reading, decoding or preprocessing one file raises
+    becomes its reason, so one file never stops a batch, a run or a Ray shard.
+    """
     try:
         entry, data = read_entry(entry)
         image, meta = decode(data, min_side)
@@ -84,6 +88,8 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
         return Decoded(entry, error=e.strerror or str(e), transient=True), None
     except BadImage as e:
         return Decoded(entry, error=str(e)), None
+    except Exception as e:  # noqa: BLE001 - the per-file boundary: any other failure is this file's
+        return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}"), None
 
 
 def _collate(items: list[tuple[Decoded, torch.Tensor | None]], encode: Encode | None = None) -> Batch:

@@ -15,10 +15,12 @@ from typing import Iterator, TextIO
 
 from .decode import load
 from .errors import BadImage, BadPath
+from .paths import exact_b64, readable
 from .results import DedupReport, DuplicateGroup, DuplicateMember, to_dict
 
 THUMBNAIL_SIZE = 160
-CSV_COLUMNS = ("group", "group_tier", "tier", "similarity", "path", "size", "width", "height", "date")
+CSV_COLUMNS = ("group", "group_tier", "tier", "similarity", "path", "size", "width", "height", "date", "path_bytes_b64")
+"""`path` and `path_bytes_b64` as `paths.path_fields` gives them (the latter empty where `path` is exact)."""
 SECTIONS = (("exact", "Exact duplicates"), ("near", "Near-duplicates"), ("series", "Similar series"))
 LEGEND = ("keeper: the one to keep (highest resolution, then largest file, then oldest); exact: the same bytes "
           "as the keeper or as another member; near: the same picture resized, re-encoded, cropped or edited; "
@@ -73,7 +75,7 @@ def totals(report: DedupReport) -> str:
 
 
 def _member_line(m: DuplicateMember) -> str:
-    return (f"{m.tier:6} {m.similarity:.3f}  {m.width}x{m.height}  {human_bytes(m.size):>8}  {m.date}  {m.path}")
+    return (f"{m.tier:6} {m.similarity:.3f}  {m.width}x{m.height}  {human_bytes(m.size):>8}  {m.date}  {readable(m.path)}")
 
 
 def _create(path: str | os.PathLike[str]) -> TextIO:
@@ -95,7 +97,8 @@ def write_csv(report: DedupReport, path: str | os.PathLike[str]) -> None:
         writer.writerow(CSV_COLUMNS)
         for number, group in enumerate(report.groups, 1):
             for m in group.members:
-                writer.writerow([number, group.tier, m.tier, m.similarity, m.path, m.size, m.width, m.height, m.date])
+                writer.writerow([number, group.tier, m.tier, m.similarity, readable(m.path), m.size, m.width, m.height,
+                                 m.date, exact_b64(m.path) or ""])
 
 
 def thumbnail(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
@@ -145,8 +148,8 @@ def _group_html(number: int, group: DuplicateGroup) -> str:
 
 def _member_html(m: DuplicateMember) -> str:
     uri = thumbnail(m.path)
-    picture = (f'<img src="{uri}" alt="{html.escape(os.path.basename(m.path))}">' if uri
+    picture = (f'<img src="{uri}" alt="{html.escape(readable(os.path.basename(m.path)))}">' if uri
                else '<div class="missing">file missing or unreadable</div>')
     return (f'<figure class="{m.tier}">{picture}<figcaption><span class="tier">{m.tier}</span> '
             f"similarity {m.similarity:.3f}<br>{m.width}×{m.height} · {human_bytes(m.size)}<br>"
-            f'{html.escape(m.date)}<br><span class="path">{html.escape(m.path)}</span></figcaption></figure>')
+            f'{html.escape(m.date)}<br><span class="path">{html.escape(readable(m.path))}</span></figcaption></figure>')

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .paths import path_fields
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -24,6 +26,31 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class PassedOver:
+    """Files an index run found and left out because their extension is not an image format's."""
+
+    extension: str
+    """Lower case with its dot (".txt"), or "" for files without one."""
+    files: int
+
+
+@dataclass(frozen=True)
+class OfflineRoot:
+    """A root given to `index` that looks unmounted or emptied: its rows were kept, not removed."""
+
+    root: str
+    found: int
+    """Of its indexed files, how many were found (moved files included)."""
+    indexed: int
+    """How many files the library held under it before the run."""
+    exists: bool
+
+    @property
+    def kept(self) -> int:
+        return self.indexed - self.found
+
+
+@dataclass(frozen=True)
 class IndexReport:
     added: int
     updated: int
@@ -32,6 +59,10 @@ class IndexReport:
     unchanged: int
     skipped: tuple[Skip, ...]
     elapsed_s: float
+    passed_over: tuple[PassedOver, ...] = ()
+    """Most files first."""
+    offline: tuple[OfflineRoot, ...] = ()
+    """Roots whose missing files were kept (see `Library.index`'s `prune`)."""
 
     @property
     def embedded(self) -> int:
@@ -54,13 +85,24 @@ class LibraryInfo:
     size_bytes: int
     last_indexed: str | None
     preprocessing: dict[str, Any] | None = None
-    """How images were turned into model input, and the open_clip version (None in libraries from before it was recorded)."""
+    """How images were turned into model input, and the open_clip version (None in older libraries)."""
     warning: str | None = None
     """Set when the installed open_clip differs from the recorded one (see `Library.preprocessing_warning`)."""
 
 
 def to_dict(result: Any) -> dict[str, Any]:
-    return asdict(result)
+    """A result as plain data for JSON: every `path` as `paths.path_fields` gives it (readable, plus the
+    exact bytes in `path_bytes_b64` where the name is not UTF-8)."""
+    return _with_path_fields(asdict(result))
+
+
+def _with_path_fields(data: Any) -> Any:
+    if isinstance(data, dict):
+        fields = {k: _with_path_fields(v) for k, v in data.items()}
+        return {**fields, **path_fields(data["path"])} if isinstance(data.get("path"), str) else fields
+    if isinstance(data, (list, tuple)):
+        return [_with_path_fields(v) for v in data]
+    return data
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .decode import decode
 from .duplicates import DEFAULT_SERIES_THRESHOLD
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
 from .library import Library
+from .paths import path_fields
 from .ranking import combine
 from .results import LibraryInfo, SearchResult, to_dict
 from .thumbnails import THUMBS_DIR, thumbnail
@@ -41,6 +42,9 @@ Count = Query(20, ge=1, le=500, description="Number of results")
 class Hit(BaseModel):
     id: int
     path: str
+    """Readable: bytes that are not UTF-8 shown as \\xNN (see docs/paths.md)."""
+    path_bytes_b64: str | None = None
+    """The path's exact bytes in base64 where `path` is not exact, else null."""
     score: float
     width: int
     height: int
@@ -57,6 +61,7 @@ class Results(BaseModel):
 class DuplicateImage(BaseModel):
     id: int
     path: str
+    path_bytes_b64: str | None = None
     size: int
     width: int
     height: int
@@ -83,6 +88,7 @@ class Duplicates(BaseModel):
 class ImageDetail(BaseModel):
     id: int
     path: str
+    path_bytes_b64: str | None = None
     size: int
     width: int
     height: int
@@ -171,7 +177,8 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
 
     @app.get("/api/images/{image_id:int}", summary="An image's metadata")
     def image(image_id: int) -> ImageDetail:
-        return ImageDetail(**catalog_row(image_id))
+        row = catalog_row(image_id)
+        return ImageDetail(**{**row, **path_fields(row["path"])})
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
     def similar(image_id: int, k: int = Count) -> Results:

@@ -293,7 +293,8 @@ def test_json_schema(library, tmp_path):
     assert set(data) == {"threshold", "series_threshold", "images", "groups", "reclaimable_bytes", "elapsed_s"}
     assert data["threshold"] == MEASURED_THRESHOLDS["clipsearch-tiny"] and data["series_threshold"] is None
     assert set(data["groups"][0]) == {"tier", "members", "reclaimable_bytes"}
-    assert set(data["groups"][0]["members"][0]) == {"path", "size", "width", "height", "date", "tier", "similarity"}
+    assert set(data["groups"][0]["members"][0]) == {"path", "path_bytes_b64", "size", "width", "height", "date", "tier",
+                                                    "similarity"}
     assert all(g["members"][0]["tier"] == "keeper" for g in data["groups"])
 
 
