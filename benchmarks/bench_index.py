@@ -205,7 +205,7 @@ def index_in_child(spec: ModelSpec, device: str, tree: Path, library: Path, batc
 
 
 def evicted_copy(folder: Path, into: Path) -> Path:
-    """Copies of the files of `folder`, written to disk and dropped from the page cache, so that reading them is cold."""
+    """Copies of the files of `folder`, on disk and dropped from the page cache: reading them is cold."""
     into.mkdir(parents=True)
     for source in sorted(folder.iterdir()):
         target = into / source.name
@@ -270,7 +270,8 @@ def model_choice(args: argparse.Namespace) -> tuple[ModelSpec, list[str]]:
         args.cache_dir.mkdir(parents=True, exist_ok=True)
         torch.save(open_clip.create_model(args.model).state_dict(), weights.with_suffix(".tmp"))
         weights.with_suffix(".tmp").rename(weights)
-    return model_spec(args.model, checkpoint=str(weights)), ["--model", args.model, "--checkpoint", str(weights), *device]
+    options = ["--model", args.model, "--checkpoint", str(weights), *device]
+    return model_spec(args.model, checkpoint=str(weights)), options
 
 
 def main() -> None:

@@ -74,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     for n in args.n or [1_000_000]:
-        with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=ROOT / ".bench-cache" if (ROOT / ".bench-cache").is_dir() else None) as tmp:
+        (ROOT / ".bench-cache").mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=ROOT / ".bench-cache") as tmp:
             started = time.perf_counter()
             write_shards(Path(tmp) / "shards", n, args.shard_rows)
             print(f"{n:,} vectors in {-(-n // args.shard_rows)} shards written in {time.perf_counter() - started:.0f}s",

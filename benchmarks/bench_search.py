@@ -41,6 +41,10 @@ for 131 shape queries are then searched against exact answers (recall reported a
     python benchmarks/bench_search.py                       # 100,000 and 1,000,000 (about 35 min on 2 cores)
     python benchmarks/bench_search.py --n 100000            # one size
     python benchmarks/bench_search.py --n 100000 --types flat,ivf --no-isotropic --no-cold
+    python benchmarks/bench_search.py --n 1000000 --types ivf --recall-only   # recall only, no catalog (minutes)
+
+--recall-only builds each index type over the vectors in memory (no catalog, no latency or memory
+figures) and reports its calibration and the recall@10 of the image and text queries.
 
 Vectors are cached in .bench-cache/search/. The last line printed is one JSON object keyed by
 collection size, e.g. {"100000": {...}, "1000000": {"p50_ms": ..., "recall_at_10": ..., ...}}.
@@ -272,6 +276,23 @@ def measure_isotropic(n: int, work: str) -> dict[str, Any]:
             **percentiles_ms(seconds), "recall_at_10": float(np.mean(shares))}
 
 
+def measure_recall(n: int, kind: str, cache: Path) -> dict[str, Any]:
+    """Build `kind` over n mixture vectors in memory and measure recall@10 of image and text queries."""
+    m = mixture(DIM)
+    vectors = np.asarray(cached(cache, f"clustered-{DIM}-{n}", lambda: sample(m, n, seed=1)))
+    source = ArraySource(np.arange(1, n + 1), vectors)
+    figures: dict[str, Any] = {}
+    index, record = build(source, DIM, kind)
+    figures.update(index.params(), build_s=record.build_s, calibrated_recall=record.recall_at_10,
+                   calibrated_text_recall=record.text_recall_at_10, calibration_texts=record.text_queries)
+    for name, queries in (("recall_at_10", cached(cache, f"queries-{DIM}", lambda: sample(m, QUERIES, seed=2))),
+                          ("text_recall_at_10", text_like(m, QUERIES, seed=5))):
+        truth = exact_top_k(vectors, np.asarray(queries)) + 1
+        _, found = index.search(np.asarray(queries), K, exact=source.vectors_for)
+        figures[name] = float(np.mean([len(np.intersect1d(f, t)) / K for f, t in zip(found, truth)]))
+    return figures
+
+
 def in_child(function: Callable[..., dict], *args: Any) -> dict:
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
         return pool.submit(function, *args).result()
@@ -372,7 +393,8 @@ def run_size(n: int, types: list[str], cache: Path, work: Path, isotropic_too: b
         params = ", ".join(f"{k}={f[k]}" for k in ("nlist", "nprobe", "links", "ef_search") if k in f)
         print(f"  {kind:5} build {f['build_s']:7.1f}s  file {index_mb:7.0f} MB  RSS {f['rss_mb']:6.0f} MB  "
               f"p50 {f['p50_ms']:6.2f} ms  p95 {f['p95_ms']:6.2f}  p99 {f['p99_ms']:6.2f}  "
-              f"recall@10 {f['recall_at_10']:.3f} (text {f['text_recall_at_10']:.3f})  1% filter p50 {f['filtered_1pct_p50_ms']:6.2f} ms  "
+              f"recall@10 {f['recall_at_10']:.3f} (text {f['text_recall_at_10']:.3f})  "
+              f"1% filter p50 {f['filtered_1pct_p50_ms']:6.2f} ms  "
               f"open {f['open_ms']:.0f} ms (copy {f['load_copy_ms']:.0f} ms)  {params}", flush=True)
     if "ivf" in types:
         with Library.open(library) as lib:
@@ -433,11 +455,19 @@ def main() -> None:
     parser.add_argument("--no-isotropic", dest="isotropic", action="store_false", help="skip the worst case")
     parser.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold command")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".bench-cache" / "search")
+    parser.add_argument("--recall-only", action="store_true", help="only calibration and recall, vectors in memory")
     args = parser.parse_args()
     types = [t for t in args.types.split(",") if t]
     print(f"{os.cpu_count()} CPU cores; index types {', '.join(types)}", flush=True)
     results = {}
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    if args.recall_only:
+        for n in args.n or [100_000, 1_000_000]:
+            for kind in types:
+                f = results.setdefault(str(n), {})[kind] = in_child(measure_recall, n, kind, args.cache_dir)
+                print(f"  {n:,} {kind}: " + ", ".join(f"{k} {v}" for k, v in rounded(f).items()), flush=True)
+        print(json.dumps(rounded(results)))
+        return
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.cache_dir) as work:
         for n in args.n or [100_000, 1_000_000]:
             results[str(n)] = run_size(n, types, args.cache_dir, Path(work), args.isotropic, args.cold)

@@ -156,7 +156,8 @@ class Library:
         if not differences:
             return None
         return (f"warning: this library's vectors were made with other preprocessing ({'; '.join(differences)}): "
-                f"new vectors may not compare with them; `clipsearch index --reindex PATH` re-embeds everything")
+                f"new vectors may not compare with them; `clipsearch index --reindex` on every indexed folder "
+                f"re-embeds them")
 
     @property
     def encoder(self):
@@ -355,6 +356,9 @@ class Library:
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
                            progress, Options(reindex=reindex, rehash=rehash, prune=prune))
             report = run.run(listing, started)
+            if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
+                # every vector was made by this run (a --reindex of every folder, say): record how
+                self.catalog.set_meta("preprocessing", preprocessing_of(self._encoder).to_dict())
             self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
             self._rebuild_if_due()

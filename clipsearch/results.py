@@ -115,7 +115,7 @@ class LibraryInfo:
     size_bytes: int
     last_indexed: str | None
     preprocessing: dict[str, Any] | None = None
-    """How images were turned into model input, and the open_clip version (None in libraries from before it was recorded)."""
+    """How images were turned into model input, and the open_clip version (None in older libraries)."""
     warning: str | None = None
     """Set when the installed open_clip differs from the recorded one (see `Library.preprocessing_warning`)."""
 

@@ -455,10 +455,11 @@ def build(source: VectorSource, dim: int, kind: str, policy: IndexPolicy = DEFAU
     held_out = _sample(rng, all_ids, min(policy.calibration_queries, n // 2))
     truth = _Truth(source.vectors_for(held_out) if len(held_out) else np.zeros((0, dim), np.float32))
     if texts is not None and len(texts):
-        text_truth, text_target, described = _Truth(texts), policy.target_recall, f"model vocabulary ({len(texts)} texts)"
+        text_truth, text_target = _Truth(texts), policy.target_recall
+        described = f"model vocabulary ({len(texts)} texts)"
     else:
-        modelled = modelled_text_queries(truth.queries, training.mean(axis=0), rng)
-        text_truth, text_target, described = _Truth(modelled), policy.modelled_target_recall, f"modelled gap ({len(modelled)})"
+        text_truth = _Truth(modelled_text_queries(truth.queries, training.mean(axis=0), rng))
+        text_target, described = policy.modelled_target_recall, f"modelled gap ({len(text_truth.queries)})"
     for ids, vectors in source.iter_vectors():
         keep = ~np.isin(ids, held_out)
         index.add(ids[keep], vectors[keep])
@@ -485,7 +486,8 @@ def modelled_text_queries(images: np.ndarray, mean: np.ndarray, rng: np.random.G
     nprobe), hence the stricter `modelled_target_recall`."""
     residual = images - mean
     noise = rng.standard_normal(images.shape).astype(np.float32)
-    noise *= MODELLED_NOISE * np.linalg.norm(residual, axis=1, keepdims=True) / np.linalg.norm(noise, axis=1, keepdims=True)
+    noise *= MODELLED_NOISE * np.linalg.norm(residual, axis=1, keepdims=True)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     queries = residual + noise - mean
     return queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
 
