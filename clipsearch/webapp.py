@@ -154,7 +154,9 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     def answer(query: Callable[[], list[SearchResult]]) -> Results:
         started = time.perf_counter()
         with lock:
-            hits = [Hit(id=row["id"], **to_dict(r)) for r in query() if (row := library.catalog.row_by_path(r.path))]
+            # Fields as they are (tuples stay tuples, as Hit declares them), the path as output names files
+            hits = [Hit(id=row["id"], **{**vars(r), **path_fields(r.path)})
+                    for r in query() if (row := library.catalog.row_by_path(r.path))]
         return Results(results=hits, elapsed_ms=round((time.perf_counter() - started) * 1000, 2))
 
     def catalog_row(image_id: int) -> dict[str, Any]:
