@@ -15,6 +15,7 @@ from .errors import ClipsearchError
 from .filters import Filters, parse_when
 from .ocr import GATES
 from .paths import readable
+from .ranking import split_weight
 from .results import IndexReport, OcrReport, OfflineRoot, SearchResult, Skip, to_dict
 from .shards import DEFAULT_SHARD_SIZE
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP
@@ -263,6 +264,8 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
     if words is not None and (text or add or sub or images or min_score is not None):
         raise click.UsageError("--text searches only the words in images: give it without QUERY, --add, --sub, "
                                "--image or --min-score")
+    for term in ([text] if text else []) + [split_weight(t)[0] for t in (*add, *sub)]:
+        _warn_path_like(term)
     with Library.open(db) as lib:
         if words is not None:
             results = lib.search_text(words, k=limit, filters=filters, sort=sort)
@@ -271,6 +274,15 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
                                  min_score=min_score, sort=sort)
         _warn(lib.preprocessing_warning())
     _print_results(results, as_json)
+
+
+def _warn_path_like(term: str) -> None:
+    """One line on stderr when a term searched as text looks like a path that names no image file."""
+    from .discover import looks_like_path
+
+    if looks_like_path(term):
+        what = "is a folder, not an image file" if os.path.isdir(term) else "is not a file"
+        click.echo(f"warning: {readable(term)!r} {what}; searching for it as text", err=True)
 
 
 def _warn(warning: str | None) -> None:

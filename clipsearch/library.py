@@ -615,7 +615,7 @@ class Library:
 
     def image_vector(self, image: str | os.PathLike[str]) -> np.ndarray:
         """The stored vector when the file is indexed and unchanged, else a fresh embedding."""
-        from .decode import load
+        from .decode import identify, load
 
         path = os.path.abspath(os.fspath(image))
         if not os.path.exists(path):
@@ -625,6 +625,7 @@ class Library:
         if row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
             return np.frombuffer(row["vector"], dtype=np.float32)
         try:
+            identify(path)  # before the model loads: a text file given by mistake fails at once
             picture, _ = load(path, self.encoder.image_size)
             pixels = self.encoder.preprocess(picture)
         except BadImage as e:

@@ -1,0 +1,62 @@
+"""What a user sees in the terminal around a mistaken query, a long query, an interrupted index and the
+demo model (CliRunner; stderr is read apart from stdout)."""
+import pytest
+from click.testing import CliRunner
+
+import clipsearch.library
+from clipsearch.cli import main
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+@pytest.fixture
+def indexed(shape_tree, library_dir):
+    run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny")
+    return library_dir
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if anything loads a model."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(clipsearch.library, "load_encoder", refuse)
+
+
+@pytest.mark.parametrize("query", ["photos/IMG_0001.jpg", "IMG_0001.JPG", "holiday/beach", "scan.png"])
+def test_a_query_that_looks_like_a_missing_file_warns_and_searches_text(indexed, query):
+    result = run("search", query, "--db", indexed, "-n", "2")
+    assert result.stderr.count("\n") == 1 and "is not a file; searching for it as text" in result.stderr
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_a_folder_as_query_warns_and_searches_text(indexed, shape_tree):
+    result = run("search", shape_tree / "a", "--db", indexed, "-n", "2")
+    assert "is a folder, not an image file" in result.stderr and len(result.stdout.splitlines()) == 2
+
+
+def test_an_add_term_that_looks_like_a_path_warns(indexed):
+    result = run("search", "a red star", "--add", "photos/IMG_0001.jpg:0.5", "--db", indexed, "-n", "2")
+    assert "'photos/IMG_0001.jpg' is not a file" in result.stderr
+
+
+@pytest.mark.parametrize("query", ["a red star", "a red / blue star", "3.5 stars"])
+def test_plain_text_queries_do_not_warn(indexed, query):
+    assert run("search", query, "--db", indexed, "-n", "2").stderr == ""
+
+
+@pytest.mark.parametrize("name, content", [("README.md", b"# Notes\n"), ("empty.jpg", b""),
+                                           ("doc.pdf", b"%PDF-1.4\n%\xe2\xe3\n"), ("data.bin", bytes(range(256)))])
+def test_an_existing_file_that_is_not_an_image_fails_before_the_model_loads(indexed, tmp_path, no_model, name,
+                                                                             content):
+    (tmp_path / name).write_bytes(content)
+    result = run("search", tmp_path / name, "--db", indexed, ok=False)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: ") and "is not a usable image" in result.stderr
+    assert result.stderr.count("\n") == 1
