@@ -272,6 +272,8 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
         else:
             results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters,
                                  min_score=min_score, sort=sort)
+            for note in lib.query_notes:
+                _warn(note)
         _warn(lib.preprocessing_warning())
     _print_results(results, as_json)
 

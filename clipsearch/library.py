@@ -81,6 +81,8 @@ class Library:
         self._text_model: TextModel | None = None
         self._synced_at: tuple[int, int] | None = None
         self._file_seen: tuple[int, int, int] | None = None
+        self.query_notes: list[str] = []
+        """What the last `search` should tell its user about its query, e.g. a text cut to the model's context."""
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
@@ -473,7 +475,9 @@ class Library:
         min_score: float | None = None,
         sort: str = "score",
     ) -> list[SearchResult]:
-        """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix."""
+        """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix. Afterwards
+        `query_notes` says which texts were longer than the model's context (only their beginning counts)."""
+        self.query_notes = []
         terms = []
         if query is not None:
             if not query.strip():
@@ -579,30 +583,39 @@ class Library:
 
     def text_vector(self, text: str) -> np.ndarray:
         """A text's embedding; a text searched before is read from the library's text cache, without
-        loading the model (see textcache.py)."""
+        loading the model (see textcache.py). A text longer than the model's context is encoded from its
+        beginning, noted in `query_notes`, and not cached (so that it is noted every time)."""
         from .textcache import TextVectorCache
 
         model = self.model
         cache = TextVectorCache(self.path, model) if model is not None else None
         vector = cache.get(text) if cache is not None else None
         if vector is None:
-            vector = self._encode_text(text)
-            if cache is not None and not self.readonly:
+            vector, context = self._encode_text(text)
+            if context is not None:
+                shown = text if len(text) <= 40 else text[:37] + "..."
+                self.query_notes.append(f"The query {shown!r} is longer than the model's context of {context} "
+                                        "tokens: only its beginning is searched")
+            elif cache is not None and not self.readonly:
                 cache.put(text, vector)
         return vector
 
-    def _encode_text(self, text: str) -> np.ndarray:
-        """By the model when it is loaded; else by the library's ONNX text tower, without importing torch
+    def _encode_text(self, text: str) -> tuple[np.ndarray, int | None]:
+        """The vector (dim,) and, when the text was cut to fit, the model's context length in tokens.
+        By the model when it is loaded; else by the library's ONNX text tower, without importing torch
         (see textmodel.py); else by loading the model, then writing the tower for the next query."""
         model = self.model
-        if self._encoder is not None or model is None:
-            return self.encoder.encode_texts([text])[0]
-        self._text_model = self._text_model or TextModel.load(self.path, model)
-        if self._text_model is not None:
-            return self._text_model.encode([text])[0]
-        vector = self.encoder.encode_texts([text])[0]
-        self._write_text_model()
-        return vector
+        if self._encoder is None and model is not None:
+            self._text_model = self._text_model or TextModel.load(self.path, model)
+            if self._text_model is not None:
+                tower = self._text_model
+                return tower.encode([text])[0], tower.context_length if tower.truncated(text) else None
+        written = self._encoder is not None or model is None
+        encoder = self.encoder
+        vector = encoder.encode_texts([text])[0]
+        if not written:
+            self._write_text_model()
+        return vector, encoder.context_length if encoder.truncated(text) else None
 
     def _write_text_model(self) -> None:
         """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""
