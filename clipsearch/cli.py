@@ -160,18 +160,34 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
     if ocr and no_ocr:
         raise click.UsageError("Give either --ocr or --no-ocr")
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
-            _progress(quiet, "Reading text") as ocr_progress:
-        report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                           reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
-                           progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
-                           ocr_progress=ocr_progress)
-        _warn(lib.preprocessing_warning())
+    before = 0
+    try:
+        with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
+                _progress(quiet, "Reading text") as ocr_progress:
+            before = lib.count()
+            report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
+                               reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
+                               progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
+                               ocr_progress=ocr_progress)
+            _warn(lib.preprocessing_warning())
+    except KeyboardInterrupt:
+        _interrupted(db, before)
     skipped = report.skipped + (report.ocr.skipped if report.ocr else ())
     _write_skipped(errors_file, skipped)
-    click.echo(_summary(report))
+    click.echo(_summary(report, errors_file))
     if report.ocr:
-        click.echo(_ocr_summary(report.ocr))
+        click.echo(_ocr_summary(report.ocr, errors_file))
+
+
+def _interrupted(db: str | None, before: int) -> None:
+    """After Ctrl-C: what the batches committed so far saved, on stderr, and exit code 130."""
+    from .library import Library
+
+    with Library.open(db, create=True) as lib:  # a new connection: reads only what was committed
+        now = lib.count()
+    click.echo(f"Interrupted: {max(now - before, 0)} new images saved ({now} in the library); run the same "
+               "command again to continue where it stopped", err=True)
+    click.get_current_context().exit(130)
 
 
 def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
@@ -202,11 +218,11 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
-def _summary(report: IndexReport) -> str:
+def _summary(report: IndexReport, errors_file: str | None = None) -> str:
     summary = _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
         f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
-        + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
+        + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped, errors_file)
     lines = [summary] + [_offline_line(o) for o in report.offline]
     if report.passed_over:
         total = sum(p.files for p in report.passed_over)
@@ -222,22 +238,33 @@ def _offline_line(root: OfflineRoot) -> str:
             f"use --prune to remove the {root.kept} missing")
 
 
-def _ocr_summary(report: OcrReport) -> str:
+def _ocr_summary(report: OcrReport, errors_file: str | None = None) -> str:
     scan = "" if report.full_text_index else " (this SQLite has no FTS5 trigram tokenizer: text searches scan)"
     return _with_reasons(
         f"text: read {report.read}, gated out {report.gated_out}, text found in {report.with_text}, "
         f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
         + (f" ({report.images_per_s:.1f} images/s)" if report.read + report.gated_out else "") + scan,
-        report.skipped)
+        report.skipped, errors_file)
 
 
-def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
-    """A summary line, then the ten commonest reasons files were skipped."""
-    reasons: dict[str, int] = {}
+NAMES_PER_REASON = 3
+
+
+def _with_reasons(line: str, skipped: Sequence[Skip], errors_file: str | None = None) -> str:
+    """A summary line, then the ten commonest reasons files were skipped with a few of their names each,
+    then where the whole list is: `errors_file` (--errors), or how to get it."""
+    by_reason: dict[str, list[str]] = {}
     for skip in skipped:
-        reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
-    return "\n".join([line] + [f"  skipped {n}: {reason}"
-                               for reason, n in sorted(reasons.items(), key=lambda r: -r[1])[:10]])
+        by_reason.setdefault(skip.reason, []).append(skip.path)
+    lines = [line]
+    for reason, paths in sorted(by_reason.items(), key=lambda r: -len(r[1]))[:10]:
+        more = ", ..." if len(paths) > NAMES_PER_REASON else ""
+        names = ", ".join(readable(p) for p in paths[:NAMES_PER_REASON]) + more
+        lines.append(f"  skipped {len(paths)}: {reason} ({names})")
+    if skipped:
+        lines.append(f"  every skipped file and its reason: {readable(errors_file)}" if errors_file
+                     else "  every skipped file and its reason: run again with --errors FILE")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -346,7 +373,7 @@ def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) 
     with Library.open(db) as lib, _progress(quiet, "Reading text") as progress:
         report = lib.read_text(gate, progress=progress)
     _write_skipped(errors_file, report.skipped)
-    click.echo(_ocr_summary(report))
+    click.echo(_ocr_summary(report, errors_file))
 
 
 @main.command()
@@ -528,7 +555,7 @@ def embed(paths: Sequence[str], output: str, model: str, pretrained: str | None,
     click.echo(_with_reasons(
         f"shards {report.shards}: written {report.written}, already written {report.already_written}; "
         f"embedded {report.embedded}, skipped {len(report.skipped)} "
-        f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)", report.skipped))
+        f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)", report.skipped, errors_file))
 
 
 @main.command()
@@ -546,4 +573,4 @@ def ingest(shards_dir: str, db: str | None, errors_file: str | None, quiet: bool
     _write_skipped(errors_file, report.skipped)
     click.echo(_with_reasons(
         f"shards {report.shards}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s", report.skipped))
+        f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s", report.skipped, errors_file))

@@ -748,6 +748,10 @@ class Library:
             return find_duplicates(self.catalog, threshold=threshold, series_threshold=series_threshold,
                                    allowed=allowed)
 
+    def count(self) -> int:
+        """The number of images in the library; 0 for one not created yet (nothing is written)."""
+        return 0 if self._catalog is None else self.catalog.count()
+
     def info(self) -> LibraryInfo:
         model = self.model
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

@@ -87,3 +87,56 @@ def test_query_notes_say_when_a_text_was_cut(indexed, tiny, onnx, words, cut):
         assert len(lib.query_notes) == int(cut)
         lib.search("a red star", k=1)
         assert lib.query_notes == []
+
+
+def test_ctrl_c_during_index_says_what_was_saved_and_a_rerun_continues(shape_tree, library_dir, monkeypatch):
+    from clipsearch.indexer import IndexRun
+
+    vectors_of = IndexRun._vectors_of
+    calls = []
+
+    def interrupt_at_the_third_batch(self, batch):
+        calls.append(batch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return vectors_of(self, batch)
+
+    monkeypatch.setattr(IndexRun, "_vectors_of", interrupt_at_the_third_batch)
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny", "--batch-size", "2",
+                 "--workers", "0", ok=False)
+    assert result.exit_code == 130 and "Aborted" not in result.output + result.stderr
+    assert result.stderr == ("Interrupted: 4 new images saved (4 in the library); run the same command again to "
+                             "continue where it stopped\n")
+    monkeypatch.undo()
+    assert "images        4\n" in run("info", "--db", library_dir).stdout
+    again = run("index", shape_tree, "--db", library_dir)
+    assert "added 4" in again.stdout and "unchanged 4" in again.stdout
+
+
+def test_ctrl_c_before_anything_is_saved_creates_no_library(shape_tree, library_dir, monkeypatch):
+    import clipsearch.library
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clipsearch.library, "load_encoder", interrupt)
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny", ok=False)
+    assert result.exit_code == 130 and result.stderr.startswith("Interrupted: 0 new images saved (0 in the library)")
+    assert not library_dir.exists()
+
+
+def test_skipped_files_are_named_a_few_per_reason_with_a_pointer_to_errors(shape_tree, library_dir, tmp_path):
+    for i in range(5):
+        (shape_tree / f"broken{i}.jpg").write_bytes(b"not a jpeg")
+    (shape_tree / "empty.png").write_bytes(b"")
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny")
+    lines = result.stdout.splitlines()
+    broken = next(line for line in lines if "skipped 5:" in line)
+    assert broken.count("broken") == 3 and broken.endswith(", ...)")
+    assert any("skipped 1:" in line and "empty.png)" in line for line in lines)
+    assert lines[-1] == "  every skipped file and its reason: run again with --errors FILE"
+    errors = tmp_path / "errors.json"
+    for i in range(5):
+        (shape_tree / f"broken{i}.jpg").write_bytes(b"still not a jpeg")
+    listed = run("index", shape_tree, "--db", library_dir, "--errors", errors).stdout.splitlines()
+    assert listed[-1] == f"  every skipped file and its reason: {errors}" and errors.is_file()
