@@ -169,6 +169,7 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
                                reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
                                progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
                                ocr_progress=ocr_progress)
+            _warn(lib.demo_model_note())
             _warn(lib.preprocessing_warning())
     except KeyboardInterrupt:
         _interrupted(db, before)
@@ -301,8 +302,9 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
                                  min_score=min_score, sort=sort)
             for note in lib.query_notes:
                 _warn(note)
+        _warn(lib.demo_model_note())
         _warn(lib.preprocessing_warning())
-    _print_results(results, as_json)
+    _print_results(results, as_json, sort)
 
 
 def _warn_path_like(term: str) -> None:
@@ -330,18 +332,19 @@ def similar(image: str, db: str | None, limit: int, filters: Filters, min_score:
     from .library import Library
 
     with Library.open(db) as lib:
-        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort), as_json)
+        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort), as_json, sort)
 
 
-def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
-    _print_list(results, as_json, _result_line)
+def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score") -> None:
+    _print_list(results, as_json, functools.partial(_result_line, dated=sort == "date"))
 
 
-def _result_line(result: SearchResult) -> str:
-    """Score and path, then the recognised text holding the query's words, matches in [brackets]."""
+def _result_line(result: SearchResult, dated: bool = False) -> str:
+    """Score, the date results are sorted by when `dated`, and path, then the recognised text holding the
+    query's words, matches in [brackets]."""
     from .textsearch import Snippet, marked
 
-    line = f"{result.score:.3f}  {readable(result.path)}"
+    line = f"{result.score:.3f}  " + (f"{result.date}  " if dated else "") + readable(result.path)
     return line + f"  \"{marked(Snippet(result.snippet, result.highlights))}\"" if result.snippet else line
 
 
@@ -353,6 +356,46 @@ def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str])
         return
     for item in items:
         click.echo(line(item))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
+@db_option
+@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write the files skipped by the latest run and their reasons to this JSON file.")
+def watch(paths: Sequence[str], db: str | None, errors_file: str | None) -> None:
+    """Keep the library in step with the folders PATHS: index them, then again after each burst of changes.
+
+    Each run is the normal incremental `index` (only changed files are decoded); a folder that disappears
+    (an unmounted drive) keeps its images and is watched again when it comes back. Ctrl-C stops.
+
+    Example: clipsearch watch ~/Pictures /mnt/photos
+    """
+    from .library import Library
+    from .watching import change_batches
+
+    roots = [os.path.abspath(p) for p in paths]
+    reports: list[IndexReport] = []
+    try:
+        with Library.open(db, create=True) as lib:
+            reports.append(lib.index(roots))
+            _watched(reports[-1], errors_file)
+            _warn(lib.demo_model_note())
+            for changed in change_batches(roots):
+                report = lib.index_changes(changed, roots)
+                if report is not None:
+                    reports.append(report)
+                    _watched(report, errors_file)
+    except KeyboardInterrupt:
+        pass
+    click.echo(f"stopped watching after {len(reports)} index runs: added {sum(r.added for r in reports)}, "
+               f"updated {sum(r.updated for r in reports)}, moved {sum(r.moved for r in reports)}, "
+               f"removed {sum(r.removed for r in reports)}")
+
+
+def _watched(report: IndexReport, errors_file: str | None) -> None:
+    _write_skipped(errors_file, report.skipped)
+    click.echo(f"[{datetime.now():%H:%M:%S}] " + _summary(report, errors_file))
 
 
 @main.command()
@@ -385,9 +428,11 @@ def info(db: str | None, as_json: bool) -> None:
 
     with Library.open(db) as lib:
         data = to_dict(lib.info())
+        note = lib.demo_model_note()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    _warn(note)
     _warn(data.pop("warning"))
     sections = {name: data.pop(name) or {} for name in ("model", "index", "preprocessing")}
     for key, value in data.items():
@@ -428,12 +473,16 @@ def repair(db: str | None, index_type: str | None) -> None:
 @main.command()
 @click.option("--cached", is_flag=True, help="Only models whose weights are available offline.")
 def models(cached: bool) -> None:
-    """List the architectures and pretrained tags open_clip knows; * marks weights cached locally."""
-    from .models import list_available
+    """List the architectures and pretrained tags open_clip knows; * marks weights cached locally.
+
+    The default model for a new library is marked (default).
+    """
+    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, list_available
 
     for m in list_available():
         if m.cached or not cached:
-            click.echo(f"{'*' if m.cached else ' '} {m.arch:40} {m.pretrained}")
+            default = "  (default)" if (m.arch, m.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else ""
+            click.echo(f"{'*' if m.cached else ' '} {m.arch:40} {m.pretrained}{default}")
 
 
 @main.command()
@@ -513,6 +562,7 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
         series_threshold = DEFAULT_SERIES_THRESHOLD
     with Library.open(db) as lib:
         report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters)
+        _warn(lib.demo_model_note())
     for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
         if file:
             write(report, file)

@@ -16,8 +16,8 @@ from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
                      LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, image_date
-from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, load_encoder, model_spec,
-                     open_clip_version, preprocessing_of)
+from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, load_encoder,
+                     model_spec, open_clip_version, preprocessing_of)
 from .paths import readable
 from .ranking import combine, split_weight, top_k
 from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, OcrReport, SearchResult, TagCount,
@@ -52,6 +52,10 @@ def _outermost(roots: Iterable[str]) -> list[str]:
     """The roots not inside another, sorted."""
     unique = sorted(set(roots))
     return [r for r in unique if not any(r != o and r.startswith(o.rstrip(os.sep) + os.sep) for o in unique)]
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _check_sort(sort: str) -> None:
@@ -140,6 +144,15 @@ class Library:
         """The preprocessing and open_clip version the library's vectors were made with (None if not recorded)."""
         recorded = self._catalog.get_meta("preprocessing") if self._catalog is not None else None
         return Preprocessing.from_dict(recorded) if recorded else None
+
+    def demo_model_note(self) -> str | None:
+        """One line when the library uses the bundled demo model `clipsearch-tiny`, which knows only coloured
+        shapes, else None."""
+        model = self.model
+        if model is None or model.arch != TINY_MODEL:
+            return None
+        return (f"note: this library uses the demo model {TINY_MODEL}, which knows only coloured shapes, not photos; "
+                "for photos index with a real model (see `clipsearch models`)")
 
     def preprocessing_warning(self) -> str | None:
         """One line when the model here would embed differently from the library's recorded preprocessing, else None.
@@ -364,6 +377,17 @@ class Library:
             if gate is not None:
                 report = replace(report, ocr=self._read_text(gate, ocr_progress))
         return report
+
+    def index_changes(self, changed: Iterable[str], roots: Sequence[str], **options) -> IndexReport | None:
+        """One burst of file-system changes under the watched folders `roots` (paths, e.g. from watchfiles):
+        the normal incremental `index` (with `options` as `index` takes them) of the roots that hold a changed
+        path outside the library's own folder; None when none does. As in `index`, a root that has gone or
+        looks offline (an unmounted drive) keeps its images."""
+        own = str(self.path)
+        changed = [os.path.abspath(p) for p in changed]
+        touched = [root for root in roots if any(_under(p, os.path.abspath(root)) and not _under(p, own)
+                                                 for p in changed)]
+        return self.index(touched, **options) if touched else None
 
     @property
     def ocr_gate(self) -> str | None:

@@ -14,6 +14,15 @@ def run(*args, ok=True):
     return result
 
 
+DEMO_NOTE = ("note: this library uses the demo model clipsearch-tiny, which knows only coloured shapes, not photos; "
+             "for photos index with a real model (see `clipsearch models`)\n")
+
+
+def warnings(result) -> str:
+    """stderr without the demo model's note (tested on its own below)."""
+    return result.stderr.replace(DEMO_NOTE, "")
+
+
 @pytest.fixture
 def indexed(shape_tree, library_dir):
     run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny")
@@ -32,7 +41,7 @@ def no_model(monkeypatch):
 @pytest.mark.parametrize("query", ["photos/IMG_0001.jpg", "IMG_0001.JPG", "holiday/beach", "scan.png"])
 def test_a_query_that_looks_like_a_missing_file_warns_and_searches_text(indexed, query):
     result = run("search", query, "--db", indexed, "-n", "2")
-    assert result.stderr.count("\n") == 1 and "is not a file; searching for it as text" in result.stderr
+    assert warnings(result).count("\n") == 1 and "is not a file; searching for it as text" in result.stderr
     assert len(result.stdout.splitlines()) == 2
 
 
@@ -48,7 +57,7 @@ def test_an_add_term_that_looks_like_a_path_warns(indexed):
 
 @pytest.mark.parametrize("query", ["a red star", "a red / blue star", "3.5 stars"])
 def test_plain_text_queries_do_not_warn(indexed, query):
-    assert run("search", query, "--db", indexed, "-n", "2").stderr == ""
+    assert warnings(run("search", query, "--db", indexed, "-n", "2")) == ""
 
 
 @pytest.mark.parametrize("name, content", [("README.md", b"# Notes\n"), ("empty.jpg", b""),
@@ -69,9 +78,9 @@ def test_a_query_longer_than_the_context_is_noted_on_stderr_every_time(indexed):
     for _ in range(2):  # the second run would read a cached vector: a truncated text is not cached
         result = run("search", LONG, "--db", indexed, "-n", "2")
         assert len(result.stdout.splitlines()) == 2
-        assert result.stderr.count("\n") == 1
+        assert warnings(result).count("\n") == 1
         assert "longer than the model's context of 16 tokens: only its beginning is searched" in result.stderr
-    assert run("search", "a red star on a white background", "--db", indexed, "-n", "2").stderr == ""
+    assert warnings(run("search", "a red star on a white background", "--db", indexed, "-n", "2")) == ""
 
 
 @pytest.mark.parametrize("onnx", [True, False], ids=["onnx text tower", "open_clip"])
@@ -140,3 +149,39 @@ def test_skipped_files_are_named_a_few_per_reason_with_a_pointer_to_errors(shape
         (shape_tree / f"broken{i}.jpg").write_bytes(b"still not a jpeg")
     listed = run("index", shape_tree, "--db", library_dir, "--errors", errors).stdout.splitlines()
     assert listed[-1] == f"  every skipped file and its reason: {errors}" and errors.is_file()
+
+
+@pytest.mark.parametrize("command", [["index", "{tree}"], ["info"], ["search", "a red star"], ["dedup"]])
+def test_a_library_of_the_demo_model_says_so_once(indexed, shape_tree, command):
+    result = run(*[a.format(tree=shape_tree) for a in command], "--db", indexed)
+    assert result.stderr == DEMO_NOTE
+
+
+def test_a_library_of_another_model_has_no_demo_note(indexed):
+    from clipsearch import Library
+    from clipsearch.models import ModelSpec
+
+    with Library.open(indexed) as lib:
+        assert lib.demo_model_note() is not None
+        lib.catalog.set_meta("model", ModelSpec("ViT-B-32", "laion2b_s34b_b79k").to_dict())
+        assert lib.demo_model_note() is None
+    assert "demo model" not in run("info", "--db", indexed).stderr
+
+
+@pytest.mark.parametrize("command", [["search", "a red star"], ["similar", "{tree}/a/red_star.png"]])
+def test_sort_by_date_prints_the_dates_it_sorts_by(indexed, shape_tree, command):
+    from datetime import datetime
+
+    args = [a.format(tree=shape_tree) for a in command]
+    lines = run(*args, "--db", indexed, "-n", "4", "--sort", "date").stdout.splitlines()
+    dates = [line.split("  ")[1] for line in lines]
+    assert len(lines) == 4 and dates == sorted(dates) and all(datetime.fromisoformat(d) for d in dates)
+    assert all(line.split("  ")[2].startswith(str(shape_tree)) for line in lines)
+    by_score = run(*args, "--db", indexed, "-n", "4").stdout.splitlines()
+    assert all(line.split("  ")[1].startswith(str(shape_tree)) for line in by_score)
+
+
+def test_models_marks_the_default():
+    lines = run("models").stdout.splitlines()
+    defaults = [line for line in lines if line.endswith("(default)")]
+    assert len(defaults) == 1 and defaults[0].split()[-3:-1] == ["ViT-B-32", "laion2b_s34b_b79k"]
