@@ -169,7 +169,7 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
                                reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
                                progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
                                ocr_progress=ocr_progress)
-            _warn(lib.demo_model_note())
+            _note(lib.demo_model_note())
             _warn(lib.preprocessing_warning())
     except KeyboardInterrupt:
         _interrupted(db, before)
@@ -302,7 +302,7 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
                                  min_score=min_score, sort=sort)
             for note in lib.query_notes:
                 _warn(note)
-        _warn(lib.demo_model_note())
+        _note(lib.demo_model_note())
         _warn(lib.preprocessing_warning())
     _print_results(results, as_json, sort)
 
@@ -314,6 +314,16 @@ def _warn_path_like(term: str) -> None:
     if looks_like_path(term):
         what = "is a folder, not an image file" if os.path.isdir(term) else "is not a file"
         click.echo(f"warning: {readable(term)!r} {what}; searching for it as text", err=True)
+
+
+def _note(note: str | None) -> None:
+    """A note for a person at a terminal (on stderr when it is one): scripts and pipes do not get it."""
+    if note and _on_terminal():
+        click.echo(note, err=True)
+
+
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def _warn(warning: str | None) -> None:
@@ -380,7 +390,7 @@ def watch(paths: Sequence[str], db: str | None, errors_file: str | None) -> None
         with Library.open(db, create=True) as lib:
             reports.append(lib.index(roots))
             _watched(reports[-1], errors_file)
-            _warn(lib.demo_model_note())
+            _note(lib.demo_model_note())
             for changed in change_batches(roots):
                 report = lib.index_changes(changed, roots)
                 if report is not None:
@@ -432,7 +442,7 @@ def info(db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    _warn(note)
+    _note(note)
     _warn(data.pop("warning"))
     sections = {name: data.pop(name) or {} for name in ("model", "index", "preprocessing")}
     for key, value in data.items():
@@ -562,7 +572,7 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
         series_threshold = DEFAULT_SERIES_THRESHOLD
     with Library.open(db) as lib:
         report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters)
-        _warn(lib.demo_model_note())
+        _note(lib.demo_model_note())
     for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
         if file:
             write(report, file)
