@@ -26,17 +26,20 @@ def change_batches(roots: Sequence[str], stop_event: threading.Event | None = No
         if not present:
             stop.wait(recheck_ms / 1000)
             continue
-        for changes in watchfiles.watch(*present, stop_event=stop, debounce=debounce_ms, rust_timeout=recheck_ms,
-                                        yield_on_timeout=True):
-            if changes:
-                yield sorted(path for _, path in changes)
-            now = _present(roots)
-            lost = {path for change, path in changes if change == watchfiles.Change.deleted} & present.keys()
-            if lost or now != present:  # a folder made again may get its old inode back: the event tells
-                back = [root for root in now if root in lost or present.get(root) != now[root]]
-                if back:
-                    yield back
-                break
+        try:
+            for changes in watchfiles.watch(*present, stop_event=stop, debounce=debounce_ms,
+                                            rust_timeout=recheck_ms, yield_on_timeout=True):
+                if changes:
+                    yield sorted(path for _, path in changes)
+                now = _present(roots)
+                lost = {path for change, path in changes if change == watchfiles.Change.deleted} & present.keys()
+                if lost or now != present:  # a folder made again may get its old inode back: the event tells
+                    back = [root for root in now if root in lost or present.get(root) != now[root]]
+                    if back:
+                        yield back
+                    break
+        except FileNotFoundError:  # a root went between the check and the watcher's start: check again
+            continue
 
 
 def _present(roots: Sequence[str]) -> dict[str, tuple[int, int]]:
