@@ -24,7 +24,7 @@ from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .decode import MAX_PIXELS, decode
@@ -103,8 +103,8 @@ class Duplicates(BaseModel):
 
 
 class NotDuplicates(BaseModel):
-    a: int
-    b: int
+    a: int = Field(ge=-MAX_ID - 1, le=MAX_ID)  # SQLite's integers: any other is refused (422), never 500
+    b: int = Field(ge=-MAX_ID - 1, le=MAX_ID)
 
 
 class ImageDetail(BaseModel):
