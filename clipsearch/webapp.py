@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import mimetypes
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -122,6 +123,14 @@ class ImageDetail(BaseModel):
     """The text read in the image (`clipsearch ocr`), one line per line; None if it was not read."""
 
 
+def _thumbnail_cache(library: Library) -> Path:
+    """The library's `thumbs/` folder; for a read-only library (a mounted backup), a temporary folder that
+    lives as long as the process, so that serving never writes into the library."""
+    if not library.readonly:
+        return library.path / THUMBS_DIR
+    return Path(tempfile.mkdtemp(prefix="clipsearch-thumbs-"))
+
+
 def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
     """The app for an open library; loads its model and vector index now, not on the first query.
 
@@ -130,7 +139,7 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     """
     lock = threading.Lock()
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
-    thumbs = Thumbnails(library.path / THUMBS_DIR, decode_slots)
+    thumbs = Thumbnails(_thumbnail_cache(library), decode_slots)
     Image.init()  # every plugin registered: Image.MIME is otherwise filled only as formats are first read
     with lock:  # warm up: the first query should be as fast as the rest
         library.encoder.encode_texts(["warm up"])
