@@ -1,12 +1,13 @@
 """The `clipsearch` command: a thin click layer over the library API."""
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import os
 import sys
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 import click
 
@@ -450,6 +451,8 @@ def info(db: str | None, as_json: bool) -> None:
     _note(note)
     _warn(data.pop("warning"))
     sections = {name: data.pop(name) or {} for name in ("model", "index", "preprocessing")}
+    if data.get("path_bytes_b64") is None:
+        data.pop("path_bytes_b64", None)  # the path printed is exact
     for key, value in data.items():
         click.echo(f"{key:13} {value}")
     for name, section in sections.items():
@@ -520,22 +523,34 @@ def serve(db: str | None, host: str, port: int) -> None:
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+
+def _label_lines(file: BinaryIO) -> list[str]:
+    """The lines of a labels file: UTF-16 by its byte-order mark, else UTF-8 (a BOM dropped)."""
+    data = file.read()
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        return data.decode(encoding).splitlines()
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{readable(file.name)} is not UTF-8 or UTF-16 text ({e.reason} at byte "
+                                   f"{e.start}); save it as UTF-8") from None
+
 @main.command()
 @db_option
 @click.option("--labels", metavar="A,B,...", help='Comma-separated labels, e.g. "cat,dog,beach,screenshot".')
-@click.option("--labels-file", type=click.File(encoding="utf-8-sig"),
-              help="A UTF-8 file (with or without a byte-order mark) with one label per line.")
+@click.option("--labels-file", type=click.File("rb"),
+              help="A text file with one label per line: UTF-8 (with or without a byte-order mark), or UTF-16 "
+                   "with its byte-order mark (Notepad's \"Unicode\").")
 @click.option("--top", default=DEFAULT_TOP, show_default=True, type=click.IntRange(min=1),
               help="Keep at most this many labels per image.")
 @click.option("--min-prob", default=DEFAULT_MIN_PROBABILITY, show_default=True, type=click.FloatRange(0, 1),
               help="Keep labels after the first only with at least this probability.")
-def tag(db: str | None, labels: str | None, labels_file: TextIO | None, top: int, min_prob: float) -> None:
+def tag(db: str | None, labels: str | None, labels_file: BinaryIO | None, top: int, min_prob: float) -> None:
     """Zero-shot tag every indexed image with its most probable labels (only images not yet tagged)."""
     from .library import Library
 
     if bool(labels) == bool(labels_file):
         raise click.UsageError("Give either --labels or --labels-file")
-    names = labels.split(",") if labels else labels_file.read().splitlines()
+    names = labels.split(",") if labels else _label_lines(labels_file)
     with Library.open(db) as lib:
         report = lib.tag(names, top=top, min_probability=min_prob)
     click.echo(f"tagged {report.tagged} images ({report.already_tagged} already tagged) "

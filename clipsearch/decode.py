@@ -54,7 +54,8 @@ _ORIENTATION_TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_OFFSET = re.compile(r"[+-]\d\d:\d\d")
+_OFFSET = re.compile(r"[+-](0\d|1[0-4]):[0-5]\d")
+"""A UTC offset as EXIF writes it, within the offsets clocks use (-14:00 to +14:00); others are ignored."""
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 try:  # HEIC/HEIF support is optional

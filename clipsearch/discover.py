@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable
 
+from .catalog import CATALOG_FILE
 from .errors import BadPath
 from .paths import readable
 from .results import Skip
@@ -149,6 +150,8 @@ class _Walker:
         except OSError as e:
             self.listing.skipped.append(Skip(directory, e.strerror or str(e)))
             return []
+        if any(e.name == CATALOG_FILE for e in entries):
+            return []  # another clipsearch library (its thumbnails, caches, text tower): never photos
         subdirs = []
         for entry in entries:
             if (not self.include_hidden and _hidden(entry.name)) or _excluded(entry.path, entry.name, self.exclude):

@@ -72,7 +72,7 @@ class Filters:
             parts.append("(" + " OR ".join("substr(lower(path), -?) = ?" for _ in suffixes) + ")")
             params += [p for s in suffixes for p in (len(s), s)]
         if self.tag is not None:
-            parts.append("id IN (SELECT image_id FROM image_tags WHERE label = ?)")
+            parts.append("id IN (SELECT image_id FROM image_tags WHERE label = ? COLLATE NOCASE)")
             params.append(normal_label(self.tag))
         return " AND ".join(parts) or "1", params
 

@@ -94,6 +94,8 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
         return Decoded(entry, error=e.strerror or str(e), transient=True), None
     except BadImage as e:
         return Decoded(entry, error=str(e)), None
+    except (ImportError, MemoryError) as e:  # the environment's fault, not the file's: retried next run
+        return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}", transient=True), None
     except Exception as e:  # noqa: BLE001 - the per-file boundary: any other failure is this file's
         return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}"), None
 

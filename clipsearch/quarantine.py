@@ -100,7 +100,7 @@ def _write_manifest(manifest: Path, moved: list[tuple[str, str]]) -> None:
     data = {"version": MANIFEST_VERSION, "tool": "clipsearch dedup --move-to",
             "moves": [{"from": a, "to": b} for a, b in moved]}
     tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2), encoding="ascii")  # \uXXXX escapes keep non-UTF-8 names exact
     os.replace(tmp, manifest)
 
 

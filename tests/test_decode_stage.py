@@ -312,6 +312,9 @@ def test_unusable_date_taken_falls_back_to_the_next_exif_date(original):
     (("2020:06:01 14:03:00", None, None), [(36881, "   ")], "2020-06-01T14:03:00"),
     (("2020:06:01 14:03:00", None, None), [(36881, "+2")], "2020-06-01T14:03:00"),
     (("2020:06:01 14:03:00", None, None), [(36880, "+02:00")], "2020-06-01T14:03:00"),  # another date's offset
+    (("2020:06:01 14:03:00", None, None), [(36881, "+99:99")], "2020-06-01T14:03:00"),  # no clock's offset
+    (("2020:06:01 14:03:00", None, None), [(36881, "-15:00")], "2020-06-01T14:03:00"),
+    (("2020:06:01 14:03:00", None, None), [(36881, "+14:00")], "2020-06-01T14:03:00+14:00"),
 ])
 def test_the_utc_offset_of_the_date_used_is_kept(dates, offsets, expected):
     data = jpeg_bytes(Image.new("RGB", (8, 8)), exif=exif_dates(*dates, offsets=offsets))

@@ -416,3 +416,72 @@ def test_a_catalog_from_before_file_identities_is_upgraded(indexed_shapes, shape
     with Library.open(indexed_shapes) as lib:
         assert lib.catalog.db.execute("SELECT count(*) FROM file_identity").fetchone()[0] == 8
     assert ok("search", "a red star", "--db", indexed_shapes)
+
+
+# --- found by a fresh user on a clean clone -----------------------------------------------------------------
+def test_a_missing_module_is_not_remembered_against_the_files(shape_tree, library_dir, monkeypatch):
+    """An environment fault (a dependency missing while preprocessing) is retried by the next run, not
+    recorded as the files' own failure."""
+    import clipsearch.pipeline
+
+    def missing(image):
+        raise ModuleNotFoundError("No module named 'imagehash'")
+
+    monkeypatch.setattr(clipsearch.pipeline, "fingerprint", missing)
+    first = ok("index", shape_tree, "--db", library_dir, *TINY, "--workers", "0")
+    assert "added 0" in first and "imagehash" in first
+    monkeypatch.undo()
+    assert "added 8" in ok("index", shape_tree, "--db", library_dir, "--workers", "0")
+
+
+def test_quarantine_and_undo_of_names_that_are_not_utf8(tmp_path, library_dir):
+    photos = tmp_path / "photos"
+    original = draw_shape(photos / "keep.png", "red", "star", seed=1)
+    for raw in (b"x\xe9.png", b"caf\xe9 copy.png"):
+        shutil.copy(original, photos / name(raw))
+    ok("index", photos, "--db", library_dir, *TINY)
+    quarantine = tmp_path / "q"
+    out = ok("dedup", "--db", library_dir, "--exact-only", "--move-to", quarantine)
+    assert "moved 2" in out
+    assert sorted(p.name for p in photos.iterdir()) == ["keep.png"]
+    manifest = next(quarantine.glob("*.json"))
+    ok("undo-move", manifest)
+    assert sorted(os.fsencode(p.name) for p in photos.iterdir()) == sorted([b"keep.png", b"x\xe9.png",
+                                                                            b"caf\xe9 copy.png"])
+
+
+@pytest.mark.parametrize("data", ["circle\nsquare\nstar\n".encode("utf-16"),
+                                  "circle\r\nsquare\r\n".encode("utf-16-be").join([b"\xfe\xff", b""])])
+def test_a_utf16_label_file_is_read(indexed_shapes, tmp_path, data):
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(data)
+    ok("tag", "--db", indexed_shapes, "--labels-file", labels)
+    assert "circle" in ok("tags", "--db", indexed_shapes).split()
+
+
+def test_a_label_file_that_is_not_text_is_one_line(indexed_shapes, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(b"caf\xe9\nth\xe9\n")  # Latin-1
+    result = cli("tag", "--db", indexed_shapes, "--labels-file", labels)
+    assert result.exit_code == 1 and "is not UTF-8 or UTF-16 text" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_tag_filter_ignores_case_as_labels_do(indexed_shapes):
+    ok("tag", "--db", indexed_shapes, "--labels", "Red,blue,green,yellow")
+    assert ok("search", "a shape", "--db", indexed_shapes, "--tag", "RED") == \
+        ok("search", "a shape", "--db", indexed_shapes, "--tag", "Red")
+    assert ok("search", "a shape", "--db", indexed_shapes, "--tag", "red").strip()
+
+
+def test_another_library_inside_the_tree_is_not_indexed(shape_tree, library_dir, tmp_path):
+    other = shape_tree / "backup-library"
+    ok("index", shape_tree / "a", "--db", other, *TINY)
+    (other / "thumbs").mkdir(exist_ok=True)
+    draw_shape(other / "thumbs" / "1-320-1.jpg", "red", "star")
+    ok("index", shape_tree, "--db", library_dir, *TINY)
+    assert not [p for p in catalog_paths(library_dir) if "backup-library" in p]
+
+
+def test_info_prints_no_empty_exact_path_line(indexed_shapes):
+    assert "path_bytes_b64" not in ok("info", "--db", indexed_shapes)
