@@ -294,7 +294,7 @@ def speed(n: int, directory: Path, repeat: int = 1) -> dict:
         catalog.write_batch([
             NewImage(f"/photos/{i:08}.jpg", int(sizes[i]), 1_600_000_000_000_000_000 + i * 1_000_000_000, hashes[i],
                      int(widths[i]),
-                     int(widths[i]) * 3 // 4, "JPEG", None, None, vectors[i], prints[i].tobytes())
+                     int(widths[i]) * 3 // 4, "JPEG", None, None, vectors[i], phash=prints[i].tobytes())
             for i in range(start, min(n, start + 20_000))
         ], [], [])
     del vectors

@@ -27,7 +27,24 @@ if TYPE_CHECKING:
 
 CATALOG_FILE = "catalog.db"
 
-MIGRATIONS: tuple[str, ...] = (
+@dataclass(frozen=True)
+class AddColumn:
+    """A migration adding a column, idempotent like the others (SQLite has no ADD COLUMN IF NOT EXISTS)."""
+
+    table: str
+    column: str
+    type: str
+
+    def script(self, conn: sqlite3.Connection) -> str:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({self.table})")}
+        return "" if self.column in present else f"ALTER TABLE {self.table} ADD COLUMN {self.column} {self.type};"
+
+
+def _script(migration: "str | AddColumn", conn: sqlite3.Connection) -> str:
+    return migration if isinstance(migration, str) else migration.script(conn)
+
+
+MIGRATIONS: tuple["str | AddColumn", ...] = (
     """
     CREATE TABLE images (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -113,10 +130,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS ocr_text_found ON ocr_text(image_id) WHERE text != '';
     """,
     # The perceptual fingerprint of each image's pixels (perceptual.py), NULL for rows indexed before it: dedup
-    # tells resized copies from edits and retakes with it. SQLite has no ADD COLUMN IF NOT EXISTS.
-    """
-    ALTER TABLE images ADD COLUMN phash BLOB;
-    """,
+    # tells resized copies from edits and retakes with it. SQLite has no ADD COLUMN IF NOT EXISTS: see AddColumn.
+    AddColumn("images", "phash", "BLOB"),
     # Pairs of pictures (by content hash, so a rename keeps them) a user said are not duplicates.
     """
     CREATE TABLE IF NOT EXISTS dismissed_pairs (
@@ -216,7 +231,7 @@ def _create(path: Path) -> None:
     try:
         db.execute("PRAGMA journal_mode = WAL")
         for number, migration in enumerate(MIGRATIONS):
-            db.executescript(f"BEGIN; {migration} PRAGMA user_version = {number + 1}; COMMIT;")
+            db.executescript(f"BEGIN; {_script(migration, db)} PRAGMA user_version = {number + 1}; COMMIT;")
     finally:
         db.close()
     os.replace(tmp, path)
@@ -303,7 +318,8 @@ class Catalog:
             )
         for number in range(version, SCHEMA_VERSION):
             with self.db.conn:
-                self.db.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
+                script = _script(MIGRATIONS[number], self.db.conn)
+                self.db.conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {number + 1}; COMMIT;")
 
     def close(self) -> None:
         self.db.close()

@@ -22,7 +22,8 @@ class CenterFirst:
     `decode.model_view` of the picture: small or elongated pictures are cropped before they are scaled
     up, so memory does not depend on their shape. (A class, so that Ray can pickle it.)"""
 
-    transform: Callable[[Image.Image], torch.Tensor]
+    transform: Callable[[Image.Image], Any]
+    """open_clip's preprocess (a tensor out), or only its PIL steps (a picture out; see `split_preprocess`)."""
     side: int
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
@@ -131,6 +132,9 @@ def batch_for_memory(free_bytes: int, image_bytes: int, smallest: int = 32, larg
 def split_preprocess(preprocess: Any) -> Split | None:
     """open_clip's transform as (the PIL steps before ToTensor, mean (1, 3, 1, 1), std (1, 3, 1, 1)),
     or None for a transform of another shape."""
+    if isinstance(preprocess, CenterFirst):  # the same crop first, then open_clip's PIL steps
+        inner = split_preprocess(preprocess.transform)
+        return None if inner is None else (CenterFirst(inner[0], preprocess.side), inner[1], inner[2])
     steps = list(getattr(preprocess, "transforms", []))
     cut = next((i for i, step in enumerate(steps) if isinstance(step, transforms.ToTensor)), None)
     if cut is None or cut != len(steps) - 2 or not isinstance(steps[-1], transforms.Normalize):

@@ -416,7 +416,7 @@ def test_a_wide_gamut_red_square_decodes_red(profile, fmt):
 def test_thumbnails_and_embeddings_are_made_in_srgb(tiny, tmp_path, profile):
     path = tmp_path / "red.jpg"
     path.write_bytes(red_square_in(WIDE_GAMUT[profile], "JPEG"))
-    thumb = Image.open(thumbnail(str(path), 1, 32, tmp_path / "thumbs"))
+    thumb = thumbnail(str(path), 32)
     assert is_red(thumb.getpixel((16, 16)))
     srgb_red, as_is, converted = tiny.encode_pil([Image.new("RGB", (96, 96), (255, 0, 0)),
                                                   Image.open(path).convert("RGB"), decode(path.read_bytes())[0]])

@@ -152,7 +152,7 @@ class Rows:
             path.write_bytes((content or name).encode())
         data = path.read_bytes() if path.exists() else (content or name).encode()
         image = NewImage(str(path), len(data), 1_600_000_000_000_000_000, content_hash(data), width,
-                         height, "JPEG", taken_at, camera, np.asarray(vector, dtype=np.float32), prints)
+                         height, "JPEG", taken_at, camera, np.asarray(vector, dtype=np.float32), phash=prints)
         self.ids[name] = self.catalog.write_batch([image], [], [])[0]
         return path
 

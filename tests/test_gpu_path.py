@@ -40,7 +40,7 @@ def test_uint8_pixels_normalised_by_the_encoder_equal_preprocess(tiny):
 
 def decoded(name: str, error: str | None = None) -> Decoded:
     meta = None if error else ImageMeta(1, 1, "PNG", None, None)
-    return Decoded(FileEntry(name, 1, 1), "h" if not error else None, meta, error)
+    return Decoded(FileEntry(name, 1, 1), "h" if not error else None, meta, error=error)
 
 
 def batch(names: str, start: int) -> Batch:
