@@ -41,7 +41,8 @@ def offline(isolated, monkeypatch):
 
 
 def inputs():
-    image = render(ShapeSpec("red", "star", "grey"), random.Random(3), size=120).crop((0, 20, 120, 100))  # 3:2
+    # 3:2 and larger than every input size here, so the model sees what open_clip's own preprocessing gives it
+    image = render(ShapeSpec("red", "star", "grey"), random.Random(3), size=360).crop((0, 60, 360, 300))
     return image, ["a red star", "a photo of a dog"]
 
 
