@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -152,8 +153,9 @@ def texts(catalog: Catalog, ids: Iterable[int]) -> dict[int, str]:
 
 # --- matching -------------------------------------------------------------------------
 def query_words(query: str) -> list[str]:
-    """The distinct words of a query, split at whitespace, in order."""
-    words = list(dict.fromkeys(query.split()))
+    """The distinct words of a query, in order: NFKC-normalised (full-width letters as ASCII), split at
+    whitespace and punctuation, so that "parking," "NO-PARKING" and quoted words match the text read."""
+    words = list(dict.fromkeys(w for w in re.split(r"[\W_]+", unicodedata.normalize("NFKC", query)) if w))
     if not words:
         raise BadQuery("Empty text query: give the words to look for")
     return words

@@ -285,3 +285,14 @@ def test_matching_with_and_without_the_trigram_index(tmp_path, monkeypatch, trig
     assert [m.image_id for m in textsearch.match(catalog, "bottle", every=True, allowed=np.array([2]))] == [2]
     assert textsearch.text_of(catalog, 3) is None and textsearch.text_of(catalog, 1)[0] == "Blue Bottle 100%"
     catalog.close()
+
+
+@pytest.mark.parametrize("query, words", [
+    ("parking,", ["parking"]), ("NO-PARKING", ["NO", "PARKING"]), ("\u201cparking\u201d", ["parking"]),
+    ("\uff30\uff21\uff32\uff2b\uff29\uff2e\uff27", ["PARKING"]), ("\u62ff\u94c1 \u5317\u4eac", ["\u62ff\u94c1", "\u5317\u4eac"]),
+    ("blue  bottle blue", ["blue", "bottle"]),
+])
+def test_query_words_drop_punctuation_and_fold_full_width_letters(query, words):
+    from clipsearch.textsearch import query_words
+
+    assert query_words(query) == words
