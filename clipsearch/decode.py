@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadImage
@@ -26,12 +27,7 @@ _DATETIME = 306
 _MODEL = 272
 _ORIENTATION = 274
 
-try:  # HEIC/HEIF support is optional
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-except ImportError:
-    pass
+pillow_heif.register_heif_opener()  # HEIC/HEIF; AVIF is built into Pillow
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,12 @@ from .errors import BadPath
 from .results import Skip
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 
 
 @lru_cache(maxsize=1)
 def image_extensions() -> frozenset[str]:
-    """The extensions we index; HEIC/HEIF only when pillow-heif can decode them."""
-    try:
-        import pillow_heif  # noqa: F401
-    except ImportError:
-        return BASE_EXTENSIONS
+    """The extensions we index: Pillow's, HEIC/HEIF (pillow-heif) and AVIF (Pillow)."""
     return BASE_EXTENSIONS | HEIF_EXTENSIONS
 
 
