@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadImage
+from .raw import develop, is_raw
 
 MAX_PIXELS = 120_000_000
 """Images claiming more pixels than this are refused before any pixel is allocated."""
@@ -48,14 +50,17 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
-def decode(data: bytes, min_side: int | None = None) -> tuple[Image.Image, ImageMeta]:
+def decode(data: bytes, min_side: int | None = None, name: str = "") -> tuple[Image.Image, ImageMeta]:
     """Decode the first frame as RGB with EXIF orientation applied.
 
     With `min_side`, JPEGs are draft-decoded at reduced scale (never below `min_side`).
+    `name` (a file name or path) marks camera RAW files by their extension (see raw.py).
     Raises BadImage with a short reason for anything that is not a usable image.
     """
     if not data:
         raise BadImage("empty file")
+    if is_raw(name):
+        return _decode_raw(data, min_side, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -82,7 +87,15 @@ def load(path: str, min_side: int | None = None) -> tuple[Image.Image, ImageMeta
         data = read_file(path)
     except OSError as e:
         raise BadImage(e.strerror or str(e)) from None
-    return decode(data, min_side)
+    return decode(data, min_side, path)
+
+
+def _decode_raw(data: bytes, min_side: int | None, name: str) -> tuple[Image.Image, ImageMeta]:
+    shot = develop(data, min_side, MAX_PIXELS)
+    taken = _exif_date(_date_tag(shot.tags)) or (shot.taken_at.isoformat() if shot.taken_at else None)
+    width, height = shot.size
+    fmt = os.path.splitext(name)[1].lstrip(".").upper()
+    return shot.image, ImageMeta(width, height, fmt, taken, _clean_text(shot.tags.get(_MODEL)))
 
 
 def _check_pixels(size: tuple[int, int]) -> None:
@@ -96,15 +109,18 @@ def _metadata(img: Image.Image) -> ImageMeta:
     w, h = img.size
     if exif.get(_ORIENTATION) in (5, 6, 7, 8):
         w, h = h, w
-    taken = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
     camera = exif.get(_MODEL)
     return ImageMeta(
         width=w,
         height=h,
         format=img.format or "",
-        taken_at=_exif_date(taken),
+        taken_at=_exif_date(_date_tag(exif)),
         camera=_clean_text(camera),
     )
+
+
+def _date_tag(exif: Image.Exif) -> object:
+    return exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
 
 
 def _exif_date(value: object) -> str | None:

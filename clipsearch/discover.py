@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from .errors import BadPath
+from .raw import RAW_EXTENSIONS
 from .results import Skip
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -17,8 +18,8 @@ HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 
 @lru_cache(maxsize=1)
 def image_extensions() -> frozenset[str]:
-    """The extensions we index: Pillow's, HEIC/HEIF (pillow-heif) and AVIF (Pillow)."""
-    return BASE_EXTENSIONS | HEIF_EXTENSIONS
+    """The extensions we index: Pillow's, HEIC/HEIF (pillow-heif), AVIF (Pillow) and camera RAW (rawpy)."""
+    return BASE_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
 
 
 @dataclass(frozen=True)

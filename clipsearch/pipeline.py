@@ -76,7 +76,7 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
     """Read, hash, decode and preprocess one file; the reason instead when it cannot be used."""
     try:
         entry, data = read_entry(entry)
-        image, meta = decode(data, min_side)
+        image, meta = decode(data, min_side, entry.path)
         return Decoded(entry, content_hash(data), meta), preprocess(image)
     except FileNotFoundError:
         return Decoded(entry, error="vanished while indexing", transient=True), None
