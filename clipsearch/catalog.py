@@ -219,6 +219,15 @@ class Catalog:
             chunk = list(values[start : start + IN_CHUNK])
             yield self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
+    def shots(self, shots: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+        """(id, path) of the files of each shot: its path without an extension, with any extension
+        (a range scan of the path index per shot)."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        for shot in set(shots):
+            rows = self.db.execute("SELECT id, path FROM images WHERE path >= ? AND path < ?", [shot + ".", shot + "/"])
+            found[shot] = [(i, p) for i, p in rows if os.path.splitext(p)[0] == shot]
+        return found
+
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"

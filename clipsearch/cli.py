@@ -63,6 +63,8 @@ def result_options(f: Callable) -> Callable:
     f = click.option("--sort", type=click.Choice(["score", "date"]), default="score", show_default=True,
                      help="Best first, or the same results oldest first (date taken, else file time).")(f)
     f = click.option("--min-score", type=float, help="Drop results scoring below this cosine similarity.")(f)
+    f = click.option("--group-pairs", is_flag=True,
+                     help="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown.")(f)
     f = click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
                      help="Number of results.")(f)
     return f
@@ -198,14 +200,15 @@ def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
 @result_options
 @filter_options
 def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequence[str], images: Sequence[str],
-           limit: int, filters: Filters, min_score: float | None, sort: str, as_json: bool) -> None:
+           limit: int, group_pairs: bool, filters: Filters, min_score: float | None, sort: str,
+           as_json: bool) -> None:
     """Find images matching QUERY (text, or the path of an image file)."""
     from .library import Library
 
     text = " ".join(query) if query else None
     with Library.open(db) as lib:
         results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters, min_score=min_score,
-                             sort=sort)
+                             sort=sort, group_pairs=group_pairs)
     _print_results(results, as_json)
 
 
@@ -214,13 +217,14 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
 @db_option
 @result_options
 @filter_options
-def similar(image: str, db: str | None, limit: int, filters: Filters, min_score: float | None, sort: str,
-            as_json: bool) -> None:
+def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None,
+            sort: str, as_json: bool) -> None:
     """Find images similar to IMAGE (indexed or not)."""
     from .library import Library
 
     with Library.open(db) as lib:
-        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort), as_json)
+        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
+                                   group_pairs=group_pairs), as_json)
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:

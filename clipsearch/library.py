@@ -17,7 +17,8 @@ from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCo
                      LibraryNotFound, ModelMismatch)
 from .filters import Filters, by_date, image_date
 from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
-from .ranking import combine, split_weight, top_k
+from .ranking import combine, exhausted, split_weight, top_k
+from .raw import is_pair, is_raw, shot_of
 from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
@@ -274,8 +275,10 @@ class Library:
         filters: Filters | None = None,
         min_score: float | None = None,
         sort: str = "score",
+        group_pairs: bool = False,
     ) -> list[SearchResult]:
-        """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix."""
+        """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix; `group_pairs`:
+        see `nearest`."""
         terms = []
         if query is not None:
             if not query.strip():
@@ -284,7 +287,8 @@ class Library:
         terms += [(w, self.term_vector(t)) for t, w in map(split_weight, add)]
         terms += [(-w, self.term_vector(t)) for t, w in map(split_weight, sub)]
         terms += [(1.0, self.image_vector(p)) for p in images]
-        return self.nearest(combine(terms), k=k, filters=filters, min_score=min_score, sort=sort)
+        return self.nearest(combine(terms), k=k, filters=filters, min_score=min_score, sort=sort,
+                            group_pairs=group_pairs)
 
     def similar(
         self,
@@ -294,13 +298,15 @@ class Library:
         filters: Filters | None = None,
         min_score: float | None = None,
         sort: str = "score",
+        group_pairs: bool = False,
     ) -> list[SearchResult]:
-        """Nearest neighbours of an image file, leaving the image itself out when it is indexed."""
+        """Nearest neighbours of an image file, leaving the image itself out when it is indexed
+        (and with `group_pairs`, see `nearest`, its RAW+JPEG pair)."""
         path = os.path.abspath(os.fspath(image))
         row = self.catalog.row_by_path(path)
         exclude = {row["id"]} if row else set()
         return self.nearest(self.image_vector(path), k=k, filters=filters, min_score=min_score, sort=sort,
-                            exclude=exclude)
+                            exclude=exclude, group_pairs=group_pairs)
 
     def term_vector(self, term: str) -> np.ndarray:
         """A query term is an image if it names an existing file, else text."""
@@ -350,9 +356,13 @@ class Library:
         min_score: float | None = None,
         sort: str = "score",
         exclude: set[int] = frozenset(),
+        group_pairs: bool = False,
     ) -> list[SearchResult]:
         """The k best matches among the images passing `filters` (searched among those alone, so k come
-        back whenever k match); with sort="date", those same results oldest first."""
+        back whenever k match); with sort="date", those same results oldest first.
+
+        With `group_pairs`, a RAW+JPEG pair (see raw.py) is one result: the rendered file (JPEG, HEIC...)
+        is shown, with the better score of the two; the pair of an `exclude`d image is left out with it."""
         if k < 1:
             raise BadQuery("The number of results must be at least 1")
         if sort not in SORTS:
@@ -362,10 +372,19 @@ class Library:
             if len(vectors) == 0:
                 return []
             allowed = filters.allowed_ids(self.catalog) if filters else None
-            scores, ids = vectors.search(vector[None, :], k + len(exclude), allowed, exact=self.catalog.vectors_for)
-            chosen = top_k(scores[0], ids[0], k, lambda i: i not in exclude, min_score)
-            rows = self.catalog.rows(i for i, _ in chosen)
-        chosen = [(i, s) for i, s in chosen if i in rows]
+            available = len(vectors) if allowed is None else len(allowed)
+            fetch = k + len(exclude)
+            while True:
+                scores, ids = vectors.search(vector[None, :], fetch, allowed, exact=self.catalog.vectors_for)
+                chosen = top_k(scores[0], ids[0], fetch, lambda i: i not in exclude, min_score)
+                rows = self.catalog.rows(i for i, _ in chosen)
+                chosen = [(i, s) for i, s in chosen if i in rows]
+                if group_pairs:
+                    chosen = self._one_per_shot(chosen, rows, allowed, exclude)
+                if len(chosen) >= k or exhausted(scores[0], fetch, available, min_score):
+                    break
+                fetch *= 4
+        chosen = chosen[:k]
         dates = {i: image_date(rows[i]["taken_at"], rows[i]["mtime_ns"]) for i, _ in chosen}
         if sort == "date":
             chosen = by_date(chosen, [dates[i] for i, _ in chosen])
@@ -373,6 +392,29 @@ class Library:
             SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"], dates[i])
             for i, s in chosen
         ]
+
+    def _one_per_shot(self, chosen: list[tuple[int, float]], rows: dict[int, dict], allowed: np.ndarray | None,
+                      exclude: set[int]) -> list[tuple[int, float]]:
+        """`chosen` with each RAW+JPEG pair reduced to its rendered file, at the pair's best score; the rows
+        of files shown instead of their RAW are added to `rows`."""
+        shots = {i: shot_of(rows[i]["path"]) for i, _ in chosen}
+        left_out = {shot_of(r["path"]) for r in self.catalog.rows(exclude).values()}
+        members = self.catalog.shots(set(shots.values()) | left_out)
+        if allowed is not None:
+            found = np.array([m for files in members.values() for m, _ in files], dtype=np.int64)
+            passing = set(found[np.isin(found, allowed)].tolist())
+            members = {shot: [(m, p) for m, p in files if m in passing] for shot, files in members.items()}
+        result, seen = [], set()
+        for i, score in chosen:
+            shot, files = shots[i], members[shots[i]]
+            if not is_pair([p for _, p in files]):
+                result.append((i, score))
+            elif shot not in seen and shot not in left_out:
+                seen.add(shot)
+                rendered = sorted((p, m) for m, p in files if not is_raw(p))
+                result.append((i if not is_raw(rows[i]["path"]) else rendered[0][1], score))
+        rows.update(self.catalog.rows(i for i, _ in result if i not in rows))
+        return result
 
     def check(self) -> list[str]:
         """What is wrong with the library on disk (empty when catalog and index file agree)."""

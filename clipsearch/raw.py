@@ -105,3 +105,14 @@ def _tags(data: bytes, preview: Image.Image | None) -> Image.Exif:
 def _reason(error: rawpy.LibRawError) -> str:
     text = str(error.args[0]) if error.args else type(error).__name__
     return text.removeprefix("b'").removesuffix("'") or type(error).__name__
+
+
+def shot_of(path: str) -> str:
+    """The shot a file belongs to: its path without the extension, shared by a RAW+JPEG pair."""
+    return os.path.splitext(path)[0]
+
+
+def is_pair(paths: list[str]) -> bool:
+    """Whether files of one shot (see `shot_of`) are a RAW+JPEG pair: a RAW file and a rendered one."""
+    raws = sum(1 for p in paths if is_raw(p))
+    return 0 < raws < len(paths)

@@ -36,6 +36,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 STATUS = {BadQuery: 400, BadImage: 415, BadPath: 404, LibraryNotFound: 404, LibraryLocked: 409}
 
 Count = Query(20, ge=1, le=500, description="Number of results")
+Pairs = Query(True, description="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown")
 
 
 class Hit(BaseModel):
@@ -151,36 +152,38 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         return page
 
     @app.get("/api/search", summary="Search by text")
-    def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count) -> Results:
+    def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count,
+               group_pairs: bool = Pairs) -> Results:
         """Always text: unlike the CLI, a query naming a file on the server is not read as an image."""
         if not q.strip():
             raise BadQuery("Empty query: type what you are looking for")
-        return answer(lambda: library.nearest(combine([(1.0, library.text_vector(q))]), k=k))
+        return answer(lambda: library.nearest(combine([(1.0, library.text_vector(q))]), k=k, group_pairs=group_pairs))
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
-    def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count) -> Results:
+    def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count,
+                     group_pairs: bool = Pairs) -> Results:
         """The upload is decoded in memory and never written to the library."""
         data = file.file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise HTTPException(413, _too_large())
         try:
-            picture, _ = decode(data, library.encoder.image_size)
+            picture, _ = decode(data, library.encoder.image_size, file.filename or "")
         except BadImage as e:
             raise BadImage(f"{file.filename or 'The upload'} is not a usable image ({e})") from None
-        return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k))
+        return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k, group_pairs=group_pairs))
 
     @app.get("/api/images/{image_id:int}", summary="An image's metadata")
     def image(image_id: int) -> ImageDetail:
         return ImageDetail(**catalog_row(image_id))
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
-    def similar(image_id: int, k: int = Count) -> Results:
+    def similar(image_id: int, k: int = Count, group_pairs: bool = Pairs) -> Results:
         def query() -> list[SearchResult]:
             with library.catalog.snapshot():
                 if image_id not in library.catalog.rows([image_id]):
                     raise HTTPException(404, f"No image with id {image_id} in the catalog")
                 vector = library.catalog.vectors_for([image_id])[0]
-                return library.nearest(vector, k=k, exclude={image_id})
+                return library.nearest(vector, k=k, exclude={image_id}, group_pairs=group_pairs)
 
         return answer(query)
 

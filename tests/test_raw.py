@@ -84,3 +84,69 @@ def test_broken_raw_files_are_skipped_and_listed(ext, tmp_path, library_dir):
     skipped = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in json.loads(errors.read_text())}
     assert sorted(skipped) == sorted(f"{n}{ext}" for n in ("garbage", "empty", "truncated"))
     assert skipped[f"garbage{ext}"].startswith("cannot decode RAW")
+
+
+@pytest.fixture
+def pairs(tmp_path, library_dir, tiny):
+    """Two RAW+JPEG pairs, a lone RAW, a JPEG of the same name in another folder, and a.jpg + a.png."""
+    root = tmp_path / "shots"
+    from PIL import Image
+
+    for stem, ext, shape in [("IMG_1", ".CR2", ("red", "star")), ("IMG_2", ".nef", ("blue", "circle"))]:
+        rgb = picture(*shape)
+        write_dng(root / f"{stem}{ext}", rgb, preview=rgb)
+        Image.fromarray(rgb).save(root / f"{stem}.JPG")
+    write_dng(root / "IMG_3.dng", picture("green", "square"))
+    (root / "other").mkdir()
+    Image.fromarray(picture("red", "star", seed=5)).save(root / "other" / "IMG_1.jpg")
+    Image.fromarray(picture("yellow", "triangle")).save(root / "a.jpg")
+    Image.fromarray(picture("yellow", "triangle", seed=3)).save(root / "a.png")
+    with Library.open(library_dir, create=True, encoder=tiny) as lib:
+        assert lib.index([root], model=model_spec("clipsearch-tiny")).added == 8
+    return root
+
+
+def names(output, root):
+    return [r["path"].removeprefix(str(root) + "/") for r in json.loads(output)]
+
+
+def cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_group_pairs_shows_one_entry_per_shot_the_jpeg(pairs, library_dir):
+    every = names(cli("search", "a red star", "--db", library_dir, "--json"), pairs)
+    assert len(every) == 8 and "IMG_1.CR2" in every
+    grouped = names(cli("search", "a red star", "--db", library_dir, "--json", "--group-pairs"), pairs)
+    assert sorted(grouped) == ["IMG_1.JPG", "IMG_2.JPG", "IMG_3.dng", "a.jpg", "a.png", "other/IMG_1.jpg"]
+    assert grouped[0] in ("IMG_1.JPG", "other/IMG_1.jpg")
+    assert len(names(cli("search", "a red star", "--db", library_dir, "--json", "--group-pairs", "-n", "3"),
+                     pairs)) == 3
+
+
+def test_similar_with_group_pairs_leaves_the_query_shot_out(pairs, library_dir):
+    found = names(cli("similar", pairs / "IMG_1.JPG", "--db", library_dir, "--json", "--group-pairs"), pairs)
+    assert "IMG_1.JPG" not in found and "IMG_1.CR2" not in found and "IMG_2.JPG" in found
+
+
+def test_a_filter_that_keeps_only_the_raw_files_shows_them(pairs, library_dir):
+    found = names(cli("search", "a red star", "--db", library_dir, "--json", "--group-pairs", "--ext", "cr2",
+                      "--ext", "nef"), pairs)
+    assert sorted(found) == ["IMG_1.CR2", "IMG_2.nef"]
+
+
+def test_the_web_ui_groups_pairs_by_default(pairs, library_dir, tiny):
+    from fastapi.testclient import TestClient
+
+    from clipsearch.webapp import create_app
+
+    with Library.open(library_dir, encoder=tiny) as lib, \
+            TestClient(create_app(lib), base_url="http://127.0.0.1:8000") as client:
+        grouped = client.get("/api/search", params={"q": "a red star"}).json()["results"]
+        every = client.get("/api/search", params={"q": "a red star", "group_pairs": False}).json()["results"]
+        raw_id = next(h["id"] for h in every if h["path"].endswith("IMG_1.CR2"))
+        assert client.get(f"/api/images/{raw_id}/thumb").status_code == 200
+    assert (len(grouped), len(every)) == (6, 8)
+    assert not any(h["path"].endswith((".CR2", ".nef")) for h in grouped)
