@@ -132,18 +132,24 @@ def main() -> None:
               help="Vector index: auto (exact below 100,000 images, IVF from there, IVF-PQ from 5,000,000), flat "
                    "(exact), ivf, ivfpq or hnsw (approximate). Kept for later runs  [default: the recorded one, "
                    "else auto]")
+@click.option("--video-interval", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="SECONDS",
+              help="Videos: at most one frame every SECONDS, plus one at each scene change.")
+@click.option("--video-max-frames", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Videos: at most this many frames decoded and embedded per video, however long.")
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
           device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, batch_size: int | None,
-          workers: int | None, errors_file: str | None, quiet: bool, index_type: str | None) -> None:
-    """Index the images under PATHS (recursively; unchanged files are not decoded again)."""
+          workers: int | None, errors_file: str | None, quiet: bool, index_type: str | None, video_interval: float,
+          video_max_frames: int) -> None:
+    """Index the images and videos under PATHS (recursively; unchanged files are not decoded again)."""
     from .library import Library
     from .models import model_spec
+    from .video import Sampling
 
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     with Library.open(db, create=True) as lib, _progress(quiet) as progress:
         report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
                            reindex=reindex, batch_size=batch_size, workers=workers, progress=progress,
-                           index_type=index_type)
+                           index_type=index_type, video=Sampling(video_interval, video_max_frames))
     _write_skipped(errors_file, report.skipped)
     click.echo(_summary(report))
 
@@ -219,7 +225,7 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
 @filter_options
 def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None,
             sort: str, as_json: bool) -> None:
-    """Find images similar to IMAGE (indexed or not)."""
+    """Find images similar to IMAGE (indexed or not), or to a video's frame given as VIDEO@SECONDS."""
     from .library import Library
 
     with Library.open(db) as lib:
@@ -228,7 +234,11 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
-    _print_list(results, as_json, lambda r: f"{r.score:.3f}  {r.path}")
+    """A line per result: score and path, and for a video its best-matching moment (HH:MM:SS)."""
+    from .video import clock
+
+    _print_list(results, as_json, lambda r: f"{r.score:.3f}  {r.path}"
+                + (f"  {clock(round(r.time_s * 1000))}" if r.time_s is not None else ""))
 
 
 def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str]) -> None:

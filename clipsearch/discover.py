@@ -10,6 +10,7 @@ from typing import Iterable
 
 from .errors import BadPath
 from .raw import RAW_EXTENSIONS
+from .video import VIDEO_EXTENSIONS
 from .results import Skip
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -18,8 +19,9 @@ HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 
 @lru_cache(maxsize=1)
 def image_extensions() -> frozenset[str]:
-    """The extensions we index: Pillow's, HEIC/HEIF (pillow-heif), AVIF (Pillow) and camera RAW (rawpy)."""
-    return BASE_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
+    """The extensions we index: Pillow's, HEIC/HEIF (pillow-heif), AVIF (Pillow), camera RAW (rawpy) and
+    video (PyAV)."""
+    return BASE_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)

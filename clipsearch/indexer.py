@@ -6,6 +6,7 @@ a crash at any point leaves a catalog that `VectorIndex.sync` can reconcile.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
 from .results import IndexReport, Skip
 from .vectorindex import VectorIndex
+from .video import Sampling, is_video
 
 if TYPE_CHECKING:
     from .encoder import Encoder
-    from .pipeline import Batch
+    from .pipeline import Batch, Decoded
 
 Progress = Callable[[int, int], None]
 SAVE_EVERY_S = 300.0
@@ -107,6 +109,7 @@ class IndexRun:
     batch_size: int | None  # None: the default for the encoder's device
     workers: int | None  # None: one per usable core
     progress: Progress | None = None
+    sampling: Sampling = field(default_factory=Sampling)
     encoder: "Encoder | None" = field(default=None, init=False)
 
     def run(self, listing: Listing, started: float) -> IndexReport:
@@ -114,8 +117,9 @@ class IndexRun:
         if todo.moves:
             self.catalog.move(todo.moves)
         if todo.vanished or todo.vanished_failures:
+            frames = self.catalog.frame_ids(todo.vanished)
             self.catalog.delete(todo.vanished, todo.vanished_failures)
-            self.vectors.remove(np.array(todo.vanished, dtype=np.int64))
+            self.vectors.remove(np.concatenate([np.array(todo.vanished, dtype=np.int64), frames]))
         skipped = list(todo.skipped)
         added = updated = 0
         last_save = time.monotonic()
@@ -135,6 +139,7 @@ class IndexRun:
                            tuple(skipped), time.monotonic() - started)
 
     def _batches(self, entries: Sequence[FileEntry]) -> Iterator["Batch"]:
+        """Photos, then videos in batches of about as many frames as a batch holds photos."""
         if not entries:
             return iter(())
         from .models import DEFAULT_BATCH
@@ -142,11 +147,17 @@ class IndexRun:
 
         self.encoder = self.load_encoder()
         device = self.encoder.device
-        return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size,
-                               self.batch_size or DEFAULT_BATCH.get(device.type, 32),
-                               default_workers() if self.workers is None else self.workers,
-                               pin_memory=device.type == "cuda",
-                               encode=self.encoder.encode_images if workers_can_encode(device) else None)
+        batch_size = self.batch_size or DEFAULT_BATCH.get(device.type, 32)
+        photos = [e for e in entries if not is_video(e.path)]
+        videos = [e for e in entries if is_video(e.path)]
+        return itertools.chain.from_iterable(
+            decoded_batches(files, self.encoder.preprocess, self.encoder.image_size, size,
+                            default_workers() if self.workers is None else self.workers,
+                            pin_memory=device.type == "cuda",
+                            encode=self.encoder.encode_images if workers_can_encode(device) else None,
+                            sampling=self.sampling)
+            for files, size in ((photos, batch_size), (videos, max(1, batch_size // self.sampling.max_frames)))
+            if files)
 
     def _write(self, batch: "Batch", replaced: dict[str, int]) -> None:
         """One catalog transaction, then the index; failures of content are remembered, I/O errors retried."""
@@ -157,16 +168,27 @@ class IndexRun:
             vectors = self.encoder.encode_images(batch.pixels)
         else:
             vectors = np.zeros((0, self.vectors.dim), np.float32)
-        images = [_new_image(d, v) for d, v in zip(good, vectors)]
+        ends = np.cumsum([d.rows for d in good], dtype=np.int64)
+        images = [_new_image(d, vectors[end - d.rows : end]) for d, end in zip(good, ends)]
         failures = [(d.entry.path, d.entry.size, d.entry.mtime_ns, d.error) for d in batch.items
                     if d.error and not d.transient]
         stale = [replaced[d.entry.path] for d in batch.items if d.entry.path in replaced]
+        stale_frames = self.catalog.frame_ids(stale)
         ids = self.catalog.write_batch(images, stale, failures)
-        self.vectors.remove(np.array(stale, dtype=np.int64))
-        self.vectors.add(np.array(ids, dtype=np.int64), vectors)
+        self.vectors.remove(np.concatenate([np.array(stale, dtype=np.int64), stale_frames]))
+        self.vectors.add(np.array(ids, dtype=np.int64), np.vstack([im.vector for im in images])
+                         if images else np.zeros((0, self.vectors.dim), np.float32))
+        videos = [i for i, im in zip(ids, images) if im.frames]
+        if videos:
+            frame_ids = self.catalog.frame_ids(videos)
+            self.vectors.add(frame_ids, np.vstack([v for im in images for _, v in im.frames]))
 
 
-def _new_image(d, vector: np.ndarray) -> NewImage:
+def _new_image(d: "Decoded", vectors: np.ndarray) -> NewImage:
+    """A catalog row from a decoded file and its vectors (a video's: one per frame, and their mean)."""
     m = d.meta
+    frames = tuple(zip(d.frames_ms, vectors)) if d.frames_ms else ()
+    vector = vectors.mean(axis=0)
+    vector /= max(float(np.linalg.norm(vector)), 1e-8)
     return NewImage(d.entry.path, d.entry.size, d.entry.mtime_ns, d.hash, m.width, m.height, m.format,
-                    m.taken_at, m.camera, vector)
+                    m.taken_at, m.camera, vector.astype(np.float32), frames)

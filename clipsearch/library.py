@@ -10,19 +10,20 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .catalog import CATALOG_FILE, Catalog, now_iso
+from .catalog import CATALOG_FILE, Catalog, IndexedVectors, now_iso
 from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
                      LibraryNotFound, ModelMismatch)
 from .filters import Filters, by_date, image_date
 from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
-from .ranking import combine, exhausted, split_weight, top_k
+from .ranking import combine, exhausted, split_weight, top_k, unit
 from .raw import is_pair, is_raw, shot_of
 from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
                           rebuild_reason, wanted_kind)
+from .video import Sampling, frame_at, is_video, parse_moment, sample
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -116,7 +117,7 @@ class Library:
         with self.catalog.snapshot():
             version = self.catalog.version()
             if version != self._synced_at:
-                self._vectors.sync(self.catalog)
+                self._vectors.sync(IndexedVectors(self.catalog))
                 self._synced_at = version
         return self._vectors
 
@@ -155,7 +156,7 @@ class Library:
         The new index replaces the old one's contents in place: an index run holding the object goes on
         adding to the rebuilt index."""
         with self.catalog.snapshot():
-            vectors, record = build(self.catalog, self._dim(), kind, self.index_policy)
+            vectors, record = build(IndexedVectors(self.catalog), self._dim(), kind, self.index_policy)
         vectors.save(self.path / INDEX_FILE)
         self.catalog.set_meta("index_build", record.to_dict())
         if self._vectors is None:
@@ -196,8 +197,11 @@ class Library:
         workers: int | None = None,
         progress=None,
         index_type: str | None = None,
+        video: Sampling = Sampling(),
     ) -> IndexReport:
-        """Add, update, move and remove images under `paths` so the library mirrors them.
+        """Add, update, move and remove images and videos under `paths` so the library mirrors them.
+
+        `video` says how frames are sampled from videos (see video.py).
 
         `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is recorded and kept for later runs; None keeps
         the recorded one.
@@ -226,7 +230,7 @@ class Library:
             if reindex or recorded is None:
                 self._reset(wanted, self._encoder.dim)
             self._set_index_type(index_type)
-            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress)
+            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress, video)
             report = run.run(listing, started)
             self.catalog.set_meta("last_indexed", now_iso())
         return report
@@ -300,13 +304,30 @@ class Library:
         sort: str = "score",
         group_pairs: bool = False,
     ) -> list[SearchResult]:
-        """Nearest neighbours of an image file, leaving the image itself out when it is indexed
-        (and with `group_pairs`, see `nearest`, its RAW+JPEG pair)."""
-        path = os.path.abspath(os.fspath(image))
+        """Nearest neighbours of an image file, or of a video's frame given as VIDEO@SECONDS, leaving the
+        image (the video) itself out when it is indexed (and with `group_pairs`, see `nearest`, its RAW+JPEG
+        pair)."""
+        moment = parse_moment(os.fspath(image))
+        if moment is not None and not os.path.exists(image):
+            path = os.path.abspath(moment[0])
+            vector = self.frame_vector(path, moment[1])
+        else:
+            path = os.path.abspath(os.fspath(image))
+            vector = self.image_vector(path)
         row = self.catalog.row_by_path(path)
         exclude = {row["id"]} if row else set()
-        return self.nearest(self.image_vector(path), k=k, filters=filters, min_score=min_score, sort=sort,
-                            exclude=exclude, group_pairs=group_pairs)
+        return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort, exclude=exclude,
+                            group_pairs=group_pairs)
+
+    def frame_vector(self, video: str, seconds: float) -> np.ndarray:
+        """The embedding of the frame a video shows at `seconds`."""
+        if not os.path.isfile(video):
+            raise BadPath(f"No such file: {video}")
+        try:
+            picture = frame_at(video, seconds, self.encoder.image_size)
+        except BadImage as e:
+            raise BadImage(f"{video} is not a usable video ({e})") from None
+        return self.encoder.encode_pil([picture])[0]
 
     def term_vector(self, term: str) -> np.ndarray:
         """A query term is an image if it names an existing file, else text."""
@@ -342,6 +363,9 @@ class Library:
         if row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
             return np.frombuffer(row["vector"], dtype=np.float32)
         try:
+            if is_video(path):  # not indexed: the mean of its sampled frames, as indexing would store
+                clip = sample(path, Sampling(), self.encoder.image_size)
+                return unit(self.encoder.encode_pil([f.image for f in clip.frames]).mean(axis=0))
             picture, _ = load(path, self.encoder.image_size)
         except BadImage as e:
             raise BadImage(f"{os.fspath(image)} is not a usable image ({e})") from None
@@ -372,11 +396,15 @@ class Library:
             if len(vectors) == 0:
                 return []
             allowed = filters.allowed_ids(self.catalog) if filters else None
+            if allowed is not None:
+                allowed = np.concatenate([allowed, self.catalog.frame_ids(allowed)])
             available = len(vectors) if allowed is None else len(allowed)
             fetch = k + len(exclude)
             while True:
-                scores, ids = vectors.search(vector[None, :], fetch, allowed, exact=self.catalog.vectors_for)
-                chosen = top_k(scores[0], ids[0], fetch, lambda i: i not in exclude, min_score)
+                scores, ids = vectors.search(vector[None, :], fetch, allowed,
+                                             exact=IndexedVectors(self.catalog).vectors_for)
+                chosen, moments = self._one_per_video(vector, top_k(scores[0], ids[0], fetch, min_score=min_score))
+                chosen = [(i, s) for i, s in chosen if i not in exclude]
                 rows = self.catalog.rows(i for i, _ in chosen)
                 chosen = [(i, s) for i, s in chosen if i in rows]
                 if group_pairs:
@@ -389,9 +417,30 @@ class Library:
         if sort == "date":
             chosen = by_date(chosen, [dates[i] for i, _ in chosen])
         return [
-            SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"], dates[i])
+            SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"], dates[i],
+                         moments[i] / 1000 if i in moments else None)
             for i, s in chosen
         ]
+
+    def _one_per_video(self, vector: np.ndarray, chosen: list[tuple[int, float]]
+                       ) -> tuple[list[tuple[int, float]], dict[int, int]]:
+        """Hits on video frames (and on a video's own mean vector) as one hit per video, scored at its
+        best-matching frame, best first; and that frame's time in ms per video id."""
+        if not self.catalog.frame_count():
+            return chosen, {}
+        owners = self.catalog.frame_owners([i for i, _ in chosen])
+        best: dict[int, float] = {}
+        for i, score in chosen:
+            image_id = owners[i][0] if i in owners else i
+            best.setdefault(image_id, score)
+        moments = {}
+        for image_id in {owners[i][0] for i in owners} | set(best):
+            times, vectors = self.catalog.frames_of(image_id)
+            if len(times):
+                scores = vectors @ vector
+                j = int(np.argmax(scores))
+                best[image_id], moments[image_id] = float(scores[j]), int(times[j])
+        return sorted(best.items(), key=lambda item: -item[1]), moments
 
     def _one_per_shot(self, chosen: list[tuple[int, float]], rows: dict[int, dict], allowed: np.ndarray | None,
                       exclude: set[int]) -> list[tuple[int, float]]:
@@ -429,7 +478,7 @@ class Library:
         if on_disk.dim != self._dim():
             return problems + [f"the vector index has {on_disk.dim}-d vectors, the catalog {self._dim()}-d"]
         with self.catalog.snapshot():
-            ids, wanted = on_disk.ids(), self.catalog.all_ids()
+            ids, wanted = on_disk.ids(), IndexedVectors(self.catalog).all_ids()
         if len(ids) != len(np.unique(ids)):
             problems.append("the vector index holds some ids more than once")
         orphans, missing = np.setdiff1d(ids, wanted), np.setdiff1d(wanted, ids)

@@ -52,7 +52,8 @@ def develop(data: bytes, min_side: int | None, max_pixels: int) -> Developed:
         with rawpy.imread(io.BytesIO(data)) as raw:
             sizes = raw.sizes
             if sizes.width * sizes.height > max_pixels:
-                raise BadImage(f"too many pixels: {sizes.width}x{sizes.height} exceeds the {max_pixels // 1_000_000} MP cap")
+                raise BadImage(f"too many pixels: {sizes.width}x{sizes.height} exceeds the "
+                               f"{max_pixels // 1_000_000} MP cap")
             size = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
             taken = raw.other.timestamp if raw.other.timestamp and raw.other.timestamp.year > 1970 else None
             preview = _preview(raw, min_side)

@@ -15,6 +15,8 @@ class SearchResult:
     """Date taken (EXIF), if the file records one."""
     date: str
     """Date taken, else the file's modification time: what `sort="date"` orders by."""
+    time_s: float | None = None
+    """For a video: its best-matching moment, in seconds from the start (None for a photo)."""
 
 
 @dataclass(frozen=True)

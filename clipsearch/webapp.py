@@ -7,6 +7,7 @@ they share.
 """
 from __future__ import annotations
 
+import mimetypes
 import os
 import threading
 import time
@@ -48,6 +49,8 @@ class Hit(BaseModel):
     taken_at: str | None
     date: str
     """Date taken, else the file's modification time."""
+    time_s: float | None = None
+    """For a video: its best-matching moment, in seconds from the start."""
 
 
 class Results(BaseModel):
@@ -188,15 +191,18 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         return answer(query)
 
     @app.get("/api/images/{image_id:int}/thumb", response_class=FileResponse, summary="A JPEG thumbnail")
-    def thumb(image_id: int, size: Literal["small", "large"] = "small") -> FileResponse:
+    def thumb(image_id: int, size: Literal["small", "large"] = "small",
+              t: float | None = Query(None, ge=0, description="For a video: the moment shown, in seconds")
+              ) -> FileResponse:
         """Fits in 320 (small) or 1280 (large) pixels, EXIF orientation applied; cached on disk."""
         path = file_of(image_id)["path"]
-        return FileResponse(thumbnail(path, image_id, THUMB_SIDES[size], thumbs), media_type="image/jpeg")
+        return FileResponse(thumbnail(path, image_id, THUMB_SIDES[size], thumbs, t), media_type="image/jpeg")
 
     @app.get("/api/images/{image_id:int}/full", response_class=FileResponse, summary="The original file")
     def full(image_id: int) -> FileResponse:
         row = file_of(image_id)
-        return FileResponse(row["path"], media_type=Image.MIME.get(row["format"], "application/octet-stream"))
+        media_type = Image.MIME.get(row["format"]) or mimetypes.guess_type(row["path"])[0]
+        return FileResponse(row["path"], media_type=media_type or "application/octet-stream")
 
     @app.get("/api/duplicates", summary="Groups of duplicate images, the suggested keeper first")
     def duplicates(

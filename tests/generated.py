@@ -95,3 +95,36 @@ def write_dng(path: Path, rgb: np.ndarray, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(dng_bytes(rgb, **kwargs))
     return path
+
+
+CODECS = {".mp4": "libx264", ".mov": "libx264", ".m4v": "libx264", ".mkv": "libx264", ".3gp": "libx264",
+          ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+
+
+def write_clip(path: Path, scenes: list[np.ndarray], seconds_each: float = 1.5, fps: int = 10,
+               creation_time: str | None = "2022-07-08T09:10:11Z", gop: int = 1000) -> Path:
+    """A clip, one picture (uint8 RGB, H x W x 3, even sides) per scene sliding slowly sideways, each scene
+    starting on a keyframe (and one every `gop` frames), written with a codec its container holds."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = scenes[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        if creation_time:
+            container.metadata["creation_time"] = creation_time
+        stream = container.add_stream(CODECS[path.suffix.lower()], rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.gop_size = gop
+        if stream.codec_context.name == "libx264":
+            stream.codec_context.options = {"forced-idr": "1", "preset": "ultrafast"}
+        frames_each = int(round(seconds_each * fps))
+        for scene, picture in enumerate(scenes):
+            for i in range(frames_each):
+                moved = np.roll(picture, i, axis=1)  # slow motion within a scene
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(moved), format="rgb24")
+                frame.pts = scene * frames_each + i
+                if i == 0:
+                    frame.pict_type = av.video.frame.PictureType.I
+                container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

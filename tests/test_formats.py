@@ -43,8 +43,9 @@ def test_metadata_is_read_as_for_jpeg(ext, fmt, tmp_path):
     picture, meta = decode(path.read_bytes())
     _, jpeg_meta = decode(jpeg.read_bytes())
     assert meta.format == fmt
-    assert (meta.width, meta.height, meta.taken_at, meta.camera) == (
-        jpeg_meta.width, jpeg_meta.height, jpeg_meta.taken_at, jpeg_meta.camera) == (96, 128, "2024-05-06T07:08:09", "iPhone 15")
+    expected = (96, 128, "2024-05-06T07:08:09", "iPhone 15")
+    assert (meta.width, meta.height, meta.taken_at, meta.camera) == expected
+    assert (jpeg_meta.width, jpeg_meta.height, jpeg_meta.taken_at, jpeg_meta.camera) == expected
     assert picture.size == (96, 128) and picture.mode == "RGB"
 
 

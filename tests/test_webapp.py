@@ -51,7 +51,7 @@ def test_text_search_answers_what_the_library_answers(client, lib, colour, shape
     # between CPUs' SIMD kernels, so compare them with a tolerance, never exactly.
     assert [h["score"] for h in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
     assert body["elapsed_ms"] >= 0
-    assert set(body["results"][0]) == {"id", "path", "score", "width", "height", "taken_at", "date"}
+    assert set(body["results"][0]) == {"id", "path", "score", "width", "height", "taken_at", "date", "time_s"}
     assert [lib.catalog.row_by_path(h["path"])["id"] for h in body["results"]] == [h["id"] for h in body["results"]]
 
 
