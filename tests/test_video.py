@@ -173,3 +173,26 @@ def test_the_web_ui_shows_the_moment_and_serves_the_video(videos, library_dir, t
     assert frame.headers["content-type"] == "image/jpeg" and blue[0] > blue[1]
     assert full.headers["content-type"] == "video/mp4" and full.content == (videos / "a.mp4").read_bytes()
     assert "#t=${hit.time_s}" in page
+
+
+def test_a_library_from_before_videos_gains_the_frame_table(tmp_path, library_dir, tiny):
+    """The catalog of a library indexed before videos is migrated on open; frames then get ids of their own."""
+    from PIL import Image
+
+    from clipsearch.catalog import FRAME_IDS, SCHEMA_VERSION
+
+    root = tmp_path / "media"
+    root.mkdir()
+    Image.fromarray(shape("yellow", "triangle")).save(root / "photo.png")
+    with Library.open(library_dir, create=True, encoder=tiny) as lib:
+        lib.index([root], model=model_spec("clipsearch-tiny"))
+        with lib.catalog.db.conn as conn:
+            conn.executescript("DROP TABLE video_frames; DROP TABLE frame_count;"
+                               " DELETE FROM sqlite_sequence WHERE name = 'video_frames';"
+                               f" PRAGMA user_version = {SCHEMA_VERSION - 1};")
+    write_clip(root / "a.mp4", [shape("red", "star"), shape("blue", "circle")])
+    with Library.open(library_dir, encoder=tiny) as lib:
+        assert lib.catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert lib.index([root]).added == 1
+        assert all(i > FRAME_IDS for i in lib.catalog.frame_ids(lib.catalog.all_ids()))
+        assert lib.search("a blue circle", k=1)[0].time_s == 1.5 and lib.check() == []
