@@ -2,17 +2,24 @@
 
 Throughput. N photo-like 12-megapixel JPEGs (about 4 MB each: a smooth colour field, mid-scale
 texture, outlined shapes and fine grain, a quarter of them portrait through EXIF orientation 6)
-are generated once into the cache folder. Three figures are then measured in the same run:
+are generated once into the cache folder. Each figure is the median of --runs runs (default 3),
+with min and max in the JSON:
 
-- E, encoder-only images/s: batches of preprocessed tensors already in memory, all cores;
+- E, encoder-only images/s on batches of preprocessed tensors already in memory, as the shipped
+  CPU pipeline encodes: one single-threaded encoder per decode worker, all in parallel (one process
+  each, summed). Beside it, E2: one encoder process on all cores (torch's threads), the old figure;
 - D, decode-only images/s: clipsearch's pipeline (read, hash, draft decode, EXIF transpose,
-  preprocess, hand-over to the main process) with one worker per core and no encoder;
-- end-to-end images/s of `Library.index` (what `clipsearch index` runs: discover, plan, decode,
-  encode, catalog writes, FAISS adds, index save) into a fresh library, in a child process so
-  its peak RSS (main process plus its largest worker) is its own.
+  preprocess, hand-over to the main process) with --workers workers (default: one per core), no
+  encoder;
+- end-to-end images/s of a fresh `clipsearch index` process into a fresh library, as a user runs it:
+  interpreter start, imports, model load (a checkpoint file of the random weights, hashed on load as
+  any checkpoint is), discover, plan, decode, encode, catalog writes, FAISS adds, index save. Cold:
+  on copies of the photos that no earlier stage read, each evicted from the page cache
+  (fsync + posix_fadvise DONTNEED) before the run; warm: the same files again, now cached.
+  Peak RSS is that of the process plus its largest worker.
 
 The ideal is 1/(1/E + 1/D) where decoding and encoding share the CPU cores, and min(E, D) where
-the encoder runs on a GPU; the ratio is end-to-end/ideal.
+the encoder runs on a GPU; the ratio is end-to-end (cold)/ideal.
 
 Memory and re-index. 1,000 and 10,000 small JPEGs are indexed with the bundled tiny model, each
 in its own child process, and their peak RSS compared; the 10,000 are then indexed again
@@ -22,6 +29,7 @@ With no arguments it runs offline on a randomly initialised ViT-B-32, which has 
 as the trained one:
 
     python benchmarks/bench_index.py
+    python benchmarks/bench_index.py --n 60 --skip-memory          # a few minutes
     python benchmarks/bench_index.py --n 200 --workers 1 --batch-size 16
     python benchmarks/bench_index.py --model ViT-B-32 --pretrained laion2b_s34b_b79k --device cuda
 
@@ -35,6 +43,8 @@ import math
 import multiprocessing as mp
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +53,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from clipsearch import Library
@@ -111,16 +122,42 @@ def subset(folder: Path, n: int, into: Path) -> Path:
 
 
 # --- measurements ----------------------------------------------------------------
-def encoder_ips(encoder, folder: Path, n: int, batch_size: int) -> float:
-    """Images/s of the encoder alone on preprocessed tensors already in memory."""
-    files = list_images([folder]).files[:batch_size]
-    pixels = next(iter(decoded_batches(files, encoder.preprocess, encoder.image_size, batch_size, 0))).pixels
+def encoder_ips(encoder, pixels: torch.Tensor, n: int) -> float:
+    """Images/s of the encoder alone on a batch of preprocessed tensors already in memory."""
     encoder.encode_images(pixels)  # warm-up
-    batches = max(2, math.ceil(n / batch_size))
+    batches = max(2, math.ceil(n / len(pixels)))
     started = time.perf_counter()
     for _ in range(batches):
         encoder.encode_images(pixels)
     return batches * len(pixels) / (time.perf_counter() - started)
+
+
+def first_batch(encoder, folder: Path, batch_size: int) -> torch.Tensor:
+    files = list_images([folder]).files[:batch_size]
+    return next(iter(decoded_batches(files, encoder.preprocess, encoder.image_size, batch_size, 0))).pixels
+
+
+def _single_thread_encoder(spec: ModelSpec, pixels: torch.Tensor, n: int, start, results) -> None:
+    torch.set_num_threads(1)
+    encoder = load_encoder(spec, device="cpu")
+    encoder.encode_images(pixels)
+    start.wait()
+    results.put(encoder_ips(encoder, pixels, n))
+
+
+def parallel_encoders_ips(spec: ModelSpec, pixels: torch.Tensor, n: int, processes: int) -> float:
+    """Images/s of `processes` single-threaded encoders running at once (each on n / processes images), summed."""
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Barrier(processes + 1), ctx.Queue()
+    children = [ctx.Process(target=_single_thread_encoder, args=(spec, pixels, max(1, n // processes), start,
+                                                                  results)) for _ in range(processes)]
+    for child in children:
+        child.start()
+    start.wait()
+    total = sum(results.get() for _ in children)
+    for child in children:
+        child.join()
+    return total
 
 
 def decode_ips(encoder, folder: Path, batch_size: int, workers: int) -> float:
@@ -167,6 +204,47 @@ def index_in_child(spec: ModelSpec, device: str, tree: Path, library: Path, batc
     return figures
 
 
+def evicted_copy(folder: Path, into: Path) -> Path:
+    """Copies of the files of `folder`, on disk and dropped from the page cache: reading them is cold."""
+    into.mkdir(parents=True)
+    for source in sorted(folder.iterdir()):
+        target = into / source.name
+        shutil.copyfile(source, target)
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return into
+
+
+def cli_index(tree: Path, library: Path, model_args: list[str], workers: int | None,
+              batch_size: int | None) -> dict[str, float]:
+    """A fresh `clipsearch index` process into a new library: wall time and peak RSS (main + largest worker)."""
+    command = [sys.executable, "-m", "clipsearch", "index", "--db", str(library), "--quiet", *model_args, str(tree)]
+    command += ["--workers", str(workers)] if workers is not None else []
+    command += ["--batch-size", str(batch_size)] if batch_size is not None else []
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"`{' '.join(command)}` failed")
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def cli_reindex_s(tree: Path, library: Path) -> float:
     """Wall time of `clipsearch index` on an unchanged tree, interpreter start-up included."""
     started = time.perf_counter()
@@ -176,6 +254,26 @@ def cli_reindex_s(tree: Path, library: Path) -> float:
 
 
 # --- main ------------------------------------------------------------------------------
+def model_choice(args: argparse.Namespace) -> tuple[ModelSpec, list[str]]:
+    """The spec to measure and the `clipsearch index` options that load it. Without --pretrained or --checkpoint:
+    random weights, saved once as a checkpoint file so that the CLI can load them offline."""
+    device = ["--device", args.device]
+    if args.pretrained or args.checkpoint:
+        spec = model_spec(args.model, args.pretrained, args.checkpoint)
+        source = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--pretrained", args.pretrained]
+        return spec, ["--model", args.model, *source, *device]
+    import open_clip
+
+    weights = args.cache_dir / f"random-{args.model}.pt"
+    if not weights.exists():
+        torch.manual_seed(0)
+        args.cache_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(open_clip.create_model(args.model).state_dict(), weights.with_suffix(".tmp"))
+        weights.with_suffix(".tmp").rename(weights)
+    options = ["--model", args.model, "--checkpoint", str(weights), *device]
+    return model_spec(args.model, checkpoint=str(weights)), options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="12 MP photos to index [500]")
@@ -189,35 +287,53 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="[clipsearch's default]")
     parser.add_argument("--small", type=int, default=10_000, help="small images for memory and re-index [10000]")
     parser.add_argument("--skip-memory", action="store_true", help="only measure throughput")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported [3]")
     args = parser.parse_args()
 
-    spec = model_spec(args.model, args.pretrained, args.checkpoint) if args.pretrained or args.checkpoint \
-        else ModelSpec(args.model, None)
+    spec, model_args = model_choice(args)
     photos = ensure_images(args.cache_dir / "photos", args.n, PHOTO_SIZE, default_workers())
     encoder = load_encoder(spec, device=args.device)
     device = encoder.device.type
     batch_size = args.batch_size or DEFAULT_BATCH.get(device, 32)
-    print(f"{spec.label} on {device}, {os.cpu_count()} CPU cores, batch {batch_size}, "
-          f"workers {'default' if args.workers is None else args.workers}, {args.n} photos", flush=True)
-    figures: dict[str, float | int | str | None] = {"model": spec.label, "device": device, "cores": os.cpu_count(),
-                                                    "n": args.n, "batch_size": batch_size, "workers": args.workers}
+    workers = default_workers() if args.workers is None else args.workers
+    print(f"{spec.label} on {device}, {cpu_name()}, {os.cpu_count()} CPU cores, batch {batch_size}, "
+          f"{workers} decode workers, {args.n} photos, {args.runs} runs (median [min-max])", flush=True)
+    figures: dict[str, object] = {"model": spec.label, "device": device, "cpu": cpu_name(), "cores": os.cpu_count(),
+                                  "n": args.n, "batch_size": batch_size, "workers": workers, "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.cache_dir) as tmp:
         tree = subset(photos, args.n, Path(tmp) / "photos")
-        e = encoder_ips(encoder, tree, args.n, batch_size)
-        d = decode_ips(encoder, tree, batch_size, default_workers())
+        pixels = first_batch(encoder, tree, batch_size)
+        e2 = [encoder_ips(encoder, pixels, args.n) for _ in range(args.runs)]
+        d = [decode_ips(encoder, tree, batch_size, workers) for _ in range(args.runs)]
         del encoder
-        run = index_in_child(spec, args.device, tree, Path(tmp) / "lib", args.batch_size, args.workers)
-        assert run["added"] == args.n, run
-        ideal = min(e, d) if device != "cpu" else 1 / (1 / e + 1 / d)
-        end_to_end = args.n / run["seconds"]
-        figures.update(encoder_ips=e, decode_ips=d, ideal_ips=ideal, end_to_end_ips=end_to_end,
-                       ratio=end_to_end / ideal, peak_rss_mb=run["peak_rss_mb"])
-        print(f"  encoder only (E)      {e:8.1f} images/s")
-        print(f"  decode only (D)       {d:8.1f} images/s")
-        print(f"  ideal                 {ideal:8.1f} images/s  ({'1/(1/E+1/D)' if device == 'cpu' else 'min(E, D)'})")
-        print(f"  end-to-end index      {end_to_end:8.1f} images/s  ({run['seconds']:.1f} s)")
-        print(f"  ratio                 {end_to_end / ideal:8.1%}")
-        print(f"  peak RSS              {run['peak_rss_mb']:8.0f} MB", flush=True)
+        e = [parallel_encoders_ips(spec, pixels, args.n, max(1, workers)) for _ in range(args.runs)] \
+            if device == "cpu" else e2
+        cold, warm = [], []
+        for run in range(args.runs):
+            copy = evicted_copy(tree, Path(tmp) / f"cold-{run}")
+            cold.append(cli_index(copy, Path(tmp) / f"lib-cold-{run}", model_args, args.workers, args.batch_size))
+            warm.append(cli_index(copy, Path(tmp) / f"lib-warm-{run}", model_args, args.workers, args.batch_size))
+            shutil.rmtree(copy)
+        med_e, med_d = statistics.median(e), statistics.median(d)
+        ideal = min(med_e, med_d) if device != "cpu" else 1 / (1 / med_e + 1 / med_d)
+        cold_ips = [args.n / r["seconds"] for r in cold]
+        warm_ips = [args.n / r["seconds"] for r in warm]
+        figures.update(encoder_ips=spread(e), encoder_all_cores_ips=spread(e2), decode_ips=spread(d), ideal_ips=ideal,
+                       end_to_end_cold_ips=spread(cold_ips), end_to_end_warm_ips=spread(warm_ips),
+                       ratio=statistics.median(cold_ips) / ideal,
+                       peak_rss_mb=spread([r["peak_rss_mb"] for r in cold]))
+
+        def line(label: str, values: list[float]) -> str:
+            return f"  {label:34} {statistics.median(values):7.1f} images/s  [{min(values):.1f}-{max(values):.1f}]"
+
+        print(line(f"E: {max(1, workers)} single-thread encoders" if device == "cpu" else "E: encoder", e))
+        print(line("E2: one encoder, all cores", e2))
+        print(line(f"D: decode, {workers} workers", d))
+        print(f"  {'ideal ' + ('1/(1/E+1/D)' if device == 'cpu' else 'min(E, D)'):34} {ideal:7.1f} images/s")
+        print(line("end-to-end `clipsearch index`, cold", cold_ips))
+        print(line("end-to-end, warm page cache", warm_ips))
+        print(f"  {'ratio (cold / ideal)':34} {statistics.median(cold_ips) / ideal:7.1%}")
+        print(f"  {'peak RSS':34} {statistics.median([r['peak_rss_mb'] for r in cold]):7.0f} MB", flush=True)
         if not args.skip_memory:
             small = ensure_images(args.cache_dir / "small", args.small, SMALL_SIZE, default_workers())
             tiny = model_spec("clipsearch-tiny")
@@ -234,7 +350,13 @@ def main() -> None:
             print(f"  peak RSS, {args.small:>6} small  {many['peak_rss_mb']:8.0f} MB  (tiny model)")
             print(f"  re-index {args.small} unchanged   {many['reindex_s']:6.2f} s  in-process, "
                   f"{cli:.2f} s as a command")
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
+    print(json.dumps(rounded(figures)))
+
+
+def rounded(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
 
 
 if __name__ == "__main__":

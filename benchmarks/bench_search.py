@@ -6,7 +6,13 @@ dimensions. The vectors here are drawn from such a mixture (seeded): 3,000 clust
 log-normally distributed sizes, each centre a random direction shaped by a decaying spectrum (the
 i-th of 512 axes scaled by i^-0.6), each cluster stretched differently along those axes, plus a
 shared mean direction; normalised. Two random vectors have cosine ≈ 0.41, a vector's nearest
-neighbour ≈ 0.91. The 200 queries are fresh draws from the same mixture (not in the library). As
+neighbour ≈ 0.91. The 200 image queries are fresh draws from the same mixture (not in the library).
+The 200 text queries model CLIP's modality gap: a text vector describes a topic (a cluster centre
+plus wider noise, 1.4 instead of 0.7) but points away from the image cloud's common direction
+(-0.5 times it, plus a direction orthogonal to the data): its best image has cosine ≈ 0.55 (an
+image's best ≈ 0.84), its mean cosine to images is negative, as in the bundled tiny model (whose
+mean text and mean image directions have cosine -0.95). These libraries record no model, so the
+index is calibrated on its own "modelled gap" queries (vectorindex.py), not on these. As
 the worst case, the approximate index is also built over isotropic random unit vectors, where
 nearest neighbours are barely nearer than anything else and no index can prune well.
 
@@ -16,7 +22,8 @@ file against it is timed (`indexer.plan`, what `clipsearch index` runs before de
 then for each index type, `Library.repair` builds it from the catalog (k-means training and
 calibration of nprobe/efSearch included) and a fresh process opens the library (index memory-
 mapped) and runs the 200 queries one at a time through `Library.nearest`, warm: p50, p95 and p99
-latency, recall@10 against exact brute force, resident memory, plus the same with a filter that
+latency, recall@10 against exact brute force for image and for text queries, resident memory, plus
+the same with a filter that
 keeps 1% of the images. Finally 10% of the catalog is deleted in bulk, and the time a reader then
 takes to bring the IVF index in line is measured.
 
@@ -26,11 +33,18 @@ recorded, indexed as `auto` picks; a fresh `python` process times each phase of
 library, importing torch and open_clip, loading the model, encoding the text, importing FAISS,
 mapping the index, searching, printing), and the command itself is timed end to end: with an empty
 text cache (a query never searched before), and again for the same query (answered from the text
-cache, so neither torch nor the model is loaded).
+cache, so neither torch nor the model is loaded). That library records the tiny model, so its index
+is calibrated on the model's own text vectors (calibration.py); the tiny model's real text vectors
+for 131 shape queries are then searched against exact answers (recall reported as
+`tiny_text_recall_at_10`; the image vectors there are synthetic, the texts real).
 
     python benchmarks/bench_search.py                       # 100,000 and 1,000,000 (about 35 min on 2 cores)
     python benchmarks/bench_search.py --n 100000            # one size
     python benchmarks/bench_search.py --n 100000 --types flat,ivf --no-isotropic --no-cold
+    python benchmarks/bench_search.py --n 1000000 --types ivf --recall-only   # recall only, no catalog (minutes)
+
+--recall-only builds each index type over the vectors in memory (no catalog, no latency or memory
+figures) and reports its calibration and the recall@10 of the image and text queries.
 
 Vectors are cached in .bench-cache/search/. The last line printed is one JSON object keyed by
 collection size, e.g. {"100000": {...}, "1000000": {"p50_ms": ..., "recall_at_10": ..., ...}}.
@@ -119,6 +133,32 @@ def cached(cache: Path, name: str, make: Callable[[], np.ndarray]) -> np.ndarray
     return np.load(file, mmap_mode="r")
 
 
+def text_like(m: Mixture, n: int, seed: int) -> np.ndarray:
+    """Text queries with a modelled modality gap (see the module's docstring)."""
+    rng = np.random.default_rng(seed)
+    dim = m.basis.shape[0]
+    c = rng.choice(CLUSTERS, n, p=m.weights)
+    local = (rng.standard_normal((n, dim)).astype(np.float32) * m.stretch[c]) @ m.basis.T
+    local /= np.linalg.norm(local, axis=1, keepdims=True)
+    t = -0.5 * m.mean + m.basis[:, -1] + 0.9 * m.centres[c] + 1.4 * local
+    return (t / np.linalg.norm(t, axis=1, keepdims=True)).astype(np.float32)
+
+
+def shape_queries() -> list[str]:
+    """The 131 texts of tests/test_calibration.py: what a user of the shapes domain types."""
+    from clipsearch.shapes import BACKGROUNDS, COLOURS, SHAPES, article
+
+    return ([f"{article(c)} {c} {s}" for c in COLOURS for s in SHAPES]
+            + [f"{article(c)} {c} {s} on a {b} background" for c in COLOURS for s in SHAPES for b in BACKGROUNDS]
+            + [f"a {s}" for s in SHAPES] + [f"{article(c)} {c} shape" for c in COLOURS])
+
+
+def recall(lib: Library, queries: np.ndarray, truth: np.ndarray) -> float:
+    """Mean recall@10 of `lib.nearest` against exact row positions (`exact_top_k`)."""
+    return float(np.mean([len({row_of(r.path) for r in lib.nearest(q, k=K)} & set(t.tolist())) / K
+                          for q, t in zip(queries, truth)]))
+
+
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
     """Row positions of each query's k best matches, by brute force."""
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
@@ -198,6 +238,8 @@ def measure_queries(library: str, work: str, n: int) -> dict[str, Any]:
         seconds.append(time.perf_counter() - started)
         shares.append(len({row_of(r.path) for r in results} & set(want.tolist())) / K)
     figures.update(percentiles_ms(seconds), recall_at_10=float(np.mean(shares)))
+    texts, text_truth = np.load(Path(work) / "texts.npy"), np.load(Path(work) / "text_truth.npy")
+    figures["text_recall_at_10"] = recall(lib, texts, text_truth)
     folders = tuple(f"/bench/photos/{f:05d}" for f in range(max(1, n // FOLDER // 100)))
     keep = Filters(under=folders)
     filtered = []
@@ -230,7 +272,25 @@ def measure_isotropic(n: int, work: str) -> dict[str, Any]:
         seconds.append(time.perf_counter() - started)
         shares.append(len(np.intersect1d(found[0], want)) / K)
     return {**index.params(), "build_s": record.build_s, "calibrated_recall": record.recall_at_10,
+            "calibrated_text_recall": record.text_recall_at_10,
             **percentiles_ms(seconds), "recall_at_10": float(np.mean(shares))}
+
+
+def measure_recall(n: int, kind: str, cache: Path) -> dict[str, Any]:
+    """Build `kind` over n mixture vectors in memory and measure recall@10 of image and text queries."""
+    m = mixture(DIM)
+    vectors = np.asarray(cached(cache, f"clustered-{DIM}-{n}", lambda: sample(m, n, seed=1)))
+    source = ArraySource(np.arange(1, n + 1), vectors)
+    figures: dict[str, Any] = {}
+    index, record = build(source, DIM, kind)
+    figures.update(index.params(), build_s=record.build_s, calibrated_recall=record.recall_at_10,
+                   calibrated_text_recall=record.text_recall_at_10, calibration_texts=record.text_queries)
+    for name, queries in (("recall_at_10", cached(cache, f"queries-{DIM}", lambda: sample(m, QUERIES, seed=2))),
+                          ("text_recall_at_10", text_like(m, QUERIES, seed=5))):
+        truth = exact_top_k(vectors, np.asarray(queries)) + 1
+        _, found = index.search(np.asarray(queries), K, exact=source.vectors_for)
+        figures[name] = float(np.mean([len(np.intersect1d(f, t)) / K for f, t in zip(found, truth)]))
+    return figures
 
 
 def in_child(function: Callable[..., dict], *args: Any) -> dict:
@@ -308,6 +368,9 @@ def run_size(n: int, types: list[str], cache: Path, work: Path, isotropic_too: b
     queries = cached(cache, f"queries-{DIM}", lambda: sample(m, QUERIES, seed=2))
     np.save(work / "queries.npy", queries)
     np.save(work / "truth.npy", exact_top_k(vectors, queries))
+    texts = text_like(m, QUERIES, seed=5)
+    np.save(work / "texts.npy", texts)
+    np.save(work / "text_truth.npy", exact_top_k(vectors, texts))
     print(f"  data (cached in {cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache}) and exact "
           f"answers: {time.perf_counter() - started:.1f}s", flush=True)
     library = work / f"lib-{n}"
@@ -323,13 +386,15 @@ def run_size(n: int, types: list[str], cache: Path, work: Path, isotropic_too: b
         with Library.open(library) as lib:
             record = lib.repair(kind)
         index_mb = (library / INDEX_FILE).stat().st_size / 2**20
-        figures[kind] = {"build_s": record.build_s, "calibrated_recall": record.recall_at_10, "index_mb": index_mb,
-                         **in_child(measure_queries, str(library), str(work), n)}
+        figures[kind] = {"build_s": record.build_s, "calibrated_recall": record.recall_at_10,
+                         "calibrated_text_recall": record.text_recall_at_10, "calibration_texts": record.text_queries,
+                         "index_mb": index_mb, **in_child(measure_queries, str(library), str(work), n)}
         f = figures[kind]
         params = ", ".join(f"{k}={f[k]}" for k in ("nlist", "nprobe", "links", "ef_search") if k in f)
         print(f"  {kind:5} build {f['build_s']:7.1f}s  file {index_mb:7.0f} MB  RSS {f['rss_mb']:6.0f} MB  "
               f"p50 {f['p50_ms']:6.2f} ms  p95 {f['p95_ms']:6.2f}  p99 {f['p99_ms']:6.2f}  "
-              f"recall@10 {f['recall_at_10']:.3f}  1% filter p50 {f['filtered_1pct_p50_ms']:6.2f} ms  "
+              f"recall@10 {f['recall_at_10']:.3f} (text {f['text_recall_at_10']:.3f})  "
+              f"1% filter p50 {f['filtered_1pct_p50_ms']:6.2f} ms  "
               f"open {f['open_ms']:.0f} ms (copy {f['load_copy_ms']:.0f} ms)  {params}", flush=True)
     if "ivf" in types:
         with Library.open(library) as lib:
@@ -354,14 +419,24 @@ def run_size(n: int, types: list[str], cache: Path, work: Path, isotropic_too: b
         new_library(tiny_library, tiny_vectors, model_spec("clipsearch-tiny").to_dict())
         with Library.open(tiny_library) as lib:
             record = lib.repair()
+            texts = lib.encoder.encode_texts(shape_queries())
+            tiny_text_recall = recall(lib, texts, exact_top_k(tiny_vectors, texts))
         phases = cold_query(tiny_library)
         figures["cold_query"] = {"index": record.params["type"], **phases}
+        figures["tiny_model_texts"] = {"index": record.params["type"], **record.params,
+                                       "calibrated_recall": record.recall_at_10,
+                                       "calibrated_text_recall": record.text_recall_at_10,
+                                       "calibration_texts": record.text_queries,
+                                       "tiny_text_recall_at_10": tiny_text_recall}
+        print(f"  tiny model's 131 real text queries on {n:,} synthetic {TINY_DIM}-d vectors ({record.text_queries}): "
+              f"recall@10 {tiny_text_recall:.3f}", flush=True)
         print(f"  cold `clipsearch search -n 20` on {n:,} {TINY_DIM}-d vectors (clipsearch-tiny, "
               f"{record.params['type']} index), ms: " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()), flush=True)
         shutil.rmtree(tiny_library)
     auto = wanted_kind("auto", n, "flat")
     if auto in figures:
-        figures.update({k: figures[auto][k] for k in ("p50_ms", "p95_ms", "p99_ms", "recall_at_10", "index_mb",
+        figures.update({k: figures[auto][k] for k in ("p50_ms", "p95_ms", "p99_ms", "recall_at_10", "text_recall_at_10",
+                                                      "index_mb",
                                                       "rss_mb", "build_s")},
                        index_type=auto, diff_s=diff_s)
     return figures
@@ -380,11 +455,19 @@ def main() -> None:
     parser.add_argument("--no-isotropic", dest="isotropic", action="store_false", help="skip the worst case")
     parser.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold command")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".bench-cache" / "search")
+    parser.add_argument("--recall-only", action="store_true", help="only calibration and recall, vectors in memory")
     args = parser.parse_args()
     types = [t for t in args.types.split(",") if t]
     print(f"{os.cpu_count()} CPU cores; index types {', '.join(types)}", flush=True)
     results = {}
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    if args.recall_only:
+        for n in args.n or [100_000, 1_000_000]:
+            for kind in types:
+                f = results.setdefault(str(n), {})[kind] = in_child(measure_recall, n, kind, args.cache_dir)
+                print(f"  {n:,} {kind}: " + ", ".join(f"{k} {v}" for k, v in rounded(f).items()), flush=True)
+        print(json.dumps(rounded(results)))
+        return
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.cache_dir) as work:
         for n in args.n or [100_000, 1_000_000]:
             results[str(n)] = run_size(n, types, args.cache_dir, Path(work), args.isotropic, args.cold)

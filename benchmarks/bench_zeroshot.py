@@ -34,7 +34,7 @@ from clipsearch.tagging import SINGLE_TEMPLATE, TEMPLATES, label_vectors
 
 
 def generate_shapes(root: Path, per_class: int, seed: int = 2024) -> Path:
-    """A folder per colour and shape (36 classes) of held-out renders, different from the training draws."""
+    """A folder per colour and shape (30 classes) of held-out renders, different from the training draws."""
     from clipsearch.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapeSpec, render
 
     rng = random.Random(seed)

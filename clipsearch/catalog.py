@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .errors import LibraryCorrupt, LibraryVersionError
+from .paths import catalog_text, from_catalog
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -86,6 +88,44 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER IF NOT EXISTS images_counted AFTER INSERT ON images BEGIN UPDATE image_count SET n = n + 1; END;
     CREATE TRIGGER IF NOT EXISTS images_uncounted AFTER DELETE ON images BEGIN UPDATE image_count SET n = n - 1; END;
     """,
+    # Each file's identity (device, inode, ctime), so that a file replaced by another of the same size and
+    # mtime (`cp -p`, `touch -r`, sync tools) is noticed; rows written before have none until the next run
+    # records it. A table of its own rather than new columns, so that the migration is idempotent. The size
+    # index finds the rows a new file may have been moved from, anywhere in the library.
+    """
+    CREATE TABLE IF NOT EXISTS file_identity (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        dev INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS images_size ON images(size);
+    """,
+    # The text read in images (OCR; see textsearch.py, which also creates its full-text index).
+    """
+    CREATE TABLE IF NOT EXISTS ocr_text (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        text TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        read_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS ocr_text_found ON ocr_text(image_id) WHERE text != '';
+    """,
+    # The perceptual fingerprint of each image's pixels (perceptual.py), NULL for rows indexed before it: dedup
+    # tells resized copies from edits and retakes with it. SQLite has no ADD COLUMN IF NOT EXISTS.
+    """
+    ALTER TABLE images ADD COLUMN phash BLOB;
+    """,
+    # Pairs of pictures (by content hash, so a rename keeps them) a user said are not duplicates.
+    """
+    CREATE TABLE IF NOT EXISTS dismissed_pairs (
+        hash_a TEXT NOT NULL,
+        hash_b TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (hash_a, hash_b)
+    ) WITHOUT ROWID;
+    """,
     # Video frames (see video.py): a video is one `images` row (its file, hash and the mean of its frame
     # vectors), and each sampled frame a row here, with its own vector in the index under `vector_id`.
     # Those ids start above FRAME_IDS (seeded in sqlite_sequence), so they never meet an image id. Counted
@@ -117,12 +157,27 @@ IN_CHUNK = 500
 IMAGE_COLUMNS = "id, path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at"
 
 
+STATES = ("SELECT path, id, size, mtime_ns, hash, dev, inode, ctime_ns FROM images"
+          " LEFT JOIN file_identity ON image_id = id")
+"""Each row's FileState, by path; add a WHERE clause."""
+
+
 @dataclass(frozen=True)
 class FileState:
+    """A catalog row's record of its file; `dev`, `inode` and `ctime_ns` are None where not recorded yet."""
+
     id: int
     size: int
     mtime_ns: int
     hash: str
+    dev: int | None = None
+    inode: int | None = None
+    ctime_ns: int | None = None
+
+
+def _states(cursor: Iterable[Sequence[Any]]) -> dict[str, FileState]:
+    """The rows of a STATES query by path."""
+    return {from_catalog(r[0]): FileState(*r[1:]) for r in cursor}
 
 
 @dataclass(frozen=True)
@@ -137,8 +192,31 @@ class NewImage:
     taken_at: str | None
     camera: str | None
     vector: np.ndarray
+    dev: int | None = None
+    """The file's device, inode and ctime (see FileState), where known."""
+    inode: int | None = None
+    ctime_ns: int | None = None
+    phash: bytes | None = None
+    """The perceptual fingerprint of the pixels (perceptual.py), where computed."""
     frames: tuple[tuple[int, np.ndarray], ...] = ()
     """For a video: (time in ms, vector) of each sampled frame."""
+
+
+class FileStamp(Protocol):
+    """What the catalog records of a file on disk (a discover.FileEntry)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    dev: int | None
+    inode: int | None
+    ctime_ns: int | None
+
+
+def _image_row(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    found = dict(zip(names, row))
+    found["path"] = from_catalog(found["path"])
+    return found
 
 
 def now_iso() -> str:
@@ -148,7 +226,7 @@ def now_iso() -> str:
 def under_clause(roots: Sequence[str]) -> tuple[str, list[str]]:
     """SQL matching paths equal to, or inside, any root, using the path index (range scans)."""
     parts, params = [], []
-    for root in roots:
+    for root in map(catalog_text, roots):
         prefix = root.rstrip(os.sep) + os.sep
         parts.append("(path = ? OR (path >= ? AND path < ?))")
         params += [root, prefix, prefix[:-1] + chr(ord(os.sep) + 1)]
@@ -169,33 +247,71 @@ def _create(path: Path) -> None:
     os.replace(tmp, path)
 
 
+READ_ONLY_MODES = ("mode=ro", "immutable=1")
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write, by the first of READ_ONLY_MODES that can read the catalog."""
+    if not path.is_file():
+        raise sqlite3.DatabaseError(f"{path} is missing")
+    error: sqlite3.Error | None = None
+    for mode in READ_ONLY_MODES:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as e:
+            conn.close()
+            error = e
+    raise sqlite3.DatabaseError(f"cannot be opened read-only ({error})")
+
+
+def _import_sqlite_utils() -> Any:
+    """sqlite_utils, imported here rather than with the module (`clipsearch --help` opens no library), and
+    without pandas: where pandas is installed, sqlite_utils imports it (0.3 s of a cold query) only to
+    type pandas timestamps, which clipsearch never stores."""
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+    return sqlite_utils
+
+
 class Catalog:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
     @classmethod
-    def open(cls, directory: Path, create: bool = False) -> "Catalog":
-        # Imported here, not with the module: where pandas is installed, sqlite_utils imports it (0.3 s),
-        # which commands that open no library (`clipsearch --help`) should not pay for.
-        import sqlite_utils
+    def open(cls, directory: Path, create: bool = False, readonly: bool = False) -> "Catalog":
+        """Open (with `create`, first create) the catalog in `directory`; `readonly` opens it without writing
+        anything (SQLite `mode=ro`, else `immutable=1` where not even that can be opened, e.g. a WAL
+        catalog on read-only media), and runs no migration."""
+        sqlite_utils = _import_sqlite_utils()
 
         path = directory / CATALOG_FILE
-        if create and not path.exists():
+        if create and not readonly and not path.exists():
             _create(path)
         try:
             # The web app calls one Library from worker threads, one call at a time (its own lock).
-            db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
+            db = sqlite_utils.Database(_connect_read_only(path) if readonly
+                                       else sqlite3.connect(path, check_same_thread=False))
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA foreign_keys = ON")  # a deleted image takes its tags with it
-            db.enable_wal()
-            db.execute("PRAGMA synchronous = NORMAL")
+            if not readonly:
+                db.enable_wal()
+                db.execute("PRAGMA synchronous = NORMAL")
             catalog = cls(db)
-            catalog._migrate()
+            catalog._migrate(readonly)
         except sqlite3.DatabaseError as e:
             raise LibraryCorrupt(f"The catalog {path} is damaged or not a clipsearch catalog ({e})") from None
         return catalog
 
-    def _migrate(self) -> None:
+    def _migrate(self, readonly: bool = False) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise LibraryVersionError(
@@ -204,6 +320,12 @@ class Catalog:
             )
         if version == 0 and "images" not in self.db.table_names():
             raise LibraryCorrupt("The catalog has no clipsearch tables")
+        if readonly and version < SCHEMA_VERSION:
+            raise LibraryVersionError(
+                f"This library was written by an older clipsearch (schema {version}, this one uses "
+                f"{SCHEMA_VERSION}) and is read-only here; upgrade it once with a run that can write to it "
+                f"(e.g. `clipsearch index` on one of its folders)"
+            )
         for number in range(version, SCHEMA_VERSION):
             with self.db.conn:
                 self.db.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
@@ -229,13 +351,22 @@ class Catalog:
 
     def states_under(self, roots: Sequence[str]) -> dict[str, FileState]:
         where, params = under_clause(roots)
-        sql = f"SELECT path, id, size, mtime_ns, hash FROM images WHERE {where}"
-        return {r[0]: FileState(*r[1:]) for r in self.db.execute(sql, params)}
+        return _states(self.db.execute(f"{STATES} WHERE {where}", params))
 
     def states_of(self, paths: Sequence[str]) -> dict[str, FileState]:
         """The rows of these paths, where there are any."""
-        sql = "SELECT path, id, size, mtime_ns, hash FROM images WHERE path IN ({})"
-        return {r[0]: FileState(*r[1:]) for cursor in self._select_in(sql, paths) for r in cursor}
+        sql = f"{STATES} WHERE path IN ({{}})"
+        return {p: s for cursor in self._select_in(sql, [catalog_text(p) for p in paths])
+                for p, s in _states(cursor).items()}
+
+    def states_of_size(self, sizes: Iterable[int]) -> dict[str, FileState]:
+        """The rows of files of these sizes (in bytes), anywhere in the library."""
+        sql = f"{STATES} WHERE size IN ({{}})"
+        return {p: s for cursor in self._select_in(sql, sorted(set(sizes))) for p, s in _states(cursor).items()}
+
+    def count_under(self, roots: Sequence[str]) -> int:
+        where, params = under_clause(roots)
+        return self.db.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0]
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> Iterator[sqlite3.Cursor]:
         """`sql` with its `IN ({})` filled by IN_CHUNK values at a time (SQLite caps a statement's
@@ -250,8 +381,9 @@ class Catalog:
         found: dict[str, list[tuple[int, str]]] = {}
         for shot in set(shots):
             rows = self.db.execute("SELECT id, path FROM images WHERE path >= ? AND path < ?",
-                                   [shot + ".", shot + "/"])
-            found[shot] = [(i, p) for i, p in rows if os.path.splitext(p)[0] == shot]
+                                   [catalog_text(shot + "."), catalog_text(shot + "/")])
+            paths = [(i, from_catalog(p)) for i, p in rows]
+            found[shot] = [(i, p) for i, p in paths if os.path.splitext(p)[0] == shot]
         return found
 
     # --- video frames ---------------------------------------------------------
@@ -283,7 +415,7 @@ class Catalog:
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
-        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
+        return {from_catalog(r[0]): (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
 
     def all_ids(self) -> np.ndarray:
         """Every image id, ascending (sorted here: ORDER BY id would read the table instead of an index)."""
@@ -304,13 +436,13 @@ class Catalog:
         sql = f"SELECT {IMAGE_COLUMNS} FROM images WHERE id IN ({{}})"
         for cursor in self._select_in(sql, [int(i) for i in ids]):
             names = [d[0] for d in cursor.description]
-            found.update({row[0]: dict(zip(names, row)) for row in cursor})
+            found.update({row[0]: _image_row(names, row) for row in cursor})
         return found
 
     def row_by_path(self, path: str) -> dict[str, Any] | None:
-        cursor = self.db.execute(f"SELECT {IMAGE_COLUMNS}, vector FROM images WHERE path = ?", [path])
+        cursor = self.db.execute(f"SELECT {IMAGE_COLUMNS}, vector FROM images WHERE path = ?", [catalog_text(path)])
         row = cursor.fetchone()
-        return dict(zip([d[0] for d in cursor.description], row)) if row else None
+        return _image_row([d[0] for d in cursor.description], row) if row else None
 
     def iter_vectors(self, after_id: int = 0, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in id order, a chunk at a time, so memory stays bounded."""
@@ -331,6 +463,21 @@ class Catalog:
                for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
         return np.vstack([got[int(i)] for i in ids])
 
+    def phashes(self, ids: Iterable[int]) -> dict[int, bytes | None]:
+        """The perceptual hash of each of these images (None for rows indexed before it was computed)."""
+        sql = "SELECT id, phash FROM images WHERE id IN ({})"
+        return {r[0]: r[1] for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
+
+    def dismissed_pairs(self) -> set[tuple[str, str]]:
+        """Content-hash pairs (a < b) a user marked as not duplicates."""
+        return {(r[0], r[1]) for r in self.db.execute("SELECT hash_a, hash_b FROM dismissed_pairs")}
+
+    def dismiss_pair(self, hash_a: str, hash_b: str) -> None:
+        """Remember that the pictures with these content hashes are not duplicates (either order)."""
+        with self.db.conn:
+            self.db.conn.execute("INSERT OR IGNORE INTO dismissed_pairs(hash_a, hash_b, created_at) VALUES (?, ?, ?)",
+                                 (*sorted((hash_a, hash_b)), now_iso()))
+
     def by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         sql = "SELECT hash, id FROM images WHERE hash IN ({})"
         return {r[0]: r[1] for cursor in self._select_in(sql, list(set(hashes))) for r in cursor}
@@ -344,46 +491,56 @@ class Catalog:
         with self.db.conn:
             self._delete(replaced_ids)
             self.db.conn.executemany(
-                "DELETE FROM failures WHERE path = ?", [(im.path,) for im in images]
+                "DELETE FROM failures WHERE path = ?", [(catalog_text(im.path),) for im in images]
             )
             ids = [self._insert(im, stamp) for im in images]
             self.db.conn.executemany(
-                "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)", failures
+                "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
+                [(catalog_text(p), size, mtime, reason) for p, size, mtime, reason in failures]
             )
         return ids
 
     def _insert(self, im: NewImage, stamp: str) -> int:
         cursor = self.db.conn.execute(
-            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (im.path, im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at, im.camera, stamp,
-             np.ascontiguousarray(im.vector, dtype=np.float32).tobytes()),
+            "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector,"
+            " phash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (catalog_text(im.path), im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at,
+             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes(), im.phash),
         )
         image_id = int(cursor.lastrowid)
+        self._identify([(image_id, im)])
         self.db.conn.executemany(
             "INSERT INTO video_frames(image_id, frame_ms, vector) VALUES (?, ?, ?)",
             [(image_id, ms, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for ms, v in im.frames],
         )
         return image_id
 
-    def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
-        """Point rows at new paths: (id, path, size, mtime_ns)."""
+    def _identify(self, files: Sequence[tuple[int, FileStamp]]) -> None:
+        """Record the identity of the files of these rows, where known."""
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO file_identity(image_id, dev, inode, ctime_ns) VALUES (?, ?, ?, ?)",
+            [(i, f.dev, f.inode, f.ctime_ns) for i, f in files if f.inode is not None])
+
+    def move(self, moves: Sequence[tuple[int, FileStamp]]) -> None:
+        """Point rows at new paths: (id, the file now holding its content)."""
         with self.db.conn:
             self.db.conn.executemany(
                 "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                [(p, s, m, i) for i, p, s, m in moves],
+                [(catalog_text(f.path), f.size, f.mtime_ns, i) for i, f in moves],
             )
+            self._identify(moves)
 
-    def touch(self, updates: Sequence[tuple[int, int, int]]) -> None:
-        """Record a new size/mtime for rows whose content did not change: (id, size, mtime_ns)."""
+    def touch(self, updates: Sequence[tuple[int, FileStamp]]) -> None:
+        """Record the new size/mtime/identity of rows whose content did not change: (id, its file)."""
         with self.db.conn:
             self.db.conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
-                                     [(s, m, i) for i, s, m in updates])
+                                     [(f.size, f.mtime_ns, i) for i, f in updates])
+            self._identify(updates)
 
     def delete(self, ids: Sequence[int], failure_paths: Sequence[str] = ()) -> None:
         with self.db.conn:
             self._delete(ids)
-            self.db.conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in failure_paths])
+            self.db.conn.executemany("DELETE FROM failures WHERE path = ?", [(catalog_text(p),) for p in failure_paths])
 
     def _delete(self, ids: Sequence[int]) -> None:
         self.db.conn.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])

@@ -10,10 +10,12 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import click
 
-from .duplicates import DEFAULT_SERIES_THRESHOLD, DEFAULT_THRESHOLD, MEASURED_THRESHOLDS
+from .duplicates import DEFAULT_THRESHOLD, MEASURED_THRESHOLDS, SERIES_GAP
 from .errors import ClipsearchError
 from .filters import Filters, parse_when
-from .results import IndexReport, SearchResult, Skip, to_dict
+from .ocr import GATES
+from .paths import readable
+from .results import IndexReport, OcrReport, OfflineRoot, SearchResult, Skip, to_dict
 from .shards import DEFAULT_SHARD_SIZE
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP
 from .vectorindex import INDEX_TYPES
@@ -122,9 +124,17 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
-@click.option("--reindex", is_flag=True, help="Re-embed everything, e.g. with a different model.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: 32 on CPU, 256 on CUDA]")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes  [default: CPU count]")
+@click.option("--reindex", is_flag=True, help="Re-embed every image under PATHS (keeping the rest of the library); "
+              "with another --model, every indexed folder must be given.")
+@click.option("--rehash", is_flag=True, help="Compare every file's content with the library, not only files whose "
+              "size, time, inode or ctime changed (finds files replaced with their old timestamp).")
+@click.option("--prune", is_flag=True, help="Also remove the images of a PATH that looks offline (missing, empty, "
+              "or lost most of its files in this run); without it they are kept.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch  [default: 32 on CPU; on CUDA from the GPU's free memory, up to 1024]")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Decoding processes  [default: one per usable core; at most 16 on CPU; on a GPU as many as "
+                   "half of /dev/shm holds]")
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -136,22 +146,39 @@ def main() -> None:
               help="Videos: at most one frame every SECONDS, plus one at each scene change.")
 @click.option("--video-max-frames", type=click.IntRange(min=1), default=50, show_default=True,
               help="Videos: at most this many frames decoded and embedded per video, however long.")
+@click.option("--ocr", type=click.Choice(GATES), is_flag=False, flag_value="auto",
+              help="Also read the text in images (needs pip install 'clipsearch[ocr]'): --ocr reads those the gate "
+                   "picks (CLIP says text-like, or the detector finds text), --ocr all reads every image. Kept for "
+                   "later runs; put it after PATHS.")
+@click.option("--no-ocr", is_flag=True, help="Stop reading the text in images (text already read is kept).")
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
-          device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, batch_size: int | None,
-          workers: int | None, errors_file: str | None, quiet: bool, index_type: str | None, video_interval: float,
+          device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, rehash: bool, prune: bool,
+          batch_size: int | None, workers: int | None, errors_file: str | None, quiet: bool,
+          index_type: str | None, ocr: str | None, no_ocr: bool, video_interval: float,
           video_max_frames: int) -> None:
-    """Index the images and videos under PATHS (recursively; unchanged files are not decoded again)."""
+    """Index the images and videos under PATHS (recursively; unchanged files are not decoded again).
+
+    A PATH that no longer exists but was indexed is accepted: with --prune its images are removed.
+    """
     from .library import Library
     from .models import model_spec
     from .video import Sampling
 
+    if ocr and no_ocr:
+        raise click.UsageError("Give either --ocr or --no-ocr")
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    with Library.open(db, create=True) as lib, _progress(quiet) as progress:
+    with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
+            _progress(quiet, "Reading text") as ocr_progress:
         report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                           reindex=reindex, batch_size=batch_size, workers=workers, progress=progress,
-                           index_type=index_type, video=Sampling(video_interval, video_max_frames))
-    _write_skipped(errors_file, report.skipped)
+                           reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
+                           progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
+                           ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames))
+        _warn(lib.preprocessing_warning())
+    skipped = report.skipped + (report.ocr.skipped if report.ocr else ())
+    _write_skipped(errors_file, skipped)
     click.echo(_summary(report))
+    if report.ocr:
+        click.echo(_ocr_summary(report.ocr))
 
 
 def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
@@ -163,8 +190,9 @@ def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
 class _progress:
     """A click progress bar on a terminal; nothing otherwise."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, label: str = "Indexing"):
         self.enabled = not quiet and sys.stderr.isatty()
+        self.label = label
         self.bar = None
 
     def __enter__(self) -> Callable[[int, int], None] | None:
@@ -172,7 +200,7 @@ class _progress:
 
     def update(self, done: int, total: int) -> None:
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label="Indexing", file=sys.stderr)
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
             self.bar.__enter__()
         self.bar.update(done)
 
@@ -182,10 +210,32 @@ class _progress:
 
 
 def _summary(report: IndexReport) -> str:
-    return _with_reasons(
+    summary = _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
         f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
         + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
+    lines = [summary] + [_offline_line(o) for o in report.offline]
+    if report.passed_over:
+        total = sum(p.files for p in report.passed_over)
+        kinds = ", ".join(f"{p.extension or '(no extension)'} {p.files}" for p in report.passed_over[:10])
+        what = "file that is not an image" if total == 1 else "files that are not images"
+        lines.append(f"passed over {total} {what}: {kinds}" + (", ..." if len(report.passed_over) > 10 else ""))
+    return "\n".join(lines)
+
+
+def _offline_line(root: OfflineRoot) -> str:
+    state = "looks offline" if root.exists else "does not exist"
+    return (f"{readable(root.root)} {state}: {root.found} of {root.indexed} files found; nothing removed; "
+            f"use --prune to remove the {root.kept} missing")
+
+
+def _ocr_summary(report: OcrReport) -> str:
+    scan = "" if report.full_text_index else " (this SQLite has no FTS5 trigram tokenizer: text searches scan)"
+    return _with_reasons(
+        f"text: read {report.read}, gated out {report.gated_out}, text found in {report.with_text}, "
+        f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
+        + (f" ({report.images_per_s:.1f} images/s)" if report.read + report.gated_out else "") + scan,
+        report.skipped)
 
 
 def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
@@ -197,25 +247,49 @@ def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
                                for reason, n in sorted(reasons.items(), key=lambda r: -r[1])[:10]])
 
 
+def _listed(line: str, skipped: Sequence[Skip]) -> str:
+    """A summary line, then every file left alone with its reason."""
+    return "\n".join([line] + [f"  left {skip.path}: {skip.reason}" for skip in skipped])
+
+
 @main.command()
 @click.argument("query", nargs=-1)
 @db_option
 @click.option("--add", multiple=True, metavar="TERM[:W]", help="Add a text or image term (optional weight).")
 @click.option("--sub", multiple=True, metavar="TERM[:W]", help="Subtract a text or image term (optional weight).")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False), help="Add an image file as a term.")
+@click.option("--text", "words", metavar="WORDS",
+              help="Only images whose recognised text (see `clipsearch ocr`) holds every one of WORDS, any case; "
+                   "scored by BM25. Instead of QUERY.")
 @result_options
 @filter_options
 def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequence[str], images: Sequence[str],
-           limit: int, group_pairs: bool, filters: Filters, min_score: float | None, sort: str,
+           words: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None, sort: str,
            as_json: bool) -> None:
-    """Find images matching QUERY (text, or the path of an image file)."""
+    """Find images matching QUERY (text, or the path of an image file).
+
+    Where text was read in the images (`clipsearch ocr`), a text QUERY also finds the images whose text holds
+    its words, ranked together with CLIP by reciprocal rank fusion; the matching words are shown.
+    """
     from .library import Library
 
     text = " ".join(query) if query else None
+    if words is not None and (text or add or sub or images or min_score is not None):
+        raise click.UsageError("--text searches only the words in images: give it without QUERY, --add, --sub, "
+                               "--image or --min-score")
     with Library.open(db) as lib:
-        results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters, min_score=min_score,
-                             sort=sort, group_pairs=group_pairs)
+        if words is not None:
+            results = lib.search_text(words, k=limit, filters=filters, sort=sort)
+        else:
+            results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters,
+                                 min_score=min_score, sort=sort, group_pairs=group_pairs)
+        _warn(lib.preprocessing_warning())
     _print_results(results, as_json)
+
+
+def _warn(warning: str | None) -> None:
+    if warning:
+        click.echo(warning, err=True)
 
 
 @main.command()
@@ -234,11 +308,19 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
-    """A line per result: score and path, and for a video its best-matching moment (HH:MM:SS)."""
+    _print_list(results, as_json, _result_line)
+
+
+def _result_line(result: SearchResult) -> str:
+    """Score and path, for a video its best-matching moment (HH:MM:SS), then the recognised text holding the
+    query's words, matches in [brackets]."""
+    from .textsearch import Snippet, marked
     from .video import clock
 
-    _print_list(results, as_json, lambda r: f"{r.score:.3f}  {r.path}"
-                + (f"  {clock(round(r.time_s * 1000))}" if r.time_s is not None else ""))
+    line = f"{result.score:.3f}  {readable(result.path)}"
+    if result.time_s is not None:
+        line += f"  {clock(round(result.time_s * 1000))}"
+    return line + f"  \"{marked(Snippet(result.snippet, result.highlights))}\"" if result.snippet else line
 
 
 def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str]) -> None:
@@ -253,6 +335,27 @@ def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str])
 
 @main.command()
 @db_option
+@click.option("--gate", type=click.Choice(GATES),
+              help="auto: read the images CLIP finds text-like or in which the detector finds text; all: every "
+                   "image (also those gated out before)  [default: the library's setting, else auto]")
+@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write every skipped file and its reason to this JSON file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) -> None:
+    """Read the text in the indexed images not read yet (needs pip install 'clipsearch[ocr]').
+
+    Searches then find images by the words in them. `clipsearch index --ocr` does this on every run.
+    """
+    from .library import Library
+
+    with Library.open(db) as lib, _progress(quiet, "Reading text") as progress:
+        report = lib.read_text(gate, progress=progress)
+    _write_skipped(errors_file, report.skipped)
+    click.echo(_ocr_summary(report))
+
+
+@main.command()
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(db: str | None, as_json: bool) -> None:
     """Show where the library is, its model, size and contents."""
@@ -263,11 +366,12 @@ def info(db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    model, index = data.pop("model"), data.pop("index")
+    _warn(data.pop("warning"))
+    sections = {name: data.pop(name) or {} for name in ("model", "index", "preprocessing")}
     for key, value in data.items():
         click.echo(f"{key:13} {value}")
-    click.echo(f"{'model':13} " + ", ".join(f"{k}={v}" for k, v in model.items() if v is not None))
-    click.echo(f"{'index':13} " + ", ".join(f"{k}={v}" for k, v in index.items() if v is not None))
+    for name, section in sections.items():
+        click.echo(f"{name:13} " + ", ".join(f"{k}={v}" for k, v in section.items() if v is not None))
 
 
 @main.command()
@@ -293,7 +397,8 @@ def repair(db: str | None, index_type: str | None) -> None:
 
     with Library.open(db) as lib:
         record = lib.repair(index_type)
-    recall = f", recall@10 {record.recall_at_10:.3f}" if record.recall_at_10 is not None else ""
+    recall = "" if record.recall_at_10 is None else (
+        f", recall@10 {record.recall_at_10:.3f} for image queries, {record.text_recall_at_10:.3f} for text queries")
     click.echo(f"rebuilt the index with {record.built_for} vectors ("
                + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 
@@ -319,18 +424,21 @@ def serve(db: str | None, host: str, port: int) -> None:
     import uvicorn
 
     from .library import Library
-    from .webapp import LOOPBACK_HOSTS, create_app
+    from .webapp import allowed_hosts, create_app
 
+    host = host.strip("[]")  # an IPv6 address as in a URL
     with Library.open(db) as lib:
-        app = create_app(lib, allowed_hosts=LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else ["*"])
-        click.echo(f"Serving {lib.path} at http://{host}:{port}/ (Ctrl+C to stop)")
+        app = create_app(lib, allowed_hosts=allowed_hosts(host))
+        url_host = f"[{host}]" if ":" in host else host
+        click.echo(f"Serving {lib.path} at http://{url_host}:{port}/ (Ctrl+C to stop)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @main.command()
 @db_option
 @click.option("--labels", metavar="A,B,...", help='Comma-separated labels, e.g. "cat,dog,beach,screenshot".')
-@click.option("--labels-file", type=click.File(encoding="utf-8"), help="A file with one label per line.")
+@click.option("--labels-file", type=click.File(encoding="utf-8-sig"),
+              help="A UTF-8 file (with or without a byte-order mark) with one label per line.")
 @click.option("--top", default=DEFAULT_TOP, show_default=True, type=click.IntRange(min=1),
               help="Keep at most this many labels per image.")
 @click.option("--min-prob", default=DEFAULT_MIN_PROBABILITY, show_default=True, type=click.FloatRange(0, 1),
@@ -363,30 +471,89 @@ def tags(db: str | None, as_json: bool) -> None:
 @main.command()
 @db_option
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="Cosine similarity at or above which two files are near-duplicates  [default: per model: "
-                   + ", ".join(f"{v} for {k}" for k, v in MEASURED_THRESHOLDS.items()) + f", else {DEFAULT_THRESHOLD}]")
+              help="Cosine similarity at or above which two files are duplicates (near or edited)  [default: per "
+                   "model: " + ", ".join(f"{v} for {k}" for k, v in MEASURED_THRESHOLDS.items())
+                   + f", else {DEFAULT_THRESHOLD}]")
 @click.option("--series", is_flag=True, help="Also report similar series (bursts, retakes): a lower band of similarity.")
 @click.option("--series-threshold", type=click.FloatRange(0, 1, min_open=True),
-              help=f"Lower bound of the series band; implies --series  [default: {DEFAULT_SERIES_THRESHOLD}]")
+              help=f"Lower bound of the series band; implies --series  [default: --threshold minus {SERIES_GAP}]")
+@click.option("--exact-only", is_flag=True, help="Only byte-identical files (content hashes): loads no model.")
+@click.option("--prefer", multiple=True, type=click.Path(file_okay=False),
+              help="Files under this folder win as keepers (repeatable).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the report as JSON to FILE.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False), help="Also write one CSV row per file to FILE.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False),
-              help="Also write a self-contained HTML report with thumbnails to FILE.")
+              help="Also write a self-contained HTML report with thumbnails to FILE (tick, untick, change keepers, "
+                   "download the delete list).")
+@click.option("--delete-list", "delete_file", type=click.Path(dir_okay=False),
+              help="Write the paths of the exact and near copies (never keepers, edits, series, aliases or "
+                   "RAW+JPEG pairs) to FILE, one per line.")
+@click.option("--null", is_flag=True, help="Terminate --delete-list paths with NUL instead of newline (xargs -0).")
+@click.option("--move-to", "move_dir", type=click.Path(file_okay=False),
+              help="Move the exact and near copies into this quarantine folder, mirroring their paths, and write an "
+                   "undo manifest there (see undo-move). Files changed since indexing are left alone.")
 @filter_options
-def dedup(db: str | None, threshold: float | None, series: bool, series_threshold: float | None, json_file: str | None,
-          csv_file: str | None, html_file: str | None, filters: Filters) -> None:
-    """Report exact duplicates, near-duplicates and (with --series) similar series. Never deletes or moves a file."""
-    from .library import Library
-    from .reports import summary, write_csv, write_html, write_json
+def dedup(db: str | None, threshold: float | None, series: bool, series_threshold: float | None, exact_only: bool,
+          prefer: Sequence[str], json_file: str | None, csv_file: str | None, html_file: str | None,
+          delete_file: str | None, null: bool, move_dir: str | None, filters: Filters) -> None:
+    """Report exact duplicates, near-duplicates, edited copies and (with --series) similar series.
 
-    if series and series_threshold is None:
-        series_threshold = DEFAULT_SERIES_THRESHOLD
+    Deletes nothing. Only --move-to moves files (the exact and near copies), and `clipsearch undo-move`
+    puts them back.
+    """
+    from .duplicates import default_threshold
+    from .library import Library
+    from .reports import summary, write_csv, write_delete_list, write_html, write_json
+
+    if exact_only and (threshold is not None or series or series_threshold is not None):
+        raise click.ClickException("--exact-only compares bytes only: drop --threshold, --series and --series-threshold")
+    if null and not delete_file:
+        raise click.ClickException("--null only applies to --delete-list FILE")
     with Library.open(db) as lib:
-        report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters)
-    for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
-        if file:
-            write(report, file)
-    click.echo(summary(report))
+        if not exact_only:
+            threshold = threshold or default_threshold(lib.model.arch if lib.model else None)
+            series_threshold = _series_threshold(threshold, series, series_threshold)
+        report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters,
+                                prefer=prefer, exact_only=exact_only)
+        for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
+            if file:
+                write(report, file)
+        if delete_file:
+            write_delete_list(report, delete_file, null)
+        click.echo(summary(report))
+        if move_dir:
+            moved = lib.quarantine(report, move_dir)
+            click.echo(_listed(f"moved {len(moved.moved)} files to {move_dir}, left {len(moved.skipped)} where they "
+                               "were" + (f"; undo with: clipsearch undo-move {moved.manifest}" if moved.manifest else ""),
+                               moved.skipped))
+
+
+def _series_threshold(threshold: float, series: bool, series_threshold: float | None) -> float | None:
+    """The series threshold to use, checked against the duplicate threshold with the options named."""
+    from .duplicates import default_series_threshold
+
+    if series_threshold is None:
+        return default_series_threshold(threshold) if series else None
+    if series_threshold >= threshold:
+        raise click.ClickException(f"--series-threshold {series_threshold} must be below --threshold {threshold}: "
+                               "lower --series-threshold or raise --threshold")
+    return series_threshold
+
+
+@main.command("undo-move")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def undo_move(manifest: str) -> None:
+    """Move the files listed in a `dedup --move-to` MANIFEST back to where they were.
+
+    A file is never overwritten: one that reappeared at its origin stays, and its quarantined copy is listed.
+    """
+    from .quarantine import undo
+
+    report = undo(manifest)
+    click.echo(_listed(f"restored {len(report.moved)} files; {len(report.skipped)} could not be restored",
+                       report.skipped))
+    if report.skipped:
+        sys.exit(1)
 
 
 @main.command()

@@ -24,6 +24,7 @@ from .discover import FileEntry, list_images
 from .encoder import Encoder
 from .errors import ClusterError, ExtraNotInstalled, ModelMismatch
 from .models import DEFAULT_BATCH, ModelSpec, load_encoder
+from .paths import catalog_text, from_catalog
 from .pipeline import Decoded, load_entry
 from .results import EmbedReport, Skip
 from .shards import DEFAULT_SHARD_SIZE, Shard, plan_shards, read_header, shard_files, write_shard
@@ -74,7 +75,7 @@ def embed(
             for shard, columns in _embedded_shards(ray, todo, encoder, batch_size, actors, progress, before_shard):
                 write_shard(folder / shard.name, columns, model, encoder.dim)
                 failed = [(p, e) for p, e in zip(columns["path"], columns["error"]) if e is not None]
-                skipped += [Skip(p, e) for p, e in failed]
+                skipped += [Skip(from_catalog(p), e) for p, e in failed]
                 embedded += len(columns["path"]) - len(failed)
     return EmbedReport(len(shards), len(todo), len(shards) - len(todo), embedded, tuple(skipped),
                        time.monotonic() - started)
@@ -126,7 +127,7 @@ def _embedded_shards(ray: Any, shards: list[Shard], encoder: Encoder, batch_size
     device = "cuda" if gpus else "cpu"
     batch = batch_size or DEFAULT_BATCH[device]
     pixel_shape = tuple(encoder.preprocess(Image.new("RGB", (encoder.image_size,) * 2)).shape)
-    items = [{"shard": s.key, "paths": [e.path for e in s.entries], "sizes": [e.size for e in s.entries],
+    items = [{"shard": s.key, "paths": [catalog_text(e.path) for e in s.entries], "sizes": [e.size for e in s.entries],
               "mtimes": [e.mtime_ns for e in s.entries]} for s in shards]
     weights = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
     data = (
@@ -165,7 +166,7 @@ def _decode_shards(shards: Batch, preprocess: Callable[[Image.Image], Any], min_
     for key, paths, sizes, mtimes in zip(shards["shard"], shards["paths"], shards["sizes"], shards["mtimes"]):
         if before_shard:
             before_shard(str(key))
-        entries = [FileEntry(str(p), int(s), int(m)) for p, s, m in zip(paths, sizes, mtimes)]
+        entries = [FileEntry(from_catalog(str(p)), int(s), int(m)) for p, s, m in zip(paths, sizes, mtimes)]
         for start in range(0, len(entries), chunk):
             loaded = [load_entry(e, preprocess, min_side) for e in entries[start : start + chunk]]
             yield _columns(str(key), loaded, pixel_shape)
@@ -184,7 +185,7 @@ def _columns(key: str, loaded: list[tuple[Decoded, Any]], pixel_shape: tuple[int
 
     return {
         "shard": text(key for _ in decoded),
-        "path": text(d.entry.path for d in decoded),
+        "path": text(catalog_text(d.entry.path) for d in decoded),  # shards hold paths as the catalog does
         "size": np.array([d.entry.size for d in decoded], np.int64),
         "mtime_ns": np.array([d.entry.mtime_ns for d in decoded], np.int64),
         "hash": text(d.hash for d in decoded),

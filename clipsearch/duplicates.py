@@ -1,32 +1,40 @@
-"""Grouping duplicate images: exact copies, near-duplicates and, optionally, similar series.
+"""Grouping duplicate images into groups around a keeper, each member in one tier.
 
-Three tiers, reported separately so that burst shots are not mixed in with copies:
+Tiers (each member is judged against its group's keeper; see the README):
 
-- exact: the same bytes (same content hash);
-- near: the same picture resized, re-encoded, lightly cropped or edited (cosine >= `threshold`);
-- series: bursts and retakes, different pictures of the same moment (`series_threshold` <= cosine).
+- exact: the same bytes (same content hash) as the keeper or as another member;
+- near: the same pixels: cosine >= `threshold` AND perceptual hashes within `perceptual.NEAR_BITS`
+  (resized, re-encoded, brightness or contrast changed);
+- edited: cosine >= `threshold` but different pixels (cropped, flipped, rotated, filtered);
+- series: another shot of the same moment: `series_threshold` <= cosine < `threshold`, pixels differ;
+- alias: a hard link or symlink to another member (the same file: never counted, never moved);
+- pair: the RAW or the JPEG of the keeper's shot (same folder and stem): kept together.
 
-The grouping is pure numpy over content hashes and unit vectors plus one FAISS k-nearest-neighbour
-search: byte-identical files collapse to one representative, each representative's k nearest
-neighbours scoring above the lowest threshold become the edges of a graph, and groups are its
-connected components. Nothing is compared all-pairs, so memory stays O(n·k) and a million images
-group in minutes (see benchmarks/bench_dedup.py).
+Groups are keeper-centred, so links never chain: files are ranked by how original they look
+(`keeper_key`), then, best first, each file not yet in a group becomes a keeper and takes every
+file not yet in a group whose cosine to it is at or above the threshold. Every member is within the
+threshold of its keeper; a file reachable only through another member starts its own group. Series
+are grouped the same way afterwards, around the duplicate keepers and the files left alone, at the
+series threshold; a file is in one group only.
 
-Duplicate groups are the components over exact and near links. Series groups are the components
-over all links down to the series threshold, with each duplicate group standing in by its keeper:
-a series lists distinct pictures, and no file is counted in two groups.
+Byte-identical files collapse to one representative first; candidate links are each
+representative's nearest neighbours from one batched FAISS search (exact up to EXACT_SEARCH_MAX,
+PCA-reduced IVF above), so nothing is compared all-pairs.
 """
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from .errors import BadQuery
 from .filters import image_date
+from .perceptual import EDIT_BITS, HASH_BYTES, NEAR_BITS, SERIES_BITS, distances, fingerprint_of_file
 from .results import DedupReport, DuplicateGroup, DuplicateMember
 
 if TYPE_CHECKING:
@@ -40,114 +48,33 @@ and re-encoded copies at 0.95 and above; no hub is reachable here to measure the
 MEASURED_THRESHOLDS = {"clipsearch-tiny": 0.93}
 """Per architecture, what benchmarks/bench_dedup.py suggests: the strictest threshold that still
 finds every resized, re-encoded, 10%-cropped and renamed copy."""
-DEFAULT_SERIES_THRESHOLD = 0.90
-"""Most retakes in bench_dedup.py score at or above it, most unrelated pictures below."""
+SERIES_GAP = 0.05
+"""A series threshold not given is the duplicate threshold minus this."""
 NEIGHBOURS = 10
-"""Neighbours searched per image; bigger groups still join up through chains of links."""
+"""Neighbours searched per image: a keeper takes at most this many distinct pictures at once."""
 EXACT_SEARCH_MAX = 20_000
 """Up to this many distinct images the search is exact; above it, an IVF index (see `knn_index`)."""
 NPROBE = 8
+SEARCH_DIM = 128
+"""Principal components the approximate search compares (see `knn_index`)."""
 
-
-@dataclass(frozen=True)
-class Grouping:
-    """Per image, the component it belongs to (labelled by its smallest member's position)."""
-
-    duplicate: np.ndarray
-    """Components over exact and near links."""
-    series: np.ndarray
-    """Components over every link down to the series threshold (equal to `duplicate` without one)."""
-
-
-def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Connected-component labels of n nodes given edges i–j: each node's smallest fellow member.
-
-    A vectorised union-find: every round hooks the larger root of each edge that still spans two
-    trees onto the smaller one, then pointer-jumps until every node points at its root.
-    """
-    labels = np.arange(n)
-    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
-    while True:
-        li, lj = labels[i], labels[j]
-        spanning = li != lj
-        if not spanning.any():
-            return labels
-        li, lj = li[spanning], lj[spanning]
-        np.minimum.at(labels, np.maximum(li, lj), np.minimum(li, lj))
-        while True:
-            jumped = labels[labels]
-            if np.array_equal(jumped, labels):
-                break
-            labels = jumped
-        i, j = i[spanning], j[spanning]
-
-
-def knn_index(vectors: np.ndarray, rows: np.ndarray) -> "faiss.Index":
-    """An inner-product index over `vectors[rows]`: exact when small, IVF when large.
-
-    The IVF index has 8·√n lists, trained briefly (6 k-means rounds on 10 vectors per list): lists
-    only need to be local, not optimal. Near-duplicates sit so close together that they almost
-    always share a list, so probing a few lists finds them while each query scans a tiny fraction
-    of the library. On 100,000 synthetic vectors this finds every planted copy down to cosine 0.8.
-    """
-    import faiss
-
-    n, dim = len(rows), vectors.shape[1]
-    if n <= EXACT_SEARCH_MAX:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        lists = 8 * int(math.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = 6
-        index.cp.min_points_per_centroid = 1
-        sample = np.random.default_rng(0).choice(n, min(n, 10 * lists), replace=False)
-        index.train(vectors[rows[np.sort(sample)]])
-        index.nprobe = NPROBE
-    for batch in _batches(rows):
-        index.add(vectors[batch])
-    return index
-
-
-def neighbour_pairs(
-    vectors: np.ndarray, min_score: float, k: int = NEIGHBOURS, rows: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j, cosine), i < j, where j is among i's k nearest neighbours (or i among j's) and cosine >= min_score.
-
-    Only `rows` of `vectors` take part (all by default); i and j index into `rows`. The rows are
-    copied a batch at a time, so a million 512-d vectors need no second full copy.
-    """
-    rows = np.arange(len(vectors)) if rows is None else rows
-    n = len(rows)
-    if n < 2:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=np.float32)
-    index = knn_index(vectors, rows)
-    found = [index.search(vectors[batch], min(k + 1, n)) for batch in _batches(rows)]
-    scores, cols = np.vstack([s for s, _ in found]).ravel(), np.vstack([c for _, c in found]).ravel()
-    starts = np.repeat(np.arange(n), min(k + 1, n))
-    keep = (cols >= 0) & (cols != starts) & (scores >= min_score)
-    i, j = np.minimum(starts, cols)[keep], np.maximum(starts, cols)[keep]
-    _, first = np.unique(i * n + j, return_index=True)
-    return i[first], j[first], scores[keep][first]
-
-
-def _batches(rows: np.ndarray, size: int = 65_536) -> Iterator[np.ndarray]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
-def group(
-    hashes: np.ndarray, vectors: np.ndarray, threshold: float, series_threshold: float | None = None,
-    k: int = NEIGHBOURS,
-) -> Grouping:
-    """Component labels for images given their content hashes and unit vectors (same order)."""
-    _, first, of_hash = np.unique(hashes, return_index=True, return_inverse=True)
-    lowest = threshold if series_threshold is None else min(threshold, series_threshold)
-    i, j, scores = neighbour_pairs(vectors, lowest, k, rows=first)
-    near = scores >= threshold
-    duplicate = components(len(first), i[near], j[near])
-    series = duplicate if series_threshold is None else components(len(first), i, j)
-    return Grouping(first[duplicate][of_hash.ravel()], first[series][of_hash.ravel()])
+RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf",
+                            ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".rwl", ".erf", ".kdc", ".mrw"})
+DERIVED_WORDS = frozenset({"copy", "copie", "kopie", "edit", "edited", "export", "exported", "resized", "resize",
+                           "scaled", "small", "thumb", "thumbnail", "crop", "cropped", "bright", "brighter",
+                           "brightened", "dark", "darker", "darkened", "flip", "hflip", "vflip", "flipped", "mirror",
+                           "mirrored", "rotate", "rotated", "recompressed", "compressed", "modified", "web", "final",
+                           "filtered", "enhanced", "retouched"})
+"""Words (letters only: `crop10` is `crop`) in a file's stem that mark it as made from another file."""
+DERIVED_SUFFIX = re.compile(r"(\(\d+\)|[- ~]\d{1,2})$")
+"""`photo (1)`, `photo-1`, `photo 2`, `photo~1`: what file managers and browsers name a second copy."""
+EXPORT_FOLDERS = frozenset({"export", "exports", "exported", "edited", "edits", "resized", "copies", "output",
+                            "thumbnails", "thumbs"})
+KEEPER_REASONS = ("it is under a --prefer folder", "its name looks original (the others look derived)",
+                  "it has camera EXIF data", "it is the oldest", "it has the highest resolution",
+                  "it is the largest file", "it comes first by path (otherwise equal)")
+"""Why a keeper won, by the first part of `keeper_key` that sets it apart from the runner-up."""
+TIER_ORDER = ("exact", "near", "edited", "series")
 
 
 def default_threshold(arch: str | None) -> float:
@@ -155,126 +82,463 @@ def default_threshold(arch: str | None) -> float:
     return MEASURED_THRESHOLDS.get(arch or "", DEFAULT_THRESHOLD)
 
 
-def keeper_key(row: dict[str, Any]) -> tuple:
-    """Sort key putting the suggested keeper first: highest resolution, then largest file, then oldest."""
-    return (-row["width"] * row["height"], -row["size"], row["date"], row["path"])
+def default_series_threshold(threshold: float) -> float:
+    """The series threshold that goes with a duplicate threshold: SERIES_GAP below it."""
+    return round(max(threshold - SERIES_GAP, 0.01), 4)
 
 
 def check_thresholds(threshold: float, series_threshold: float | None) -> None:
+    """Raises BadQuery naming the parameter to change."""
     if not 0.0 < threshold <= 1.0:
-        raise BadQuery(f"The duplicate threshold must be in (0, 1], not {threshold}")
+        raise BadQuery(f"threshold {threshold} must be in (0, 1]")
     if series_threshold is not None and not 0.0 < series_threshold < threshold:
-        raise BadQuery(f"The series threshold must be above 0 and below the duplicate threshold "
-                       f"({threshold}), not {series_threshold}")
+        raise BadQuery(f"series_threshold {series_threshold} must be above 0 and below threshold {threshold}: "
+                       "lower series_threshold or raise threshold")
 
 
+# --- the keeper rule -----------------------------------------------------------------------------
+def looks_derived(path: str) -> bool:
+    """A name such as `x copy.jpg`, `x (1).jpg`, `x_resized.jpg`, `x-1.jpg`, or a file in an export folder."""
+    folder, name = os.path.split(path)
+    stem = os.path.splitext(name)[0].lower()
+    if DERIVED_SUFFIX.search(stem) or any(w in DERIVED_WORDS for w in re.split(r"[^a-z]+", stem)):
+        return True
+    return any(part.lower() in EXPORT_FOLDERS for part in folder.split(os.sep)[-3:])
+
+
+def keeper_key(row: dict[str, Any], prefer: Sequence[str] = ()) -> tuple:
+    """Sort key putting the file a photographer would keep first: under a --prefer folder, an original-looking
+    name, camera EXIF data, the oldest (date taken, else file time, to the second), the highest resolution, the
+    largest file, then by path. `row` is a catalog row with its "date" (`image_date`)."""
+    path = row["path"]
+    return (not any(path.startswith(p.rstrip(os.sep) + os.sep) for p in prefer), looks_derived(path),
+            not row.get("camera"), row["date"], -row["width"] * row["height"], -row["size"], path)
+
+
+def keeper_reason(keeper: tuple, runner_up: tuple | None) -> str:
+    if runner_up is None:
+        return "it is the only file in its group that is not an alias or pair"
+    part = next((n for n, (a, b) in enumerate(zip(keeper, runner_up)) if a != b), len(KEEPER_REASONS) - 1)
+    return KEEPER_REASONS[part]
+
+
+# --- neighbours --------------------------------------------------------------------------------------
+def knn_index(vectors: np.ndarray) -> "faiss.Index":
+    """An inner-product index over `vectors` (float16 or float32 unit rows) for finding candidate pairs.
+
+    Up to EXACT_SEARCH_MAX rows, exact. Above, the rows are projected on their first SEARCH_DIM principal
+    components (PCA, centred: four times fewer numbers to compare; for unit vectors the nearest by L2 are the
+    nearest by cosine) into an L2 IVF index of 4·√n lists trained briefly
+    (3 k-means rounds on 4 vectors per list: lists only need to be local). Near-duplicates sit so close
+    together that they almost always share a list, so probing NPROBE lists finds them while each query
+    scans a tiny fraction of the library; their cosines are then recomputed from the full vectors.
+    """
+    import faiss
+
+    n, dim = vectors.shape
+    if n <= EXACT_SEARCH_MAX:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        lists = 4 * int(math.sqrt(n))
+        reduced = min(SEARCH_DIM, dim)
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(reduced), reduced, lists, faiss.METRIC_L2)
+        ivf.cp.niter = 3
+        ivf.cp.min_points_per_centroid = 1
+        ivf.nprobe = NPROBE
+        index = faiss.IndexPreTransform(faiss.PCAMatrix(dim, reduced), ivf) if reduced < dim else ivf
+        sample = np.random.default_rng(0).choice(n, min(n, max(4 * lists, 4 * dim)), replace=False)
+        index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+    for batch in _batches(n):
+        index.add(np.ascontiguousarray(vectors[batch], dtype=np.float32))
+    return index
+
+
+def neighbour_pairs(vectors: np.ndarray, min_score: float, k: int = NEIGHBOURS
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j, cosine), i < j, where j is among i's k nearest neighbours (or i among j's) and cosine >= min_score.
+
+    `vectors` are unit rows (float16 or float32); they are converted a batch at a time, so a million 512-d
+    vectors need no second full copy. Cosines are recomputed from the rows, not taken from the index's codes.
+    """
+    n = len(vectors)
+    if n < 2:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    index = knn_index(vectors)
+    exact = n <= EXACT_SEARCH_MAX
+    # A PCA projection never lengthens a distance, so a pair further apart in the projection than a unit-vector
+    # pair at min_score is in full (||x - y||² = 2 - 2·cos) cannot reach min_score: skipping it loses nothing.
+    bound = min_score - 1e-3 if exact else 2.0 - 2.0 * min_score + 1e-3
+    width = min(k + 1, n)
+    i_parts, j_parts = [], []
+    for batch in _batches(n):
+        found, cols = index.search(np.ascontiguousarray(vectors[batch], dtype=np.float32), width)
+        starts = np.repeat(batch, width).reshape(len(batch), width)
+        close = found >= bound if exact else found <= bound
+        keep = (cols >= 0) & (cols != starts) & close
+        i_parts.append(np.minimum(starts, cols)[keep])
+        j_parts.append(np.maximum(starts, cols)[keep])
+    i, j = np.concatenate(i_parts), np.concatenate(j_parts)
+    _, first = np.unique(i * n + j, return_index=True)
+    i, j = i[first], j[first]
+    scores = np.concatenate([np.einsum("ij,ij->i", vectors[i[s]].astype(np.float32), vectors[j[s]].astype(np.float32))
+                             for s in _slices(len(i))]) if len(i) else np.zeros(0, dtype=np.float32)
+    keep = scores >= min_score
+    return i[keep], j[keep], scores[keep]
+
+
+def _slices(n: int, size: int = 65_536) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _batches(n: int, size: int = 65_536) -> Iterator[np.ndarray]:
+    for start in range(0, n, size):
+        yield np.arange(start, min(n, start + size))
+
+
+# --- keeper-centred grouping ---------------------------------------------------------------------------
+def centred_groups(rank: np.ndarray, i: np.ndarray, j: np.ndarray, can_lead: np.ndarray | None = None,
+                   can_join: np.ndarray | None = None) -> np.ndarray:
+    """Keeper-centred groups of n nodes linked by edges i–j: each node's keeper (itself when it leads or is alone).
+
+    Nodes are visited best `rank` (lowest) first; a node not yet taken becomes a keeper (if it `can_lead`)
+    and takes every linked node not yet taken that `can_join`. So every member is linked to its keeper
+    directly, never through another member, and each node is in one group.
+    """
+    n = len(rank)
+    keeper = np.arange(n)
+    if len(i) == 0:
+        return keeper
+    src, dst = np.concatenate([i, j]), np.concatenate([j, i])
+    order = np.lexsort((rank[dst], src))
+    src, dst = src[order], dst[order]
+    starts = np.searchsorted(src, np.arange(n + 1)).tolist()
+    lead = np.ones(n, dtype=bool) if can_lead is None else can_lead
+    join = np.ones(n, dtype=bool) if can_join is None else can_join
+    taken = np.zeros(n, dtype=bool)
+    nodes = np.unique(src)
+    targets = dst.tolist()
+    join_list, lead_list, taken_list, keeper_list = join.tolist(), lead.tolist(), taken.tolist(), keeper.tolist()
+    for v in nodes[np.argsort(rank[nodes], kind="stable")].tolist():
+        if taken_list[v] or not lead_list[v]:
+            continue
+        taken_list[v] = True
+        for u in targets[starts[v] : starts[v + 1]]:
+            if not taken_list[u] and join_list[u]:
+                taken_list[u] = True
+                keeper_list[u] = v
+    return np.array(keeper_list, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Per distinct picture (content hash), its keeper in the duplicate pass and its final keeper."""
+
+    duplicate: np.ndarray
+    series: np.ndarray
+    """The duplicate keeper for pictures in a duplicate group, else the series keeper (or itself)."""
+
+
+def group(rank: np.ndarray, i: np.ndarray, j: np.ndarray, duplicate_link: np.ndarray,
+          series_link: np.ndarray | None = None) -> Grouping:
+    """Duplicate groups over the pairs marked `duplicate_link`, then series over the pairs marked either way,
+    led by the duplicate keepers and the pictures left alone, taking only pictures left alone."""
+    duplicate = centred_groups(rank, i[duplicate_link], j[duplicate_link])
+    if series_link is None or not series_link.any():
+        return Grouping(duplicate, duplicate)
+    n = len(rank)
+    alone = np.bincount(duplicate, minlength=n)[duplicate] == 1
+    linked = duplicate_link | series_link
+    series = centred_groups(rank, i[linked], j[linked], can_lead=duplicate == np.arange(n), can_join=alone)
+    return Grouping(duplicate, np.where(alone, series, duplicate))
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """Per picture, its perceptual fingerprint (see perceptual.py), where known."""
+
+    prints: np.ndarray
+    """(pictures, 64) uint8."""
+    known: np.ndarray
+
+    def distances(self, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(known for both, pHash distance, mirrored distance) per pair."""
+        d, mirrored = distances(self.prints[i], self.prints[j])
+        return self.known[i] & self.known[j], d, mirrored
+
+
+def links(pixels: Pixels, i: np.ndarray, j: np.ndarray, scores: np.ndarray, threshold: float,
+          series_threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(duplicate link, series link) per candidate pair: the cosine AND the pixels must agree.
+
+    Duplicate: cosine >= threshold and pHashes within EDIT_BITS, or one the mirror of the other. Series:
+    cosine >= series_threshold and pHashes within SERIES_BITS. A pair whose pixels are unknown (a file
+    indexed before fingerprints and no longer readable) stands on its cosine alone."""
+    known, d, mirrored = pixels.distances(i, j)
+    duplicate = (scores >= threshold) & (~known | (d <= EDIT_BITS) | (mirrored <= NEAR_BITS))
+    if series_threshold is None:
+        return duplicate, np.zeros(len(i), dtype=bool)
+    return duplicate, (scores >= series_threshold) & (~known | (d <= SERIES_BITS))
+
+
+# --- the report --------------------------------------------------------------------------------------------
 def find_duplicates(
     catalog: "Catalog",
     *,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = DEFAULT_THRESHOLD,
     series_threshold: float | None = None,
     allowed: np.ndarray | None = None,
+    prefer: Sequence[str] = (),
 ) -> DedupReport:
-    """Duplicate groups, and series groups when given a `series_threshold`, among the catalog's images.
+    """Duplicate groups, with series when given a `series_threshold`, among the catalog's images.
 
-    `allowed` restricts the comparison to those catalog ids. Only reads the catalog.
+    `threshold` None: exact duplicates only, from content hashes (no vectors, no FAISS). `allowed`
+    restricts the comparison to those catalog ids; files under a `prefer` folder win as keepers.
+    Pairs the user dismissed (`Catalog.dismiss_pair`) are never linked. Only reads the catalog; files
+    are only stat()ed (aliases) and, for rows indexed without a fingerprint, read.
     """
-    check_thresholds(threshold, series_threshold)
+    if threshold is not None:
+        check_thresholds(threshold, series_threshold)
     started = time.monotonic()
+    prefer = tuple(os.path.abspath(p) for p in prefer)
     with catalog.snapshot():
-        ids, hashes, vectors = _load(catalog, allowed)
-        grouping = group(hashes, vectors, threshold, series_threshold)
-        in_duplicates, in_series = _grouped(grouping)
-        found = catalog.rows(ids[in_duplicates | in_series])
-    rows: dict[int, dict[str, Any]] = {}
-    for p in np.flatnonzero(in_duplicates | in_series).tolist():
-        row = found[int(ids[p])]
-        rows[p] = {**row, "date": image_date(row["taken_at"], row["mtime_ns"])}
-
-    def best(positions: Iterable[int]) -> int:
-        return min(positions, key=lambda p: keeper_key(rows[p]))
-
-    keepers = {label: best(members) for label, members in _split(grouping.duplicate, in_duplicates | in_series)}
-    duplicates = []
-    for label, members in _split(grouping.duplicate, in_duplicates):
-        keeper = keepers[label]
-        duplicates.append(_group(keeper, _tiers(sorted(members, key=lambda p: keeper_key(rows[p])), hashes),
-                                 rows, vectors))
-    series = []
-    for _, members in _split(grouping.series, in_series):
-        units = {keepers[int(grouping.duplicate[p])] for p in members}
-        series.append(_group(best(units), dict.fromkeys(units, "series"), rows, vectors))
+        ids, hashes = catalog.hashes()
+        if allowed is not None:
+            keep = np.isin(ids, allowed)
+            ids, hashes = ids[keep], hashes[keep]
+        first, of_hash = _pictures(hashes)
+        copies = np.bincount(of_hash, minlength=len(first))
+        vectors = None
+        i = j = np.zeros(0, dtype=np.int64)
+        scores = np.zeros(0, dtype=np.float32)
+        if threshold is not None:
+            vectors = _vectors(catalog, ids[first])
+            i, j, scores = neighbour_pairs(vectors, threshold if series_threshold is None else series_threshold)
+            i, j, scores = _undismissed(catalog, hashes[first], i, j, scores)
+        involved = _involved(len(first), i, j, copies)
+        files = np.flatnonzero(involved[of_hash])
+        rows = catalog.rows(ids[files])
+        pixels = _pixels(catalog, ids, first, np.flatnonzero(involved), rows) if len(i) else None
+    if pixels is not None:
+        duplicate_link, series_link = links(pixels, i, j, scores, threshold, series_threshold)
+        kept = duplicate_link | series_link
+        i, j, scores, duplicate_link, series_link = i[kept], j[kept], scores[kept], duplicate_link[kept], series_link[kept]
+        involved = _involved(len(first), i, j, copies)
+    else:
+        duplicate_link = series_link = np.zeros(0, dtype=bool)
+    keys: dict[int, tuple] = {}
+    files_of: dict[int, list[int]] = {}
+    for f in np.flatnonzero(involved[of_hash]).tolist():
+        row = rows[int(ids[f])]
+        row["date"] = image_date(row["taken_at"], row["mtime_ns"])
+        keys[f] = keeper_key(row, prefer)
+        files_of.setdefault(int(of_hash[f]), []).append(f)
+    # Each picture's best file stands for it; pictures are ranked by their best file.
+    best: dict[int, int] = {}
+    for f in sorted(keys, key=keys.__getitem__):
+        best.setdefault(int(of_hash[f]), f)
+    rank = np.full(len(first), len(first), dtype=np.int64)
+    rank[list(best)] = np.arange(len(best))
+    grouping = group(rank, i, j, duplicate_link, series_link)
+    builder = _Builder(ids, of_hash, files_of, rows, keys, best, vectors, pixels)
+    groups = [g for g in (builder.build(k, members) for k, members in _members(grouping, involved)) if g]
+    groups.sort(key=_order)
+    tiers = [m for g in groups for m in g.members]
     return DedupReport(
         threshold=threshold,
         series_threshold=series_threshold,
         images=len(ids),
-        groups=tuple(sorted(duplicates, key=_order) + sorted(series, key=_order)),
-        reclaimable_bytes=sum(g.reclaimable_bytes for g in duplicates),
+        groups=tuple(groups),
+        reclaimable_bytes=sum(g.reclaimable_bytes for g in groups),
+        exact_copies=sum(m.tier == "exact" for m in tiers),
+        exact_bytes=sum(m.size for m in tiers if m.tier == "exact"),
+        aliases=sum(m.tier == "alias" for m in tiers),
+        exact_only=threshold is None,
         elapsed_s=round(time.monotonic() - started, 3),
     )
 
 
-def _load(catalog: "Catalog", allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, hashes, vectors) of the allowed images (all when None), in id order; vectors filled in place."""
-    ids, hashes = catalog.hashes()
-    keep = np.isin(ids, allowed) if allowed is not None else np.ones(len(ids), dtype=bool)
-    vectors = np.zeros((int(keep.sum()), int(catalog.get_meta("dim") or 0)), dtype=np.float32)
+def _involved(pictures: int, i: np.ndarray, j: np.ndarray, copies: np.ndarray) -> np.ndarray:
+    """Pictures with a link or more than one file."""
+    involved = copies > 1
+    involved[i], involved[j] = True, True
+    return involved
+
+
+def _pixels(catalog: "Catalog", ids: np.ndarray, first: np.ndarray, pictures: np.ndarray,
+            rows: dict[int, dict[str, Any]]) -> Pixels:
+    """The fingerprints of these pictures: from the catalog, else from the file (rows indexed without one)."""
+    prints = np.zeros((len(first), 2 * HASH_BYTES), dtype=np.uint8)
+    known = np.zeros(len(first), dtype=bool)
+    stored = catalog.phashes(ids[first[pictures]])
+    for p in pictures.tolist():
+        image_id = int(ids[first[p]])
+        value = stored.get(image_id) or fingerprint_of_file(rows[image_id]["path"])
+        if value is not None and len(value) == 2 * HASH_BYTES:
+            prints[p], known[p] = np.frombuffer(value, dtype=np.uint8), True
+    return Pixels(prints, known)
+
+
+def _pictures(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, of_hash): each distinct content hash's first position, ascending, and each file's picture
+    number (pictures numbered in the order of their first position, so ids[first] ascends with the ids)."""
+    _, first, of_hash = np.unique(hashes, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    number = np.empty_like(order)
+    number[order] = np.arange(len(order))
+    return first[order], number[of_hash.ravel()]
+
+
+def _vectors(catalog: "Catalog", ids: np.ndarray) -> np.ndarray:
+    """The unit vectors of these ids (ascending) as float16 (half the memory; cosines move by < 0.001),
+    filled a catalog chunk at a time."""
+    vectors = np.zeros((len(ids), int(catalog.get_meta("dim") or 0)), dtype=np.float16)
     filled = 0
     for chunk_ids, chunk in catalog.iter_vectors():
-        chunk = chunk[np.isin(chunk_ids, allowed)] if allowed is not None else chunk
+        chunk = chunk[np.isin(chunk_ids, ids)]
         vectors[filled : filled + len(chunk)] = chunk
         filled += len(chunk)
-    return ids[keep], hashes[keep], vectors
+    return vectors
 
 
-def _tiers(ranked: list[int], hashes: np.ndarray) -> dict[int, str]:
-    """Members' tiers, best first (the keeper): "exact" for the same bytes as the keeper or as a better
-    member (two copies of one resized export: the second is exact), else "near"."""
-    seen: set[str] = set()
-    tiers = {}
-    for p in ranked:
-        tiers[p] = "exact" if hashes[p] in seen else "near"
-        seen.add(hashes[p])
-    return tiers
+def _undismissed(catalog: "Catalog", hashes: np.ndarray, i: np.ndarray, j: np.ndarray,
+                 scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dismissed = catalog.dismissed_pairs()
+    if not dismissed or not len(i):
+        return i, j, scores
+    keep = np.array([tuple(sorted((hashes[a], hashes[b]))) not in dismissed for a, b in zip(i.tolist(), j.tolist())])
+    return i[keep], j[keep], scores[keep]
 
 
-def _grouped(grouping: Grouping) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the images in a duplicate group, and in a series of two or more duplicate groups."""
-    n = len(grouping.duplicate)
-    in_duplicates = np.bincount(grouping.duplicate, minlength=n)[grouping.duplicate] >= 2
-    pairs = np.unique(grouping.series * n + grouping.duplicate)
-    in_series = np.bincount(pairs // n, minlength=n)[grouping.series] >= 2
-    return in_duplicates, in_series
+def _members(grouping: Grouping, involved: np.ndarray) -> Iterator[tuple[int, list[tuple[int, str]]]]:
+    """(keeper picture, [(member picture, "duplicate" | "series")]) per group, the keeper itself included."""
+    final = grouping.series
+    positions = np.flatnonzero(involved)
+    positions = positions[np.argsort(final[positions], kind="stable")]
+    cuts = np.flatnonzero(np.diff(final[positions])) + 1
+    for part in np.split(positions, cuts):
+        if len(part):
+            keeper = int(final[part[0]])
+            yield keeper, [(p, "duplicate" if grouping.duplicate[p] == keeper else "series") for p in part.tolist()]
 
 
-def _split(labels: np.ndarray, mask: np.ndarray) -> list[tuple[int, list[int]]]:
-    """(label, positions) for each label among the masked positions."""
-    positions = np.flatnonzero(mask)
-    positions = positions[np.argsort(labels[positions], kind="stable")]
-    cuts = np.flatnonzero(np.diff(labels[positions])) + 1
-    return [(int(labels[part[0]]), part.tolist()) for part in np.split(positions, cuts) if len(part)]
+@dataclass
+class _Builder:
+    ids: np.ndarray
+    of_hash: np.ndarray
+    files_of: dict[int, list[int]]
+    rows: dict[int, dict[str, Any]]
+    keys: dict[int, tuple]
+    best: dict[int, int]
+    vectors: np.ndarray | None
+    pixels: Pixels | None
+
+    def build(self, keeper_pic: int, pictures: list[tuple[int, str]]) -> DuplicateGroup | None:
+        files = {}
+        for pic, link in pictures:
+            for f in self.files_of.get(pic, []):
+                files[f] = (pic, link)
+        if len(files) < 2:
+            return None
+        ordered = sorted(files, key=self.keys.__getitem__)
+        keeper = self.best[keeper_pic]
+        tiers: dict[int, str] = {}
+        for f in ordered:
+            pic, link = files[f]
+            if f == keeper:
+                tiers[f] = "keeper"
+            elif self.best[pic] != f:
+                tiers[f] = "exact"
+            elif link == "series":
+                tiers[f] = "series"
+            else:
+                bits = self._distance(pic, keeper_pic)
+                tiers[f] = "near" if bits is not None and bits <= NEAR_BITS else "edited"
+        linked_keeper = keeper
+        keeper = _resolve_aliases(keeper, ordered, tiers, self.rows, self.ids)
+        _mark_pairs(keeper, tiers, self.rows, self.ids)
+        kinds = [t for t in tiers.values() if t in TIER_ORDER]
+        if not kinds and "pair" not in tiers.values():
+            return None
+        copies = [t for t in kinds if t != "series"]
+        contenders = [self.keys[f] for f in ordered if tiers[f] not in ("keeper", "alias", "pair")]
+        members = [self._member(keeper, keeper_pic, tiers)] + [
+            self._member(f, keeper_pic, tiers) for f in ordered if f != keeper]
+        members[1:] = sorted(members[1:], key=lambda m: (_tier_rank(m.tier), -m.similarity, m.path))
+        return DuplicateGroup(
+            tier=max(copies, key=TIER_ORDER.index) if copies else "series" if kinds else "pair",
+            members=tuple(members),
+            keeper_reason=(keeper_reason(self.keys[keeper], contenders[0] if contenders else None)
+                           if keeper == linked_keeper else "a symlink to it ranked first; a symlink never keeps"),
+            reclaimable_bytes=sum(m.size for m in members if m.tier in ("exact", "near")),
+        )
+
+    def _distance(self, pic: int, keeper_pic: int) -> int | None:
+        if pic == keeper_pic:
+            return 0
+        if self.pixels is None:
+            return None
+        known, d, _ = self.pixels.distances(np.array([pic]), np.array([keeper_pic]))
+        return int(d[0]) if known[0] else None
+
+    def _similarity(self, pic: int, keeper_pic: int) -> float:
+        if self.vectors is None or pic == keeper_pic:
+            return 1.0
+        return round(min(1.0, float(self.vectors[pic].astype(np.float32) @ self.vectors[keeper_pic].astype(np.float32))), 4)
+
+    def _member(self, f: int, keeper_pic: int, tiers: dict[int, str]) -> DuplicateMember:
+        row = self.rows[int(self.ids[f])]
+        pic = int(self.of_hash[f])
+        return DuplicateMember(int(row["id"]), row["path"], row["size"], row["width"], row["height"], row["date"],
+                               tiers[f], self._similarity(pic, keeper_pic), self._distance(pic, keeper_pic))
 
 
-def _group(keeper: int, tiers: dict[int, str], rows: dict[int, dict[str, Any]], vectors: np.ndarray) -> DuplicateGroup:
-    """A group with its keeper first, then the others by similarity to the keeper."""
-    others = sorted(
-        (_member(rows[p], tier, min(1.0, float(vectors[p] @ vectors[keeper])))
-         for p, tier in tiers.items() if p != keeper),
-        key=lambda m: (-m.similarity, m.path),
-    )
-    kinds = {m.tier for m in others}
-    return DuplicateGroup(
-        tier="exact" if kinds == {"exact"} else "series" if "series" in kinds else "near",
-        members=(_member(rows[keeper], "keeper", 1.0), *others),
-        reclaimable_bytes=sum(m.size for m in others),
-    )
+def _identity(path: str) -> tuple[tuple[int, int] | None, bool]:
+    """((st_dev, st_ino) of the file a path leads to, whether the path is a symlink); None when it is gone."""
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino), os.path.islink(path)
+    except OSError:
+        return None, False
 
 
-def _member(row: dict[str, Any], tier: str, similarity: float) -> DuplicateMember:
-    return DuplicateMember(row["path"], row["size"], row["width"], row["height"], row["date"], tier,
-                           round(similarity, 4))
+def _resolve_aliases(keeper: int, ordered: list[int], tiers: dict[int, str], rows: dict[int, dict[str, Any]],
+                     ids: np.ndarray) -> int:
+    """Mark hard links and symlinks to another member as "alias"; never keep a symlink over its target.
+    Returns the keeper (its target, where the keeper was a symlink to a member)."""
+    seen: dict[tuple[int, int], list[tuple[int, bool]]] = {}
+    for f in ordered:
+        identity, link = _identity(rows[int(ids[f])]["path"])
+        if identity is not None:
+            seen.setdefault(identity, []).append((f, link))
+    for same in seen.values():
+        if len(same) < 2:
+            continue
+        primary = min(same, key=lambda fl: (fl[1], fl[0] != keeper, ordered.index(fl[0])))[0]
+        if any(f == keeper for f, _ in same) and primary != keeper:
+            tiers[primary], keeper = "keeper", primary
+        for f, _ in same:
+            if f != primary:
+                tiers[f] = "alias"
+    return keeper
+
+
+def _mark_pairs(keeper: int, tiers: dict[int, str], rows: dict[int, dict[str, Any]], ids: np.ndarray) -> None:
+    """The RAW of a JPEG keeper, or the JPEG of a RAW keeper (same folder, same stem), is its pair, not a copy."""
+    stem, ext = os.path.splitext(rows[int(ids[keeper])]["path"])
+    for f, tier in tiers.items():
+        other_stem, other_ext = os.path.splitext(rows[int(ids[f])]["path"])
+        if (tier not in ("keeper", "alias") and other_stem.lower() == stem.lower()
+                and (other_ext.lower() in RAW_EXTENSIONS) != (ext.lower() in RAW_EXTENSIONS)):
+            tiers[f] = "pair"
+
+
+def _tier_rank(tier: str) -> int:
+    return ("exact", "near", "edited", "series", "alias", "pair").index(tier)
 
 
 def _order(group: DuplicateGroup) -> tuple:
-    """Exact groups first, then the groups that free the most space."""
-    return (group.tier != "exact", -group.reclaimable_bytes, group.members[0].path)
+    """By tier (exact groups first), then the groups that free the most space."""
+    tiers = (*TIER_ORDER, "pair")
+    return (tiers.index(group.tier), -group.reclaimable_bytes, group.members[0].path)

@@ -21,6 +21,10 @@ class LibraryLocked(ClipsearchError):
     pass
 
 
+class LibraryReadOnly(ClipsearchError):
+    """A command that writes was given a library it may only read (no write permission, read-only media)."""
+
+
 class ModelMismatch(ClipsearchError):
     pass
 

@@ -4,7 +4,8 @@ A filter becomes the set of catalog ids it allows, which the vector search then 
 among (FAISS `IDSelectorBatch`), so k results come back whenever k images match.
 
 Dates compare the EXIF date taken when there is one, else the file's mtime, both as local
-wall-clock time (EXIF dates carry no time zone), written as `taken_at >= ? OR (taken_at IS
+wall-clock time (the camera's clock; a UTC offset the file records follows the time in `taken_at` and
+does not change the comparison), written as `taken_at >= ? OR (taken_at IS
 NULL AND mtime_ns >= ?)` rather than as a date computed per row, so that both branches search
 the catalog's `images_filters` index. That index also covers camera and size, so no filter
 reads the table's rows and the vectors in them (see benchmarks/bench_filters.py).
@@ -20,6 +21,7 @@ import numpy as np
 
 from .catalog import Catalog, under_clause
 from .errors import BadQuery
+from .tagging import normal_label
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Filters:
             params += [p for s in suffixes for p in (len(s), s)]
         if self.tag is not None:
             parts.append("id IN (SELECT image_id FROM image_tags WHERE label = ?)")
-            params.append(self.tag)
+            params.append(normal_label(self.tag))
         return " AND ".join(parts) or "1", params
 
     def allowed_ids(self, catalog: Catalog) -> np.ndarray:
@@ -87,7 +89,10 @@ def parse_when(text: str) -> datetime:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise BadQuery(f"Not a date: {text!r} (use YYYY-MM-DD or an ISO datetime such as 2021-05-01T14:30)") from None
-    return when.astimezone().replace(tzinfo=None) if when.tzinfo else when
+    try:
+        return when.astimezone().replace(tzinfo=None) if when.tzinfo else when
+    except (OverflowError, ValueError):
+        raise BadQuery(f"Date out of range: {text!r}") from None
 
 
 def image_date(taken_at: str | None, mtime_ns: int) -> str:
@@ -105,6 +110,14 @@ def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds")
 
 
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+
+
 def _epoch_ns(when: datetime) -> int:
-    """A naive local datetime as nanoseconds since the epoch, to compare with mtime_ns."""
-    return int(when.timestamp() * 1_000_000_000)
+    """A naive local datetime as nanoseconds since the epoch, to compare with mtime_ns; dates beyond
+    what the catalog's 64-bit nanoseconds hold (before 1677, after 2262) are clamped to its range."""
+    try:
+        ns = int(when.timestamp() * 1_000_000_000)
+    except (OverflowError, ValueError, OSError):  # year 1 in a zone east of UTC, year 9999 west of it
+        ns = _NS_MIN if when.year < 1970 else _NS_MAX
+    return min(max(ns, _NS_MIN), _NS_MAX)

@@ -1,14 +1,17 @@
 """Merging embedding shards (see shards.py) into a catalog, one transaction per shard.
 
-A row is merged as `clipsearch index` would treat the file: new paths are added, a newer version
-of an indexed file replaces its row, and a file that failed for its content is recorded as a
-failure. The catalog keeps what it has when it already holds the same version of the file (same
-size and mtime) or a newer one, so merging is idempotent and the order of shards does not matter,
-even when a folder holds stale shards of files that changed between runs. Files that could not
-be read (I/O errors) are only reported: a later `clipsearch index` picks them up.
+A row is merged as `clipsearch index` would treat the file: new paths are added, and a file that
+failed for its content is recorded as a failure. A row for an indexed file with the same size and
+content hash keeps the catalog's row (only a newer mtime is recorded), so merging is idempotent.
+Any difference in size or content is a change, whatever the mtimes say (a clock set wrong once
+must not pin an old vector): the shard's row replaces the catalog's, except when the file can be
+seen from here and the catalog's row, not the shard's, matches its current size and mtime (a
+stale shard of a file that changed since). Files that could not be read (I/O errors) are only
+reported: a later `clipsearch index` picks them up.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -16,6 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .catalog import Catalog, FileState, NewImage
+from .discover import FileEntry, clamp_ns
+from .paths import from_catalog
 from .results import IngestReport, Skip
 from .shards import ShardHeader, read_rows
 
@@ -43,13 +48,21 @@ def merge_shards(catalog: Catalog, headers: Sequence[ShardHeader], started: floa
 
 def _merge(catalog: Catalog, header: ShardHeader, counts: _Counts) -> None:
     rows = read_rows(header)
+    for record in rows.records:
+        record["path"] = from_catalog(record["path"])
     known = catalog.states_of([r["path"] for r in rows.records])
     images: list[NewImage] = []
     stale: list[int] = []
+    touched: list[tuple[int, FileEntry]] = []
     failures: list[tuple[str, int, int, str]] = []
     for record, vector in zip(rows.records, rows.vectors):
         state = known.get(record["path"])
-        if state is not None and _holds_same_or_newer(state, record):
+        if state is not None and _same_content(state, record):
+            counts.unchanged += 1
+            if record["mtime_ns"] > state.mtime_ns:
+                touched.append((state.id, FileEntry(record["path"], record["size"], record["mtime_ns"])))
+            continue
+        if state is not None and _stale(state, record):
             counts.unchanged += 1
             continue
         if record["error"] is not None:
@@ -64,11 +77,22 @@ def _merge(catalog: Catalog, header: ShardHeader, counts: _Counts) -> None:
         if state is not None:
             stale.append(state.id)
     catalog.write_batch(images, stale, failures)
+    if touched:
+        catalog.touch(touched)
 
 
-def _holds_same_or_newer(state: FileState, record: dict) -> bool:
-    same = (state.size, state.mtime_ns) == (record["size"], record["mtime_ns"])
-    return same or state.mtime_ns > record["mtime_ns"]
+def _same_content(state: FileState, record: dict) -> bool:
+    return record["error"] is None and (state.size, state.hash) == (record["size"], record["hash"])
+
+
+def _stale(state: FileState, record: dict) -> bool:
+    """Whether the file, seen from here, is still the version the catalog holds and not the shard's."""
+    try:
+        st = os.stat(record["path"])
+    except OSError:
+        return False
+    now = (st.st_size, clamp_ns(st.st_mtime_ns))
+    return now == (state.size, state.mtime_ns) and now != (record["size"], record["mtime_ns"])
 
 
 def _new_image(record: dict, vector: np.ndarray) -> NewImage:

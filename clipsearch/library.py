@@ -1,10 +1,10 @@
 """A library: a directory with the SQLite catalog and the FAISS index, and the verbs on it."""
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -14,13 +14,18 @@ from .catalog import CATALOG_FILE, Catalog, IndexedVectors, now_iso
 from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
-                     LibraryNotFound, ModelMismatch)
+                     LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, image_date
-from .models import DEFAULT_BATCH, ModelSpec, check_same_model, load_encoder, model_spec
+from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, load_encoder, model_spec,
+                     open_clip_version, preprocessing_of)
+from .paths import readable
+from .quarantine import PlannedMove, move_to
 from .ranking import combine, exhausted, split_weight, top_k, unit
 from .raw import is_pair, is_raw, shot_of
-from .results import DedupReport, IndexReport, IngestReport, LibraryInfo, SearchResult, TagCount, TagReport
+from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, MoveReport, OcrReport, SearchResult, TagCount,
+                      TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
+from .textmodel import TextModel, text_model_written
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
                           rebuild_reason, wanted_kind)
 from .video import Sampling, frame_at, is_video, parse_moment, sample
@@ -42,6 +47,21 @@ def default_library_dir() -> Path:
     return Path(user_data_dir("clipsearch"))
 
 
+def _read_only(directory: Path) -> bool:
+    return not (os.access(directory, os.W_OK) and os.access(directory / CATALOG_FILE, os.W_OK))
+
+
+def _outermost(roots: Iterable[str]) -> list[str]:
+    """The roots not inside another, sorted."""
+    unique = sorted(set(roots))
+    return [r for r in unique if not any(r != o and r.startswith(o.rstrip(os.sep) + os.sep) for o in unique)]
+
+
+def _check_sort(sort: str) -> None:
+    if sort not in SORTS:
+        raise BadQuery(f"Unknown sort order {sort!r}; use one of {', '.join(SORTS)}")
+
+
 def _checked_index_type(index_type: str) -> str:
     if index_type not in INDEX_TYPES:
         raise BadOption(f"Unknown index type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
@@ -52,23 +72,33 @@ class Library:
     """Open with `Library.open(path)`; hand in an `encoder` to reuse a loaded model, an `index_policy`
     to change when the vector index turns approximate (see vectorindex.py)."""
 
-    def __init__(self, path: Path, catalog: Catalog | None, encoder=None, index_policy: IndexPolicy = DEFAULT_POLICY):
+    def __init__(self, path: Path, catalog: Catalog | None, encoder=None, index_policy: IndexPolicy = DEFAULT_POLICY,
+                 readonly: bool = False):
         self.path = path
+        self.readonly = readonly
+        """Opened without write access: reading works, commands that write raise LibraryReadOnly."""
         self._catalog = catalog
         self._encoder = encoder
         self.index_policy = index_policy
         self._vectors: VectorIndex | None = None
+        self._text_model: TextModel | None = None
         self._synced_at: tuple[int, int] | None = None
+        self._file_seen: tuple[int, int, int] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
-             index_policy: IndexPolicy = DEFAULT_POLICY) -> "Library":
-        """Open a library; with `create`, a missing one is created on its first write."""
+             index_policy: IndexPolicy = DEFAULT_POLICY, readonly: bool | None = None) -> "Library":
+        """Open a library; with `create`, a missing one is created on its first write.
+
+        `readonly` (default: whether the library's folder or catalog may not be written, as `os.access` tells,
+        which read-only media tell even to root) opens it without writing anything: no migration, no caches.
+        """
         directory = Path(path).expanduser().absolute() if path else default_library_dir().absolute()
         if (directory / CATALOG_FILE).exists():
-            return cls(directory, Catalog.open(directory), encoder, index_policy)
+            readonly = _read_only(directory) if readonly is None else readonly
+            return cls(directory, Catalog.open(directory, readonly=readonly), encoder, index_policy, readonly)
         if create:
-            return cls(directory, None, encoder, index_policy)
+            return cls(directory, None, encoder, index_policy, bool(readonly))
         raise LibraryNotFound(f"No clipsearch library at {directory}; create one with `clipsearch index PATH`")
 
     def close(self) -> None:
@@ -85,9 +115,19 @@ class Library:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._check_writable()
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LibraryReadOnly(f"Cannot create the library at {self.path}: {e.strerror or e}") from None
             self._catalog = Catalog.open(self.path, create=True)
         return self._catalog
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise LibraryReadOnly(
+                f"The library at {self.path} is read-only (no write permission, or read-only media); searching "
+                f"works, but indexing, tagging, repair and ingest need to write to it")
 
     @property
     def model(self) -> ModelSpec | None:
@@ -95,6 +135,31 @@ class Library:
             return None
         recorded = self._catalog.get_meta("model")
         return ModelSpec.from_dict(recorded) if recorded else None
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """The preprocessing and open_clip version the library's vectors were made with (None if not recorded)."""
+        recorded = self._catalog.get_meta("preprocessing") if self._catalog is not None else None
+        return Preprocessing.from_dict(recorded) if recorded else None
+
+    def preprocessing_warning(self) -> str | None:
+        """One line when the model here would embed differently from the library's recorded preprocessing, else None.
+
+        With the model loaded, every field is compared; without, only the open_clip version (which decides the
+        preprocessing of a model and tag), so that opening a library never loads the model to check."""
+        recorded = self.preprocessing
+        if recorded is None:
+            return None
+        if self._encoder is not None and self._encoder.spec.same_weights(self.model):
+            differences = recorded.differences(preprocessing_of(self._encoder))
+        else:
+            current = open_clip_version()
+            differences = [] if current == recorded.open_clip else [f"open_clip {recorded.open_clip} -> {current}"]
+        if not differences:
+            return None
+        return (f"warning: this library's vectors were made with other preprocessing ({'; '.join(differences)}): "
+                f"new vectors may not compare with them; `clipsearch index --reindex` on every indexed folder "
+                f"re-embeds them")
 
     @property
     def encoder(self):
@@ -108,12 +173,22 @@ class Library:
     @property
     def vectors(self) -> VectorIndex:
         """The FAISS index (memory-mapped, never rebuilt here), brought in line with the catalog in memory
-        if the file is stale. Checked again only after the catalog changed, so queries skip the check."""
-        if self._vectors is None:
+        if the file is stale. Checked again only after the catalog changed, so queries skip the check.
+
+        When another process has since replaced the index file (an `index` run that rebuilt it, a `repair`),
+        the new file is loaded in place of the old one: a long-lived reader such as `serve` follows it. One
+        stat() per access tells."""
+        seen = self._index_file_identity()
+        if self._vectors is None or seen != self._file_seen:
             file = self.path / INDEX_FILE
-            loaded = VectorIndex.load(file) if file.exists() else None
+            loaded = VectorIndex.load(file) if seen is not None else None
             dim = self._dim()
-            self._set_vectors(loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim))
+            fresh = loaded if loaded is not None and loaded.dim == dim else VectorIndex.create(dim)
+            if self._vectors is None:
+                self._vectors = fresh
+            else:
+                self._vectors.adopt(fresh)  # whoever holds the object sees the new index
+            self._synced_at, self._file_seen = None, seen
         with self.catalog.snapshot():
             version = self.catalog.version()
             if version != self._synced_at:
@@ -122,7 +197,19 @@ class Library:
         return self._vectors
 
     def _set_vectors(self, vectors: VectorIndex) -> None:
-        self._vectors, self._synced_at = vectors, None
+        self._vectors, self._synced_at, self._file_seen = vectors, None, self._index_file_identity()
+
+    def _index_file_identity(self) -> tuple[int, int, int] | None:
+        """(inode, mtime ns, size) of the index file, None when there is none: a rename over it changes the inode."""
+        try:
+            st = (self.path / INDEX_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _save_vectors(self, vectors: VectorIndex) -> None:
+        vectors.save(self.path / INDEX_FILE)
+        self._file_seen = self._index_file_identity()  # our own write: nothing to reload
 
     def _dim(self) -> int:
         return int(self.catalog.get_meta("dim") or self.encoder.dim)
@@ -140,24 +227,27 @@ class Library:
         return BuildRecord.from_dict(self.catalog.get_meta("index_build"))
 
     def save_index(self) -> None:
-        """Write the index file, rebuilding the index first when its type or size calls for it (writers only)."""
-        if self._vectors is None:
-            return
-        reason = rebuild_reason(self._vectors, self._build_record(), self.index_type, self.index_policy)
-        if reason is None:
-            self._vectors.save(self.path / INDEX_FILE)
-            return
-        kind = wanted_kind(self.index_type, len(self._vectors), self._vectors.kind, self.index_policy)
-        self._rebuild(kind)
+        """Write the index file, rebuilding the index instead when its type or size calls for it (writers only)."""
+        if self._vectors is not None and not self._rebuild_if_due():
+            self._save_vectors(self._vectors)
+
+    def _rebuild_if_due(self) -> bool:
+        """Rebuild (and save) the index if its type or size calls for it; whether it did."""
+        if self._vectors is None or rebuild_reason(self._vectors, self._build_record(), self.index_type,
+                                                   self.index_policy) is None:
+            return False
+        self._rebuild(wanted_kind(self.index_type, len(self._vectors), self._vectors.kind, self.index_policy))
+        return True
 
     def _rebuild(self, kind: str) -> BuildRecord:
         """Build a `kind` index from the catalog's vectors, save it, then record how it was built.
 
         The new index replaces the old one's contents in place: an index run holding the object goes on
         adding to the rebuilt index."""
+        texts = self._calibration_texts() if kind != "flat" else None
         with self.catalog.snapshot():
-            vectors, record = build(IndexedVectors(self.catalog), self._dim(), kind, self.index_policy)
-        vectors.save(self.path / INDEX_FILE)
+            vectors, record = build(IndexedVectors(self.catalog), self._dim(), kind, self.index_policy, texts)
+        self._save_vectors(vectors)
         self.catalog.set_meta("index_build", record.to_dict())
         if self._vectors is None:
             self._vectors = vectors
@@ -166,22 +256,32 @@ class Library:
         self._synced_at = None
         return record
 
+    def _calibration_texts(self) -> np.ndarray | None:
+        """The model's own text vectors to calibrate an approximate index with (calibration.py), or None when the
+        model cannot be loaded here (e.g. shards embedded elsewhere): the index is then calibrated on modelled
+        text queries."""
+        from .calibration import text_queries
+
+        try:
+            return text_queries(self.encoder)
+        except (ModelUnavailable, LibraryNotFound):
+            return None
+
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        """One writer at a time; a second fails fast instead of interleaving writes."""
+        """One writer at a time (an OS file lock, via filelock); a second fails fast instead of interleaving."""
+        from filelock import FileLock, Timeout
+
+        self._check_writable()
         self.catalog  # ensure the directory exists
-        with open(self.path / LOCK_FILE, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LibraryLocked(
-                    f"Another clipsearch process is writing to the library at {self.path}; "
-                    f"wait for it to finish and run again"
-                ) from None
-            try:
+        try:
+            with FileLock(self.path / LOCK_FILE, timeout=0):
                 yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        except Timeout:
+            raise LibraryLocked(
+                f"Another clipsearch process is writing to the library at {self.path}; "
+                f"wait for it to finish and run again"
+            ) from None
 
     # --- verbs -----------------------------------------------------------------
     def index(
@@ -193,50 +293,137 @@ class Library:
         exclude: Iterable[str] = (),
         include_hidden: bool = False,
         reindex: bool = False,
+        rehash: bool = False,
+        prune: bool = False,
         batch_size: int | None = None,
         workers: int | None = None,
         progress=None,
         index_type: str | None = None,
+        ocr: str | None = None,
+        ocr_progress=None,
         video: Sampling = Sampling(),
     ) -> IndexReport:
         """Add, update, move and remove images and videos under `paths` so the library mirrors them.
 
         `video` says how frames are sampled from videos (see video.py).
 
-        `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is recorded and kept for later runs; None keeps
-        the recorded one.
+        Never removes what it cannot see: a path that looks offline (missing, empty, or more than half of its
+        indexed files and at least `indexer.OFFLINE_MIN_LOST` gone at once) keeps its rows, listed in the
+        report's `offline`, unless `prune`; a path that no longer exists but has rows is such a path. New
+        files with the content of rows whose files are gone, anywhere in the library, are moves (vector and
+        tags kept). `reindex` re-embeds the files under `paths` and keeps every other image; with another
+        model it needs every indexed folder, as a library holds one model's vectors (else ModelMismatch).
+        `rehash` compares every file's content, not only those whose size, mtime, inode or ctime changed.
+        The library's own folder is never indexed. `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is
+        recorded and kept for later runs; None keeps the recorded one. So is `ocr`: "auto" or "all" (the OCR
+        gate, see ocr.py) reads the text in new images after embedding them, "off" stops doing so. Raises
+        ExtraNotInstalled, before any work, when OCR is on and its extra is missing.
         """
-        from .indexer import IndexRun
+        from .indexer import IndexRun, Options
+        from .ocr import checked_gate, require_engine
 
         started = time.monotonic()
+        self._check_writable()
         if not paths:
             raise BadPath("Give at least one file or directory to index")
-        listing = list_images(paths, exclude, include_hidden)
+        existing, vanished = self._split_roots(paths)
+        listing = list_images(existing, exclude, include_hidden, skip_dirs=[self.path])
+        listing.roots += tuple(vanished)
         recorded = self.model
         wanted = model or recorded or model_spec()
-        if recorded is not None and not reindex:
+        new_model = recorded is not None and not recorded.same_weights(wanted)
+        if new_model and not reindex:
             check_same_model(recorded, wanted)
+        if new_model:
+            self._check_covered(listing.roots, wanted)
 
         def encoder() -> "Encoder":
             if self._encoder is None or not self._encoder.spec.same_weights(wanted):
                 self._encoder = load_encoder(wanted, device)
             return self._encoder
 
-        if reindex or recorded is None:
+        if new_model or recorded is None:
             encoder()  # a new library needs the embedding size; a missing model fails before anything is written
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
+        gate = self.ocr_gate if ocr is None else None if ocr == "off" else checked_gate(ocr)
+        if gate is not None:
+            require_engine()
         with self._lock():
-            if reindex or recorded is None:
+            if new_model or recorded is None:
                 self._reset(wanted, self._encoder.dim)
             self._set_index_type(index_type)
-            run = IndexRun(self.catalog, self.vectors, encoder, self.save_index, batch_size, workers, progress, video)
+            if ocr is not None:
+                self.catalog.set_meta("ocr", gate)
+            # Saves during the run only write the index; a rebuild it calls for (a minute at 1,000,000 images)
+            # waits until the run's writes are committed. Searches meanwhile read the previous file.
+            vectors = self.vectors
+            run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
+                           progress, video, Options(reindex=reindex, rehash=rehash, prune=prune))
             report = run.run(listing, started)
+            if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
+                # every vector was made by this run (a --reindex of every folder, say): record how
+                self.catalog.set_meta("preprocessing", preprocessing_of(self._encoder).to_dict())
+            self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
+            self._rebuild_if_due()
+            if self._encoder is not None and not text_model_written(self.path, self._encoder.spec):
+                self._write_text_model()
+            if gate is not None:
+                report = replace(report, ocr=self._read_text(gate, ocr_progress))
         return report
 
+    @property
+    def ocr_gate(self) -> str | None:
+        """The OCR gate `index` uses ("auto" or "all"), or None when it reads no text (the default)."""
+        return self.catalog.get_meta("ocr") if self._catalog is not None else None
+
+    def read_text(self, gate: str | None = None, *, progress=None) -> OcrReport:
+        """Read the text in the indexed images not read yet (see ocr.py); `gate` defaults to the library's
+        setting, else "auto". Does not change the setting."""
+        from .ocr import checked_gate
+
+        gate = checked_gate(gate or self.ocr_gate or "auto")
+        with self._lock():
+            return self._read_text(gate, progress)
+
+    def _read_text(self, gate: str, progress) -> OcrReport:
+        from .ocr import read_catalog
+
+        return read_catalog(self.catalog, lambda: self.encoder, gate, progress)
+
+
+    def _split_roots(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
+        """The paths that exist, and those that do not but have rows (a vanished or unmounted folder)."""
+        existing, vanished = [], []
+        for path in paths:
+            root = os.path.abspath(os.fspath(path))
+            if os.path.lexists(root):
+                existing.append(root)
+            elif self._catalog is not None and self.catalog.count_under([root]):
+                vanished.append(root)
+            else:
+                raise BadPath(f"No such file or directory: {readable(os.fspath(path))}")
+        return existing, vanished
+
+    def _check_covered(self, roots: Sequence[str], wanted: ModelSpec) -> None:
+        """Refuse a model change that would drop the images outside `roots`."""
+        outside = self.catalog.count() - self.catalog.count_under(roots)
+        if not outside:
+            return
+        left = [r for r in self.catalog.get_meta("roots", [])
+                if not any(r == g or r.startswith(g.rstrip(os.sep) + os.sep) for g in roots)
+                and self.catalog.count_under([r])]
+        named = ", ".join(readable(r) for r in left) if left else "folders not given"
+        raise ModelMismatch(
+            f"Re-indexing with {wanted.label} re-embeds the whole library (it holds one model's vectors), but "
+            f"{outside} indexed images are outside the paths given ({named}) and would be lost; give those "
+            f"folders too, or use another --db")
+
     def _reset(self, spec: ModelSpec, dim: int) -> None:
-        self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None})
+        """Empty the library for `spec`, recording the loaded encoder's preprocessing (none for ingested shards)."""
+        preprocessing = preprocessing_of(self._encoder).to_dict() if self._encoder is not None else None
+        self.catalog.reset({"model": spec.to_dict(), "dim": dim, "index_build": None, "preprocessing": preprocessing})
         self._set_vectors(VectorIndex.create(dim))
 
     def ingest(self, shards_dir: str | os.PathLike[str], *, progress=None) -> IngestReport:
@@ -248,6 +435,7 @@ class Library:
         from .shards import read_header, shard_files
 
         started = time.monotonic()
+        self._check_writable()
         headers = [read_header(f) for f in shard_files(Path(shards_dir))]
         if not headers:
             raise BadShard(f"No embedding shards (shard-*.parquet) in {shards_dir}")
@@ -263,10 +451,25 @@ class Library:
             if recorded is None:
                 self._reset(model, dim)
             report = merge_shards(self.catalog, headers, started, progress)
-            self.vectors  # brings the FAISS index in line with the catalog, whatever its index type
-            self.save_index()
+            self._index_ingested()
             self.catalog.set_meta("last_indexed", now_iso())
         return report
+
+    def _index_ingested(self) -> None:
+        """Bring the index in line with the catalog after an ingest, in memory bounded by the index's own size.
+
+        An index file of the type the collection now calls for takes the new vectors chunk by chunk; otherwise
+        the wanted index is built straight from the catalog (trained on a sample, then filled chunk by chunk),
+        never by first loading every vector into an exact float32 index (200 GB at 10^8 vectors of 512-d)."""
+        record = self._build_record()
+        on_disk = self._index_file_identity() is not None and record is not None
+        current = record.params["type"] if on_disk else "flat"
+        kind = wanted_kind(self.index_type, self.catalog.count(), current, self.index_policy)
+        if kind == "flat" or (on_disk and kind == current):
+            self.vectors  # adds what the file lacks, whatever its type
+            self.save_index()
+        else:
+            self._rebuild(kind)
 
     def search(
         self,
@@ -291,8 +494,80 @@ class Library:
         terms += [(w, self.term_vector(t)) for t, w in map(split_weight, add)]
         terms += [(-w, self.term_vector(t)) for t, w in map(split_weight, sub)]
         terms += [(1.0, self.image_vector(p)) for p in images]
-        return self.nearest(combine(terms), k=k, filters=filters, min_score=min_score, sort=sort,
-                            group_pairs=group_pairs)
+        vector = combine(terms)
+        if query is not None and not os.path.isfile(query):
+            return self.fused(query, vector, k=k, filters=filters, min_score=min_score, sort=sort,
+                              group_pairs=group_pairs)
+        return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort, group_pairs=group_pairs)
+
+    def fused(
+        self,
+        text: str,
+        vector: np.ndarray,
+        *,
+        k: int = 20,
+        filters: Filters | None = None,
+        min_score: float | None = None,
+        sort: str = "score",
+        group_pairs: bool = False,
+    ) -> list[SearchResult]:
+        """The CLIP results for `vector` and the images whose recognised text holds words of `text`, ranked
+        together by reciprocal rank fusion (see textsearch.py); just the CLIP results when no image has text.
+        `min_score` applies to the CLIP ranking: a text match is kept whatever its cosine similarity; a video
+        keeps the moment of its CLIP match. `group_pairs`: see `nearest`."""
+        from . import textsearch
+
+        _check_sort(sort)
+        if not textsearch.has_text(self.catalog):
+            return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort, group_pairs=group_pairs)
+        depth = max(k, textsearch.FUSION_DEPTH)
+        with self.catalog.snapshot():
+            by_clip = self.nearest(vector, k=depth, filters=filters, min_score=min_score, group_pairs=group_pairs)
+            ids = {path: state.id for path, state in self.catalog.states_of([r.path for r in by_clip]).items()}
+            allowed = filters.allowed_ids(self.catalog) if filters else None
+            by_text = [m.image_id for m in textsearch.match(self.catalog, text, every=False, allowed=allowed,
+                                                              limit=depth)]
+            chosen = textsearch.fuse([[ids[r.path] for r in by_clip], by_text])[:k]
+            rows = self.catalog.rows(i for i, _ in chosen)
+            cosines = dict(zip(rows, self.catalog.vectors_for(list(rows)) @ vector)) if rows else {}
+            words = textsearch.query_words(text)
+            found = textsearch.texts(self.catalog, rows)
+        moments = {r.path: r.time_s for r in by_clip}
+        results = [self._result(rows[i], float(cosines[i]), found.get(i), words, fused=f,
+                                time_s=moments.get(rows[i]["path"])) for i, f in chosen if i in rows]
+        return by_date(results, [r.date for r in results]) if sort == "date" else results
+
+    def search_text(
+        self, words: str, *, k: int = 20, filters: Filters | None = None, sort: str = "score"
+    ) -> list[SearchResult]:
+        """Images whose recognised text holds every one of `words` (any case), best BM25 first; the score is
+        the BM25 relevance (higher is better). Needs no model. Raises BadQuery when no text was read yet."""
+        from . import textsearch
+
+        if k < 1:
+            raise BadQuery("The number of results must be at least 1")
+        _check_sort(sort)
+        with self.catalog.snapshot():
+            if not textsearch.has_text(self.catalog):
+                raise BadQuery("No text has been read in this library's images yet; run `clipsearch ocr`")
+            allowed = filters.allowed_ids(self.catalog) if filters else None
+            matches = textsearch.match(self.catalog, words, every=True, allowed=allowed, limit=k)
+            rows = self.catalog.rows(m.image_id for m in matches)
+            found = textsearch.texts(self.catalog, rows)
+        terms = textsearch.query_words(words)
+        results = [self._result(rows[m.image_id], -m.bm25 or 0.0, found.get(m.image_id), terms)
+                   for m in matches if m.image_id in rows]
+        return by_date(results, [r.date for r in results]) if sort == "date" else results
+
+    @staticmethod
+    def _result(row: dict, score: float, text: str | None, words: Sequence[str],
+                fused: float | None = None, time_s: float | None = None) -> SearchResult:
+        from .textsearch import snippet
+
+        found = snippet(text, words) if text else None
+        return SearchResult(row["path"], score, row["width"], row["height"], row["taken_at"],
+                            image_date(row["taken_at"], row["mtime_ns"]),
+                            found.text if found else None, found.highlights if found else (), fused, time_s)
 
     def similar(
         self,
@@ -322,11 +597,11 @@ class Library:
     def frame_vector(self, video: str, seconds: float) -> np.ndarray:
         """The embedding of the frame a video shows at `seconds`."""
         if not os.path.isfile(video):
-            raise BadPath(f"No such file: {video}")
+            raise BadPath(f"No such file: {readable(video)}")
         try:
             picture = frame_at(video, seconds, self.encoder.image_size)
         except BadImage as e:
-            raise BadImage(f"{video} is not a usable video ({e})") from None
+            raise BadImage(f"{readable(video)} is not a usable video ({e})") from None
         return self.encoder.encode_pil([picture])[0]
 
     def term_vector(self, term: str) -> np.ndarray:
@@ -346,10 +621,32 @@ class Library:
         cache = TextVectorCache(self.path, model) if model is not None else None
         vector = cache.get(text) if cache is not None else None
         if vector is None:
-            vector = self.encoder.encode_texts([text])[0]
-            if cache is not None:
+            vector = self._encode_text(text)
+            if cache is not None and not self.readonly:
                 cache.put(text, vector)
         return vector
+
+    def _encode_text(self, text: str) -> np.ndarray:
+        """By the model when it is loaded; else by the library's ONNX text tower, without importing torch
+        (see textmodel.py); else by loading the model, then writing the tower for the next query."""
+        model = self.model
+        if self._encoder is not None or model is None:
+            return self.encoder.encode_texts([text])[0]
+        self._text_model = self._text_model or TextModel.load(self.path, model)
+        if self._text_model is not None:
+            return self._text_model.encode([text])[0]
+        vector = self.encoder.encode_texts([text])[0]
+        self._write_text_model()
+        return vector
+
+    def _write_text_model(self) -> None:
+        """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""
+        from .textexport import export_text_model
+
+        try:
+            export_text_model(self.path, self._encoder)
+        except (OSError, RuntimeError):  # a read-only library, a full disk, an exporter that cannot trace
+            pass
 
     def image_vector(self, image: str | os.PathLike[str]) -> np.ndarray:
         """The stored vector when the file is indexed and unchanged, else a fresh embedding."""
@@ -357,7 +654,7 @@ class Library:
 
         path = os.path.abspath(os.fspath(image))
         if not os.path.exists(path):
-            raise BadPath(f"No such file: {os.fspath(image)}")
+            raise BadPath(f"No such file: {readable(os.fspath(image))}")
         row = self.catalog.row_by_path(path)
         st = os.stat(path)
         if row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
@@ -367,9 +664,12 @@ class Library:
                 clip = sample(path, Sampling(), self.encoder.image_size)
                 return unit(self.encoder.encode_pil([f.image for f in clip.frames]).mean(axis=0))
             picture, _ = load(path, self.encoder.image_size)
+            pixels = self.encoder.preprocess(picture)
         except BadImage as e:
-            raise BadImage(f"{os.fspath(image)} is not a usable image ({e})") from None
-        return self.encoder.encode_pil([picture])[0]
+            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({e})") from None
+        except Exception as e:  # noqa: BLE001 - whatever preprocessing raises, the file is not usable
+            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({type(e).__name__}: {e})") from None
+        return self.encoder.encode_images(pixels[None])[0]
 
     def nearest(
         self,
@@ -389,8 +689,7 @@ class Library:
         is shown, with the better score of the two; the pair of an `exclude`d image is left out with it."""
         if k < 1:
             raise BadQuery("The number of results must be at least 1")
-        if sort not in SORTS:
-            raise BadQuery(f"Unknown sort order {sort!r}; use one of {', '.join(SORTS)}")
+        _check_sort(sort)
         with self.catalog.snapshot():  # the index is synced in the same read transaction as the rows
             vectors = self.vectors
             if len(vectors) == 0:
@@ -418,7 +717,7 @@ class Library:
             chosen = by_date(chosen, [dates[i] for i, _ in chosen])
         return [
             SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"], dates[i],
-                         moments[i] / 1000 if i in moments else None)
+                         time_s=moments[i] / 1000 if i in moments else None)
             for i, s in chosen
         ]
 
@@ -521,22 +820,47 @@ class Library:
         threshold: float | None = None,
         series_threshold: float | None = None,
         filters: Filters | None = None,
+        prefer: Sequence[str] = (),
+        exact_only: bool = False,
     ) -> DedupReport:
-        """Exact and near-duplicate groups, plus similar series with a `series_threshold` (see duplicates.py).
+        """Duplicate groups around keepers, plus similar series with a `series_threshold` (see duplicates.py).
 
-        `threshold` defaults to the one measured for the library's model. Only reads the catalog: no
-        file is ever deleted or moved.
+        `threshold` defaults to the one measured for the library's model; `exact_only` groups byte-identical
+        files from their content hashes alone (no model, no vectors). Files under a `prefer` folder win as
+        keepers. Only reads the catalog: no file is ever deleted or moved.
         """
-        if threshold is None:
+        if exact_only:
+            threshold, series_threshold = None, None
+        elif threshold is None:
             threshold = default_threshold(self.model.arch if self.model else None)
         with self.catalog.snapshot():
             allowed = filters.allowed_ids(self.catalog) if filters else None
             return find_duplicates(self.catalog, threshold=threshold, series_threshold=series_threshold,
-                                   allowed=allowed)
+                                   allowed=allowed, prefer=prefer)
+
+    def quarantine(self, report: DedupReport, folder: str | os.PathLike[str]) -> MoveReport:
+        """Move the exact and near members of the report's groups into `folder` (see quarantine.py), each
+        only if it and its keeper still hold the bytes they were indexed with; writes the undo manifest."""
+        wanted = [m.id for g in report.groups for m in (g.keeper, *g.reclaimable)]
+        hashes = {i: row["hash"] for i, row in self.catalog.rows(wanted).items()}
+        return move_to([PlannedMove(m.path, hashes.get(m.id, ""), g.keeper.path, hashes.get(g.keeper.id, ""))
+                        for g in report.groups for m in g.reclaimable], folder)
+
+    def dismiss(self, image_a: int, image_b: int) -> None:
+        """Remember that two images are not duplicates: dedup never links their pictures again.
+
+        Raises BadQuery when either id is not in the catalog or both hold the same bytes."""
+        rows = self.catalog.rows([image_a, image_b])
+        missing = [i for i in (image_a, image_b) if i not in rows]
+        if missing:
+            raise BadQuery(f"No image with id {missing[0]} in the catalog")
+        if rows[image_a]["hash"] == rows[image_b]["hash"]:
+            raise BadQuery("These files hold the same bytes: they are duplicates")
+        self.catalog.dismiss_pair(rows[image_a]["hash"], rows[image_b]["hash"])
 
     def info(self) -> LibraryInfo:
         model = self.model
-        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         file = self.path / INDEX_FILE
         on_disk = VectorIndex.load(file) if file.exists() else None
         index: dict[str, object] = {"type": on_disk.kind if on_disk else "none", "choice": self.index_type}
@@ -545,6 +869,7 @@ class Library:
             index.update(on_disk.params(), vectors=len(on_disk))
             if record is not None and record.describes(on_disk):
                 index.update(built_for=record.built_for, recall_at_10=record.recall_at_10,
+                             text_recall_at_10=record.text_recall_at_10, text_queries=record.text_queries,
                              build_s=round(record.build_s, 1))
         return LibraryInfo(
             path=str(self.path),
@@ -554,4 +879,6 @@ class Library:
             index=index,
             size_bytes=size,
             last_indexed=self.catalog.get_meta("last_indexed"),
+            preprocessing=self.catalog.get_meta("preprocessing"),
+            warning=self.preprocessing_warning(),
         )

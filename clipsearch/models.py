@@ -223,7 +223,7 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = 
     import open_clip
     import torch
 
-    from .encoder import Encoder
+    from .encoder import CenterFirst, Encoder
 
     register_tiny()
     if spec.arch not in open_clip.list_models():
@@ -248,7 +248,58 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = 
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.arch)
     dtype = torch.float16 if precision == "fp16" else torch.float32
+    preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
+    if preprocess_cfg.get("resize_mode", "shortest") == "shortest":
+        size = preprocess_cfg["size"]
+        preprocess = CenterFirst(preprocess, int(min(size) if isinstance(size, (tuple, list)) else size))
     return Encoder(spec, model, preprocess, tokenizer, torch.device(dev), dtype)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become model input, and the open_clip version that did it: what a library records beside its
+    model, since a change here (an open_clip upgrade, say) changes every vector the model makes."""
+
+    open_clip: str
+    image_size: tuple[int, int]
+    """(height, width) in pixels."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    resize_mode: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        return cls(d["open_clip"], tuple(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), d["interpolation"],
+                   d["resize_mode"])
+
+    def differences(self, other: "Preprocessing") -> list[str]:
+        """What changed from self to other, e.g. ["open_clip 2.24.0 -> 3.3.0", "interpolation bicubic -> bilinear"]."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k} {_shown(mine[k])} -> {_shown(theirs[k])}" for k in mine if mine[k] != theirs[k]]
+
+
+def _shown(value: Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def open_clip_version() -> str:
+    """The installed open_clip_torch version, read without importing open_clip (or torch)."""
+    from importlib.metadata import version
+
+    return version("open_clip_torch")
+
+
+def preprocessing_of(encoder: "Encoder") -> Preprocessing:
+    """The preprocessing `encoder`'s model was created with (open_clip's `visual.preprocess_cfg`)."""
+    cfg = encoder.model.visual.preprocess_cfg
+    size = cfg["size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return Preprocessing(open_clip_version(), (int(size[0]), int(size[1])), tuple(map(float, cfg["mean"])),
+                         tuple(map(float, cfg["std"])), str(cfg["interpolation"]), str(cfg["resize_mode"]))
 
 
 def check_same_model(recorded: ModelSpec, requested: ModelSpec) -> None:

@@ -1,7 +1,11 @@
 """Parallel read → hash → decode → preprocess (→ encode, on CPU), streamed in bounded batches.
 
 Worker processes (a torch DataLoader) each take a whole batch. Where the encoder runs on a GPU,
-they decode while the main process encodes. On CPU each worker also encodes its own batch with
+they decode while the main process encodes: then workers hand over small batches of uint8 pixels
+(resized and cropped, normalised later on the device: a quarter of float32's bytes through shared
+memory), joined into the encoder's batches in the main process, and there is one worker per core
+(no cap: a GPU encodes faster than 16 cores decode), as many as half of /dev/shm holds (see
+`workers_for_shm`). On CPU each worker also encodes its own batch with
 one thread: decoding and encoding then share the cores by construction, no core idles while one
 stage waits for the other, and no intra-op thread team competes with the decoders for cores (an
 OpenMP team stalls whenever one of its threads is preempted; on 2 busy cores, 2 threads encoded
@@ -16,7 +20,7 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from .decode import ImageMeta, content_hash, decode
 from .discover import FileEntry, read_entry
 from .errors import BadImage
+from .perceptual import fingerprint
 from .video import Sampling, file_hash, is_video, sample
 
 
@@ -36,6 +41,7 @@ class Decoded:
     entry: FileEntry
     hash: str | None = None
     meta: ImageMeta | None = None
+    phash: bytes | None = None
     error: str | None = None
     transient: bool = False  # an I/O problem worth retrying next run, not a property of the content
     frames_ms: tuple[int, ...] = ()  # a video's sampled frames (times in ms), one preprocessed row each
@@ -81,27 +87,33 @@ class _Files(Dataset):
 
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
                min_side: int | None, sampling: Sampling = Sampling()) -> tuple[Decoded, torch.Tensor | None]:
-    """Read, hash, decode and preprocess one file (a video: its sampled frames, stacked); the reason
-    instead when it cannot be used."""
+    """Read, hash, decode, perceptually hash and preprocess one file (a video: its sampled frames, stacked,
+    with no perceptual hash); the reason instead when it cannot be used.
+
+    Never raises for a file's sake: whatever reading, decoding or preprocessing one file raises
+    becomes its reason, so one file never stops a batch, a run or a Ray shard.
+    """
     try:
         if is_video(entry.path):
             return _load_video(entry, preprocess, min_side, sampling)
         entry, data = read_entry(entry)
         image, meta = decode(data, min_side, entry.path)
-        return Decoded(entry, content_hash(data), meta), preprocess(image)
+        return Decoded(entry, content_hash(data), meta, fingerprint(image)), preprocess(image)
     except FileNotFoundError:
         return Decoded(entry, error="vanished while indexing", transient=True), None
     except OSError as e:
         return Decoded(entry, error=e.strerror or str(e), transient=True), None
     except BadImage as e:
         return Decoded(entry, error=str(e)), None
+    except Exception as e:  # noqa: BLE001 - the per-file boundary: any other failure is this file's
+        return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}"), None
 
 
 def _load_video(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
                 min_side: int | None, sampling: Sampling) -> tuple[Decoded, torch.Tensor]:
     """A video is hashed in chunks and opened by path: never read whole into memory."""
     st = os.stat(entry.path)
-    entry = FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+    entry = FileEntry.of(entry.path, st)
     digest = file_hash(entry.path)
     clip = sample(entry.path, sampling, min_side)
     fmt = os.path.splitext(entry.path)[1].lstrip(".").upper()
@@ -124,8 +136,41 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_workers() -> int:
-    return max(1, min(usable_cores(), 16))
+CPU_WORKER_CAP = 16
+"""Beyond this, decode workers encoding on CPU gain little (memory bandwidth) and each holds a batch."""
+WORKER_BATCH = 32
+"""Images per worker batch when pixels travel to the main process (joined there into encoder batches)."""
+PREFETCH = 2
+"""Batches each worker may hold ready: what bounds memory, shared memory included."""
+SHM_SHARE = 0.5
+"""The share of /dev/shm (free at start) that worker batches in flight may use."""
+
+
+def default_workers(gpu: bool = False) -> int:
+    """One decode worker per usable core; at most `CPU_WORKER_CAP` where the workers also encode on CPU."""
+    return usable_cores() if gpu else max(1, min(usable_cores(), CPU_WORKER_CAP))
+
+
+def shm_bytes_per_worker(image_size: int, worker_batch: int = WORKER_BATCH) -> int:
+    """Shared memory one worker's batches in flight take: uint8 RGB pixels, `PREFETCH` batches."""
+    return PREFETCH * worker_batch * 3 * image_size * image_size
+
+
+def workers_for_shm(workers: int, per_worker: int, shm_free: int | None) -> int:
+    """As many of `workers` as `SHM_SHARE` of the free shared memory holds (at least one); all where
+    the size is unknown. Docker gives containers 64 MB unless run with e.g. `--shm-size=1g`."""
+    if shm_free is None:
+        return workers
+    return max(1, min(workers, int(shm_free * SHM_SHARE) // per_worker))
+
+
+def shm_free(path: str = "/dev/shm") -> int | None:
+    """Free bytes in the shared-memory file system worker batches travel through, None where there is none."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def workers_can_encode(device: torch.device) -> bool:
@@ -141,21 +186,49 @@ def decoded_batches(
     workers: int,
     pin_memory: bool = False,
     encode: Encode | None = None,
+    worker_batch: int | None = None,
     sampling: Sampling = Sampling(),
 ) -> Iterator[Batch]:
     """Batches in input order; small jobs decode in-process, where starting workers costs more.
 
     With `encode` (a CPU model; see `workers_can_encode`), each batch is encoded where it was
-    decoded and arrives with vectors instead of pixels.
+    decoded and arrives with vectors instead of pixels. With a smaller `worker_batch`, workers
+    decode batches of that many files, joined here into batches of at least `batch_size` images
+    (in pinned memory with `pin_memory`).
     """
-    workers = workers if len(entries) > batch_size else 0
+    step = min(worker_batch or batch_size, batch_size)
+    workers = workers if len(entries) > step else 0
     loader = DataLoader(
         _Files(entries, preprocess, min_side, sampling),
-        batch_size=batch_size,
+        batch_size=step,
         num_workers=workers,
         collate_fn=partial(_collate, encode=encode),
-        prefetch_factor=2 if workers else None,
-        pin_memory=pin_memory,
+        prefetch_factor=PREFETCH if workers else None,
+        pin_memory=pin_memory and step == batch_size,
         multiprocessing_context="fork" if workers and encode else None,
     )
-    yield from loader
+    yield from (loader if step == batch_size else joined(loader, batch_size, pin_memory))
+
+
+def joined(batches: Iterable[Batch], size: int, pin_memory: bool = False) -> Iterator[Batch]:
+    """Consecutive batches joined until each holds at least `size` images (the last may hold fewer)."""
+    pending: list[Batch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += len(batch.good)
+        if count >= size:
+            yield _join(pending, pin_memory)
+            pending, count = [], 0
+    if pending:
+        yield _join(pending, pin_memory)
+
+
+def _join(batches: list[Batch], pin_memory: bool) -> Batch:
+    items = [d for b in batches for d in b.items]
+    parts = [b.pixels for b in batches if b.pixels is not None]
+    if not parts:
+        return Batch(items, None)
+    shape = (sum(len(p) for p in parts), *parts[0].shape[1:])
+    pixels = torch.empty(shape, dtype=parts[0].dtype, pin_memory=pin_memory)
+    return Batch(items, torch.cat(parts, out=pixels))

@@ -51,6 +51,7 @@ def top_k(
     return chosen
 
 
+
 def exhausted(scores: Iterable[float], fetched: int, available: int, min_score: float | None) -> bool:
     """True when fetching more candidates cannot add results (all fetched, or below min_score)."""
     last = list(scores)[-1:] or [None]

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .paths import path_fields
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -15,6 +17,12 @@ class SearchResult:
     """Date taken (EXIF), if the file records one."""
     date: str
     """Date taken, else the file's modification time: what `sort="date"` orders by."""
+    snippet: str | None = None
+    """The lines of text read in the image that hold the query's words (see textsearch.py), if any."""
+    highlights: tuple[tuple[int, int], ...] = ()
+    """(start, end) character offsets of each matched word in `snippet`."""
+    fused: float | None = None
+    """The reciprocal rank fusion score results are ordered by when CLIP and the text were ranked together."""
     time_s: float | None = None
     """For a video: its best-matching moment, in seconds from the start (None for a photo)."""
 
@@ -26,6 +34,31 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class PassedOver:
+    """Files an index run found and left out because their extension is not an image format's."""
+
+    extension: str
+    """Lower case with its dot (".txt"), or "" for files without one."""
+    files: int
+
+
+@dataclass(frozen=True)
+class OfflineRoot:
+    """A root given to `index` that looks unmounted or emptied: its rows were kept, not removed."""
+
+    root: str
+    found: int
+    """Of its indexed files, how many were found (moved files included)."""
+    indexed: int
+    """How many files the library held under it before the run."""
+    exists: bool
+
+    @property
+    def kept(self) -> int:
+        return self.indexed - self.found
+
+
+@dataclass(frozen=True)
 class IndexReport:
     added: int
     updated: int
@@ -34,6 +67,12 @@ class IndexReport:
     unchanged: int
     skipped: tuple[Skip, ...]
     elapsed_s: float
+    passed_over: tuple[PassedOver, ...] = ()
+    """Most files first."""
+    offline: tuple[OfflineRoot, ...] = ()
+    """Roots whose missing files were kept (see `Library.index`'s `prune`)."""
+    ocr: OcrReport | None = None
+    """The OCR pass that followed, when the library reads text in images."""
 
     @property
     def embedded(self) -> int:
@@ -42,6 +81,28 @@ class IndexReport:
     @property
     def images_per_s(self) -> float:
         return self.embedded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class OcrReport:
+    """What an OCR pass did (see ocr.py)."""
+
+    read: int
+    """Images whose text was read (with or without finding any)."""
+    gated_out: int
+    """Images the gate judged to hold no text, so not read."""
+    with_text: int
+    """Read images in which some text was found."""
+    skipped: tuple[Skip, ...]
+    full_text_index: bool
+    """Whether SQLite's FTS5 trigram index serves text searches (else they scan the text)."""
+    elapsed_s: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Images read or gated out per second."""
+        done = self.read + self.gated_out
+        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -55,14 +116,31 @@ class LibraryInfo:
     """Its type, the type asked for ("choice": auto or a type), parameters and build record."""
     size_bytes: int
     last_indexed: str | None
+    preprocessing: dict[str, Any] | None = None
+    """How images were turned into model input, and the open_clip version (None in older libraries)."""
+    warning: str | None = None
+    """Set when the installed open_clip differs from the recorded one (see `Library.preprocessing_warning`)."""
 
 
 def to_dict(result: Any) -> dict[str, Any]:
-    return asdict(result)
+    """A result as plain data for JSON: every `path` as `paths.path_fields` gives it (readable, plus the
+    exact bytes in `path_bytes_b64` where the name is not UTF-8)."""
+    return _with_path_fields(asdict(result))
+
+
+def _with_path_fields(data: Any) -> Any:
+    if isinstance(data, dict):
+        fields = {k: _with_path_fields(v) for k, v in data.items()}
+        return {**fields, **path_fields(data["path"])} if isinstance(data.get("path"), str) else fields
+    if isinstance(data, (list, tuple)):
+        return [_with_path_fields(v) for v in data]
+    return data
 
 
 @dataclass(frozen=True)
 class DuplicateMember:
+    id: int
+    """The image's catalog id."""
     path: str
     size: int
     width: int
@@ -70,38 +148,74 @@ class DuplicateMember:
     date: str
     """Date taken (EXIF), or the file's modification time when it has none."""
     tier: str
-    """Why it is in its group: "keeper" (the suggested one to keep), "exact" (same bytes as the keeper
-    or as another member), "near" (a near-duplicate) or "series" (another shot of the same scene)."""
+    """Why it is in its group: "keeper" (the suggested one to keep), "exact" (same bytes as the keeper or as
+    another member), "near" (same pixels: resized, re-encoded, brightness/contrast), "edited" (crop, flip,
+    rotation, filter), "series" (another shot of the same moment), "alias" (a hard link or symlink to another
+    member: the same file) or "pair" (the RAW or JPEG of the keeper's shot)."""
     similarity: float
-    """Cosine similarity to the group's keeper."""
+    """Cosine similarity to the group's keeper (1.0 for exact copies and aliases)."""
+    phash_distance: int | None
+    """Bits (of 256) in which its perceptual hash differs from the keeper's; None when either is unknown."""
+
+
+RECLAIMABLE_TIERS = ("exact", "near")
+"""Members that deleting frees space without losing a picture: the delete list and --move-to take only these."""
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
     tier: str
-    """"exact" (all the same bytes), "near" (some near-duplicates) or "series"."""
+    """The loosest tier of its copies: "exact", "near", "edited"; "series" when it holds no copy, only other shots;
+    "pair" for a RAW+JPEG pair alone."""
     members: tuple[DuplicateMember, ...]
     """The suggested keeper first."""
+    keeper_reason: str
+    """Why the keeper was chosen over the others, e.g. "original name (the others look derived)"."""
     reclaimable_bytes: int
-    """What deleting every member but the keeper would free."""
+    """What deleting the exact and near members would free (edited copies, series, aliases and pairs are kept)."""
 
     @property
     def keeper(self) -> DuplicateMember:
         return self.members[0]
 
+    @property
+    def reclaimable(self) -> tuple[DuplicateMember, ...]:
+        return tuple(m for m in self.members if m.tier in RECLAIMABLE_TIERS)
+
 
 @dataclass(frozen=True)
 class DedupReport:
-    threshold: float
+    threshold: float | None
+    """None with exact_only."""
     series_threshold: float | None
     images: int
     groups: tuple[DuplicateGroup, ...]
     reclaimable_bytes: int
-    """Freed by keeping only the keeper of each exact and near group (series groups not counted)."""
+    """Freed by deleting every exact and near member (the keepers, edits, series, aliases and pairs stay)."""
+    exact_copies: int
+    """Files with the same bytes as another member of their group, whatever the group's tier."""
+    exact_bytes: int
+    aliases: int
+    """Hard links and symlinks to another member: the same file, never counted as reclaimable."""
+    exact_only: bool
     elapsed_s: float
 
     def of_tier(self, tier: str) -> tuple[DuplicateGroup, ...]:
         return tuple(g for g in self.groups if g.tier == tier)
+
+    def reclaimable(self) -> list[DuplicateMember]:
+        """Every exact and near member, in report order: the delete list."""
+        return [m for g in self.groups for m in g.reclaimable]
+
+
+@dataclass(frozen=True)
+class MoveReport:
+    """What `dedup --move-to` or `undo-move` did: files moved, and those left alone with the reason."""
+
+    moved: tuple[tuple[str, str], ...]
+    """(from, to) pairs."""
+    skipped: tuple[Skip, ...]
+    manifest: str | None
 
 
 @dataclass(frozen=True)

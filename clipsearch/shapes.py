@@ -37,10 +37,6 @@ class ShapeSpec:
     shape: str
     background: str = "white"
 
-    @property
-    def caption(self) -> str:
-        return f"{article(self.colour)} {self.colour} {self.shape} on a {self.background} background"
-
 
 def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"

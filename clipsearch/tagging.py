@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
@@ -43,9 +44,23 @@ IMAGE_CHUNK = 4096
 
 
 # --- labels and their embeddings ------------------------------------------------
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+"""Zero-width spaces and joiners, word joiner, byte-order mark and soft hyphen: dropped from labels."""
+
+
+def normal_label(label: str) -> str:
+    """A label as stored: NFC, invisible characters dropped, any run of spaces (NBSP too) as one space."""
+    return " ".join(unicodedata.normalize("NFC", label).translate(INVISIBLE).split())
+
+
 def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
-    """Stripped, without blanks or repeats (first kept); at least two, or a softmax means nothing."""
-    unique = tuple(dict.fromkeys(s for s in (label.strip() for label in labels) if s))
+    """Normalised (`normal_label`), without blanks or repeats, where labels that differ only in case are one
+    (the first spelling kept); at least two, or a softmax means nothing."""
+    spellings: dict[str, str] = {}
+    for label in map(normal_label, labels):
+        if label:
+            spellings.setdefault(label.casefold(), label)
+    unique = tuple(spellings.values())
     if len(unique) < 2:
         raise BadQuery("Give at least two labels to choose between, e.g. --labels \"cat,dog\"")
     return unique

@@ -31,7 +31,7 @@ class TextVectorCache:
         if not self.path.is_file():
             return None
         try:
-            with _connect(self.path) as db:
+            with _connect(self.path, readonly=True) as db:
                 row = db.execute("SELECT vector FROM texts WHERE model = ? AND text = ?", (self.key, text)).fetchone()
         except sqlite3.Error:
             return None
@@ -50,9 +50,10 @@ class TextVectorCache:
 
 
 @contextmanager
-def _connect(path: Path) -> Iterator[sqlite3.Connection]:
-    """A connection that commits on success and is closed either way."""
-    db = sqlite3.connect(path, timeout=1.0)
+def _connect(path: Path, readonly: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection (`readonly`: one that writes nothing) that commits on success and is closed either way."""
+    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0) if readonly \
+        else sqlite3.connect(path, timeout=1.0)
     try:
         with db:
             yield db

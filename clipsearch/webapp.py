@@ -3,36 +3,52 @@
 Images are addressed by catalog row id, never by a path taken from the request, so only
 files in the catalog can ever be served. FastAPI runs the endpoints in worker threads; one
 lock serialises calls into the Library, whose SQLite connection and in-memory FAISS index
-they share.
+they share, and a semaphore bounds how many originals (thumbnails, uploads) decode at once.
+Request bodies are cut off at MAX_UPLOAD_BYTES as they are read, whatever their headers say.
 """
 from __future__ import annotations
 
+import ipaddress
 import mimetypes
 import os
 import threading
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
+from urllib.parse import quote
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .decode import decode
-from .duplicates import DEFAULT_SERIES_THRESHOLD
+from .decode import MAX_PIXELS, decode
+from .duplicates import SERIES_GAP
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
 from .library import Library
+from .paths import path_fields
 from .ranking import combine
 from .results import LibraryInfo, SearchResult, to_dict
-from .thumbnails import THUMBS_DIR, thumbnail
+from .textsearch import text_of
+from .thumbnails import THUMBS_DIR, Thumbnails
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 THUMB_SIDES = {"small": 320, "large": 1280}
 PAGE = Path(__file__).parent / "web" / "index.html"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+"""Host names a server on a loopback address answers to (Host headers; IPv6 in brackets)."""
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: no catalog id is above it."""
+MIME_TYPES = {"MPO": "image/jpeg"}
+"""Types browsers know for formats Pillow names otherwise: an MPO (many cameras' JPEGs) is a JPEG
+with more pictures after the first."""
+DECODE_BYTES = MAX_PIXELS * 8
+"""Memory one decode may need at worst: the largest image decode accepts, twice as RGBA."""
 
 STATUS = {BadQuery: 400, BadImage: 415, BadPath: 404, LibraryNotFound: 404, LibraryLocked: 409}
 
@@ -40,20 +56,16 @@ Count = Query(20, ge=1, le=500, description="Number of results")
 Pairs = Query(True, description="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown")
 
 
-class Hit(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class Hit(SearchResult):
     id: int
-    path: str
-    score: float
-    width: int
-    height: int
-    taken_at: str | None
-    date: str
-    """Date taken, else the file's modification time."""
-    time_s: float | None = None
-    """For a video: its best-matching moment, in seconds from the start."""
+    path_bytes_b64: str | None = None
+    """The path's exact bytes in base64 where `path` (readable: bytes that are not UTF-8 shown as \\xNN,
+    see docs/paths.md) is not exact, else null."""
 
 
-class Results(BaseModel):
+@dataclass(frozen=True)
+class Results:
     results: list[Hit]
     elapsed_ms: float
 
@@ -61,32 +73,45 @@ class Results(BaseModel):
 class DuplicateImage(BaseModel):
     id: int
     path: str
+    path_bytes_b64: str | None = None
     size: int
     width: int
     height: int
     date: str
     tier: str
     similarity: float
+    phash_distance: int | None
 
 
 class DuplicateSet(BaseModel):
     tier: str
     members: list[DuplicateImage]
+    keeper_reason: str
     reclaimable_bytes: int
 
 
 class Duplicates(BaseModel):
-    threshold: float
+    threshold: float | None
     series_threshold: float | None
     images: int
     groups: list[DuplicateSet]
     reclaimable_bytes: int
+    exact_copies: int
+    exact_bytes: int
+    aliases: int
+    exact_only: bool
     elapsed_s: float
+
+
+class NotDuplicates(BaseModel):
+    a: int
+    b: int
 
 
 class ImageDetail(BaseModel):
     id: int
     path: str
+    path_bytes_b64: str | None = None
     size: int
     width: int
     height: int
@@ -94,6 +119,8 @@ class ImageDetail(BaseModel):
     taken_at: str | None
     camera: str | None
     indexed_at: str
+    text: str | None = None
+    """The text read in the image (`clipsearch ocr`), one line per line; None if it was not read."""
 
 
 def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
@@ -103,12 +130,14 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     127.0.0.1 (DNS rebinding) cannot read the library; pass ["*"] when serving to a network.
     """
     lock = threading.Lock()
-    thumbs = library.path / THUMBS_DIR
+    decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+    thumbs = Thumbnails(library.path / THUMBS_DIR, decode_slots)
+    Image.init()  # every plugin registered: Image.MIME is otherwise filled only as formats are first read
     with lock:  # warm up: the first query should be as fast as the rest
         library.encoder.encode_texts(["warm up"])
         library.vectors
     page = (PAGE.read_text(encoding="utf-8").replace("__MAX_UPLOAD_BYTES__", str(MAX_UPLOAD_BYTES))
-            .replace("__SERIES_THRESHOLD__", str(DEFAULT_SERIES_THRESHOLD)))
+            .replace("__SERIES_GAP__", str(SERIES_GAP)))
 
     app = FastAPI(
         title="clipsearch",
@@ -117,18 +146,11 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     )
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(ClipsearchError)
     def library_error(request: Request, exc: ClipsearchError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=STATUS.get(type(exc), 500))
-
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next: Callable) -> Any:
-        """Refuse an oversized upload from its Content-Length, before its body is read."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
-            return JSONResponse({"detail": _too_large()}, status_code=413)
-        return await call_next(request)
 
     def answer(query: Callable[[], list[SearchResult]]) -> Results:
         started = time.perf_counter()
@@ -137,6 +159,8 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         return Results(results=hits, elapsed_ms=round((time.perf_counter() - started) * 1000, 2))
 
     def catalog_row(image_id: int) -> dict[str, Any]:
+        if not 0 <= image_id <= MAX_ID:
+            raise HTTPException(404, f"No image with id {image_id} in the catalog")
         with lock:
             row = library.catalog.rows([image_id]).get(image_id)
         if row is None:
@@ -156,34 +180,42 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
 
     @app.get("/api/search", summary="Search by text")
     def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count,
-               group_pairs: bool = Pairs) -> Results:
-        """Always text: unlike the CLI, a query naming a file on the server is not read as an image."""
+               group_pairs: bool = Pairs,
+               words: bool = Query(False, description="Only the words read in the images (OCR), all of them")
+               ) -> Results:
+        """Always text: unlike the CLI, a query naming a file on the server is not read as an image. Where text
+        was read in the images, CLIP and that text are ranked together (see `clipsearch search`)."""
         if not q.strip():
             raise BadQuery("Empty query: type what you are looking for")
-        return answer(lambda: library.nearest(combine([(1.0, library.text_vector(q))]), k=k, group_pairs=group_pairs))
+        if words:
+            return answer(lambda: library.search_text(q, k=k))
+        return answer(lambda: library.fused(q, combine([(1.0, library.text_vector(q))]), k=k, group_pairs=group_pairs))
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
     def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count,
                      group_pairs: bool = Pairs) -> Results:
         """The upload is decoded in memory and never written to the library."""
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, _too_large())
+        data = file.file.read()
         try:
-            picture, _ = decode(data, library.encoder.image_size, file.filename or "")
-        except BadImage as e:
-            raise BadImage(f"{file.filename or 'The upload'} is not a usable image ({e})") from None
+            with decode_slots:
+                picture, _ = decode(data, library.encoder.image_size, file.filename or "")
+        except Exception as e:  # noqa: BLE001 - whatever an upload makes Pillow raise, it is the upload's fault
+            reason = str(e) if isinstance(e, BadImage) else f"{type(e).__name__}: {e}"
+            raise BadImage(f"{file.filename or 'The upload'} is not a usable image ({reason})") from None
         return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k, group_pairs=group_pairs))
 
-    @app.get("/api/images/{image_id:int}", summary="An image's metadata")
+    @app.get("/api/images/{image_id:int}", summary="An image's metadata and the text read in it")
     def image(image_id: int) -> ImageDetail:
-        return ImageDetail(**catalog_row(image_id))
+        row = catalog_row(image_id)
+        with lock:
+            read = text_of(library.catalog, image_id)
+        return ImageDetail(**{**row, **path_fields(row["path"])}, text=read[0] if read else None)
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
     def similar(image_id: int, k: int = Count, group_pairs: bool = Pairs) -> Results:
         def query() -> list[SearchResult]:
             with library.catalog.snapshot():
-                if image_id not in library.catalog.rows([image_id]):
+                if not 0 <= image_id <= MAX_ID or image_id not in library.catalog.rows([image_id]):
                     raise HTTPException(404, f"No image with id {image_id} in the catalog")
                 vector = library.catalog.vectors_for([image_id])[0]
                 return library.nearest(vector, k=k, exclude={image_id}, group_pairs=group_pairs)
@@ -196,13 +228,15 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
               ) -> FileResponse:
         """Fits in 320 (small) or 1280 (large) pixels, EXIF orientation applied; cached on disk."""
         path = file_of(image_id)["path"]
-        return FileResponse(thumbnail(path, image_id, THUMB_SIDES[size], thumbs, t), media_type="image/jpeg")
+        return FileResponse(thumbs.get(path, image_id, THUMB_SIDES[size], t), media_type="image/jpeg")
 
     @app.get("/api/images/{image_id:int}/full", response_class=FileResponse, summary="The original file")
     def full(image_id: int) -> FileResponse:
+        """Shown inline under its own name, typed by the format it was decoded as."""
         row = file_of(image_id)
-        media_type = Image.MIME.get(row["format"]) or mimetypes.guess_type(row["path"])[0]
-        return FileResponse(row["path"], media_type=media_type or "application/octet-stream")
+        known = MIME_TYPES.get(row["format"]) or Image.MIME.get(row["format"])
+        media_type = known or mimetypes.guess_type(row["path"])[0] or "application/octet-stream"
+        return FileResponse(row["path"], media_type=media_type, headers={"content-disposition": _inline(row["path"])})
 
     @app.get("/api/duplicates", summary="Groups of duplicate images, the suggested keeper first")
     def duplicates(
@@ -211,21 +245,86 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         series_threshold: float | None = Query(None, description="Also group similar series down to this cosine"),
     ) -> Duplicates:
         """Read on a connection of its own, so a long grouping never holds up searches."""
-        with Library.open(library.path) as reader, reader.catalog.snapshot():
+        with Library.open(library.path) as reader:
             report = reader.duplicates(threshold=threshold, series_threshold=series_threshold)
-            ids = {m.path: reader.catalog.row_by_path(m.path)["id"] for g in report.groups for m in g.members}
-        groups = [DuplicateSet(tier=g.tier, reclaimable_bytes=g.reclaimable_bytes,
-                               members=[DuplicateImage(id=ids[m.path], **to_dict(m)) for m in g.members])
-                  for g in report.groups]
-        return Duplicates(**{**to_dict(report), "groups": groups})
+        return Duplicates(**to_dict(report))
+
+    @app.post("/api/duplicates/dismiss", summary="Remember that two images are not duplicates", status_code=204)
+    def dismiss(pair: NotDuplicates) -> None:
+        """Dedup never links the two pictures again (kept in the library, by content, across renames)."""
+        with lock:
+            library.dismiss(pair.a, pair.b)
 
     @app.get("/api/info", summary="About the library")
     def info() -> LibraryInfo:
         with lock:
             return library.info()
 
+    for route in [r for r in app.routes if isinstance(r, APIRoute) and "GET" in r.methods]:
+        app.add_api_route(route.path, route.endpoint, methods=["HEAD"], response_class=route.response_class,
+                          name=route.name, include_in_schema=False)
     return app
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The Host headers a server bound to `host` answers. Bound to a loopback address (localhost,
+    127.0.0.0/8, ::1), only loopback names, so a page whose domain is rebound to it cannot read the
+    library; bound to any other address, it serves a network: any name."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() == "localhost"
+    return [*LOOPBACK_HOSTS, f"[{host}]" if ":" in host else host.lower()] if loopback else ["*"]
+
+
+def decode_slots() -> int:
+    """How many originals to decode at once: one per CPU, fewer if half the memory cannot hold
+    that many of the largest decodes (DECODE_BYTES each)."""
+    cpus = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): by CPUs alone
+        return cpus
+    return max(1, min(cpus, memory // 2 // DECODE_BYTES))
+
+
+DECODE_SLOTS = decode_slots()
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_UPLOAD_BYTES is refused with 413, by its
+    Content-Length before any of it is read, else as soon as the bytes read pass the limit
+    (a chunked upload has no Content-Length)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+            return await JSONResponse({"detail": _too_large()}, status_code=413)(scope, receive, send)
+        read = 0
+
+        async def limited() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > MAX_UPLOAD_BYTES:
+                raise HTTPException(413, _too_large())  # FastAPI answers it wherever the body is being read
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _too_large() -> str:
     return f"The upload is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit"
+
+
+def _inline(path: str) -> str:
+    """A Content-Disposition showing the file in the browser under its own name (RFC 6266): the name
+    as UTF-8, bytes that are not UTF-8 replaced by U+FFFD, plus an ASCII fallback for old clients."""
+    name = os.fsencode(os.path.basename(path)).decode("utf-8", "replace")
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\%' else "_" for c in name)
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -5,7 +5,9 @@
 - sample_data/shapes/: generated coloured shapes, the domain of the bundled clipsearch-tiny model;
 - sample_data/photos/: real photographs shipped with scikit-image (see sample_data/LICENSES.md);
 - sample_data/photos/variants/: near-duplicates of some photos (resized, recompressed, cropped,
-  brightened, flipped, and a renamed byte-for-byte copy) for the duplicates report.
+  brightened, flipped, and a renamed byte-for-byte copy) for the duplicates report;
+- sample_data/text/: a receipt, a street sign and a Chinese menu, rendered, for reading text (OCR);
+  needs DejaVu Sans and a CJK font (Debian: fonts-dejavu-core, fonts-wqy-microhei).
 
 The same library versions write the same bytes: PNGs and JPEGs carry no timestamps.
 """
@@ -15,7 +17,7 @@ import random
 import shutil
 from pathlib import Path
 
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from clipsearch.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapeSpec, render
 
@@ -29,6 +31,14 @@ SECOND_COPIES = (("red", "star"), ("blue", "circle"), ("green", "square"), ("yel
 SHAPE_SIZE = 256
 MAX_PHOTO_SIDE = 1024
 JPEG_QUALITY = 90
+LATIN_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+TEXTS = (  # file, lines, font, size, ink, paper
+    ("receipt.png", ("BLUE BOTTLE COFFEE", "Latte        4.50", "Croissant    3.75", "TOTAL        8.25"),
+     LATIN_FONT, (400, 200), "black", "white"),
+    ("sign.png", ("NO PARKING", "TOW AWAY ZONE"), LATIN_FONT, (320, 110), "white", "#b41e1e"),
+    ("menu_zh.png", ("蓝瓶咖啡 菜单", "拿铁 32元", "可颂 18元"), CJK_FONT, (320, 150), "black", "#f3ead8"),
+)
 
 
 def make_shapes(folder: Path) -> None:
@@ -60,13 +70,23 @@ def make_variants(name: str, photo: Image.Image, source: Path, folder: Path) -> 
     shutil.copyfile(source, folder / f"{name}_copy_renamed.jpg")
 
 
+def make_texts(folder: Path) -> None:
+    for name, lines, font_file, size, ink, paper in TEXTS:
+        image = Image.new("RGB", size, paper)
+        draw, font = ImageDraw.Draw(image), ImageFont.truetype(font_file, 26)
+        for i, line in enumerate(lines):
+            draw.text((24, 20 + 42 * i), line, font=font, fill=ink)
+        image.save(folder / name, optimize=True)
+
+
 def main() -> None:
-    shapes, photos, variants = ROOT / "shapes", ROOT / "photos", ROOT / "photos" / "variants"
-    for folder in (shapes, photos):
+    shapes, photos, variants, texts = ROOT / "shapes", ROOT / "photos", ROOT / "photos" / "variants", ROOT / "text"
+    for folder in (shapes, photos, texts):
         shutil.rmtree(folder, ignore_errors=True)
-    for folder in (shapes, photos, variants):
+    for folder in (shapes, photos, variants, texts):
         folder.mkdir(parents=True)
     make_shapes(shapes)
+    make_texts(texts)
     for name in PHOTOS:
         photo = load_photo(name)
         source = photos / f"{name}.jpg"

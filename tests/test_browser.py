@@ -4,6 +4,7 @@ import re
 import shutil
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -103,9 +104,38 @@ def test_duplicates_page(page, url, shape_tree, library_dir, tiny):
     expect(group.locator(".card .name")).to_have_text(["red_star.png", "copy_of_star.png"])
     expect(group.locator(".tier")).to_have_text(["keep", "exact copy"])
     page.wait_for_function("[...document.querySelectorAll('.group img')].every(i => i.complete && i.naturalWidth > 0)")
+    expect(page.locator("#chosen")).to_have_text("1 file ticked for deletion")
+    group.locator("input.keep").nth(1).check()  # keep the copy instead: the original is ticked by no one
+    expect(group.locator("input.remove").nth(1)).to_be_disabled()
+    group.locator("input.remove").nth(0).check()
+    with page.expect_download() as download:
+        page.click("#download")
+    assert Path(download.value.path()).read_text() == str(shape_tree / "a" / "red_star.png") + "\n"
+    page.goto(url + "/#/duplicates?threshold=0.9&series=0.95")
+    expect(page.locator("#error")).to_contain_text("series_threshold 0.95 must be above 0 and below threshold 0.9")
+    expect(page.locator(".group")).to_have_count(0)  # no stale groups under the error
 
 
 def test_library_page(page, url, library_dir):
     page.goto(url + "/#/info")
     expect(page.locator("#info")).to_contain_text(str(library_dir))
     expect(page.locator("#info")).to_contain_text("clipsearch-tiny")
+
+
+def test_words_read_in_an_image_are_shown_and_marked(page, url, shape_tree, library_dir):
+    """Text rows written directly (no OCR engine needed): the page shows and marks them."""
+    from clipsearch import textsearch
+
+    with Library.open(library_dir) as writer:
+        star = writer.catalog.row_by_path(str(shape_tree / "a" / "red_star.png"))["id"]
+        textsearch.ensure_fts(writer.catalog)
+        box = ((0, 0), (90, 0), (90, 20), (0, 20))
+        textsearch.write_text(writer.catalog, [(star, "read", [textsearch.TextLine("GRAND Sale today", 0.99, box),
+                                                               textsearch.TextLine("<b>not markup</b>", 0.9, box)])])
+    page.goto(url + "/#/search?q=sale")
+    first = page.locator("#results .card").first
+    expect(first.locator(".name")).to_have_text("red_star.png")
+    expect(first.locator(".snippet mark")).to_have_text("Sale")
+    first.click()
+    expect(page.locator("#text pre")).to_have_text("GRAND Sale today\n<b>not markup</b>")
+    expect(page.locator("#text mark")).to_have_text("Sale")

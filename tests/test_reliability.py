@@ -133,8 +133,8 @@ def test_unreadable_vanishing_and_changing_files(shape_tree, library_dir, tiny, 
             raise PermissionError(13, "Permission denied")
         return real_read(entry)
 
-    def list_then_change(*args):
-        listing = real_list(*args)
+    def list_then_change(*args, **kwargs):
+        listing = real_list(*args, **kwargs)
         vanishing.unlink()
         draw_shape(changing, "red", "circle", seed=7, size=140)
         return listing

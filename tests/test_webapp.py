@@ -1,20 +1,29 @@
 """The web app's JSON API through FastAPI's test client: queries, uploads, serving images safely."""
+import asyncio
 import hashlib
 import io
+import json
+import os
 import shutil
 import sqlite3
+import struct
+import subprocess
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from clipsearch import Library, model_spec, webapp
+from clipsearch import Library, model_spec, thumbnails, webapp
 from clipsearch.cli import main
 from clipsearch.webapp import create_app
 
-from conftest import SHAPE_TREE, draw_shape, touch_later
+from conftest import SHAPE_TREE, draw_shape, save_image, touch_later
 
 
 @pytest.fixture
@@ -51,7 +60,8 @@ def test_text_search_answers_what_the_library_answers(client, lib, colour, shape
     # between CPUs' SIMD kernels, so compare them with a tolerance, never exactly.
     assert [h["score"] for h in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
     assert body["elapsed_ms"] >= 0
-    assert set(body["results"][0]) == {"id", "path", "score", "width", "height", "taken_at", "date", "time_s"}
+    assert set(body["results"][0]) == {"id", "path", "path_bytes_b64", "score", "width", "height", "taken_at", "date",
+                                       "snippet", "highlights", "fused", "time_s"}
     assert [lib.catalog.row_by_path(h["path"])["id"] for h in body["results"]] == [h["id"] for h in body["results"]]
 
 
@@ -192,10 +202,21 @@ def test_thumbnails_are_oriented_cached_and_refreshed(client, lib, shape_tree, l
     client.get(f"/api/images/{rotated}/thumb")
     assert [p.stat().st_mtime_ns for p in sorted(cache.iterdir())] == stamps
 
-    touch_later(photo)  # an edited photo gets a fresh thumbnail, replacing the old one
+    touch_later(photo)  # an edited photo gets a fresh thumbnail; the old one goes once it is stale
     client.get(f"/api/images/{rotated}/thumb")
-    assert len(list(cache.iterdir())) == 2 and sorted(cache.iterdir()) != cached
+    small = {p for p in cache.iterdir() if "-320-" in p.name}
+    assert len(small) == 2 and set(cached) < set(cache.iterdir())  # the old one may still be being sent
+    for old in small:
+        age(old, thumbnails.STALE_AFTER_S + 1)
+    touch_later(photo)
+    client.get(f"/api/images/{rotated}/thumb")
+    assert {p for p in cache.iterdir() if "-320-" in p.name}.isdisjoint(small) and len(list(cache.iterdir())) == 2
     assert client.get(f"/api/images/{rotated}/thumb", params={"size": "huge"}).status_code == 422
+
+
+def age(path, seconds):
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
 
 
 def test_duplicate_groups_name_their_images_by_id(client, lib, shape_tree):
@@ -211,6 +232,22 @@ def test_duplicate_groups_name_their_images_by_id(client, lib, shape_tree):
         assert client.get(f"/api/images/{m['id']}").json()["path"] == m["path"]
         assert client.get(f"/api/images/{m['id']}/thumb").status_code == 200
     assert client.get("/api/duplicates", params={"series_threshold": 0.5}).json()["series_threshold"] == 0.5
+
+
+def test_not_duplicates_is_remembered(client, lib, shape_tree):
+    from PIL import Image
+
+    original = shape_tree / "a" / "red_star.png"
+    Image.open(original).resize((64, 64)).save(shape_tree / "b" / "small_star.png")
+    lib.index([shape_tree])
+    group = next(g for g in client.get("/api/duplicates").json()["groups"]
+                 if "small_star.png" in map(name, g["members"]))
+    keeper, small = group["members"][0]["id"], next(m["id"] for m in group["members"] if name(m) == "small_star.png")
+    assert client.post("/api/duplicates/dismiss", json={"a": keeper, "b": small}).status_code == 204
+    after = client.get("/api/duplicates").json()["groups"]
+    assert not any({keeper, small} <= {m["id"] for m in g["members"]} for g in after)
+    assert client.post("/api/duplicates/dismiss", json={"a": keeper, "b": 10**6}).status_code == 400
+    assert client.post("/api/duplicates/dismiss", json={"a": keeper, "b": keeper}).status_code == 400
 
 
 def test_a_bad_duplicate_threshold_is_400(client):
@@ -285,3 +322,242 @@ def test_serve_command_loads_the_library_and_binds_to_loopback(lib, library_dir,
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8000/" in result.output
     assert served == [("127.0.0.1", 8000, 8)]
+
+
+# --- under load and bad requests ----------------------------------------------
+
+
+def detailed_photo(path, size):
+    """A photo-sized picture with detail at every scale (coloured gradients and stripes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = size[1], size[0]
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([(x // 7) % 256, (y // 5) % 256, ((x + y) // 11) % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(pixels).save(path, **({"quality": 90} if path.suffix == ".jpg" else {}))
+    return path
+
+
+class Decodes:
+    """Wraps decode functions: counts calls and the most running at once. Each call waits (in the
+    wrapper, no sleep) until `overlap` calls run together or all `expected` calls have started, so a
+    server that does not bound its decodes shows more than its bound running at once."""
+
+    def __init__(self, expected, overlap=1):
+        self.expected, self.overlap = expected, overlap
+        self.calls = self.running = self.most = 0
+        self.changed = threading.Condition()
+
+    def wrap(self, decode):
+        def counted(*args, **kwargs):
+            with self.changed:
+                self.calls += 1
+                self.running += 1
+                self.most = max(self.most, self.running)
+                self.changed.notify_all()
+                self.changed.wait_for(lambda: self.running >= self.overlap or self.calls >= self.expected, timeout=30)
+            try:
+                return decode(*args, **kwargs)
+            finally:
+                with self.changed:
+                    self.running -= 1
+                    self.changed.notify_all()
+        return counted
+
+
+def all_at_once(calls):
+    """Runs every call in a thread of its own, released together."""
+    start = threading.Barrier(len(calls))
+
+    def run(call):
+        start.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_one_thumbnail_asked_for_by_32_clients_at_once_is_made_once(client, lib, shape_tree, library_dir,
+                                                                     monkeypatch):
+    detailed_photo(shape_tree / "big.jpg", (4000, 3000))
+    lib.index([shape_tree])
+    big = image_id(client, "big.jpg")
+    decodes = Decodes(expected=32)
+    monkeypatch.setattr(thumbnails, "load", decodes.wrap(thumbnails.load))
+    responses = all_at_once([lambda: client.get(f"/api/images/{big}/thumb")] * 32)
+    assert [r.status_code for r in responses] == [200] * 32
+    assert len({r.content for r in responses}) == 1 and Image.open(io.BytesIO(responses[0].content)).size == (320, 240)
+    made = f"{big}-320-{(shape_tree / 'big.jpg').stat().st_mtime_ns}.jpg"
+    assert decodes.calls == 1 and [p.name for p in (library_dir / "thumbs").iterdir()] == [made]
+
+
+def test_originals_decode_a_bounded_number_at_a_time(lib, tmp_path, shape_tree, monkeypatch):
+    """Thumbnails and uploads share the bound: 12 thumbnails of 6 large photos and 4 uploads at once."""
+    photos = [detailed_photo(tmp_path / "big" / f"{i}.png", (1600 + i, 1200)) for i in range(6)]
+    lib.index([tmp_path / "big"])
+    ids = [lib.catalog.row_by_path(str(p))["id"] for p in photos]
+    monkeypatch.setattr(webapp, "DECODE_SLOTS", 2)
+    decodes = Decodes(expected=16, overlap=2)
+    monkeypatch.setattr(thumbnails, "load", decodes.wrap(thumbnails.load))
+    monkeypatch.setattr(webapp, "decode", decodes.wrap(webapp.decode))
+    picture = (shape_tree / "a" / "red_star.png").read_bytes()
+    with TestClient(create_app(lib), base_url="http://127.0.0.1:8000") as client:
+        calls = [lambda i=i, size=size: client.get(f"/api/images/{i}/thumb", params={"size": size})
+                 for i in ids for size in ("small", "large")]
+        calls += [lambda: client.post("/api/search/image", files={"file": ("q.png", picture, "image/png")})] * 4
+        assert {r.status_code for r in all_at_once(calls)} == {200}
+    assert decodes.calls == 16 and decodes.most == 2
+
+
+def test_the_decode_bound_fits_the_machine():
+    assert 1 <= webapp.decode_slots() <= (os.cpu_count() or 1)
+
+
+IMAGE_ROUTES = ["", "/thumb", "/similar", "/full"]
+
+
+def test_ids_outside_the_catalog_are_404(client):
+    for bad_id in [2**63, 2**64, 10**40, 2**63 - 1, 0]:
+        for route in IMAGE_ROUTES:
+            for method in ("GET", "HEAD"):
+                assert client.request(method, f"/api/images/{bad_id}{route}").status_code == 404, (bad_id, route)
+
+
+def test_image_routes_answer_head_like_get(client):
+    star = image_id(client, "red_star.png")
+    for route in IMAGE_ROUTES:
+        got, head = (client.request(method, f"/api/images/{star}{route}") for method in ("GET", "HEAD"))
+        assert got.status_code == head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"] and int(head.headers["content-length"]) > 0
+        if route in ("/thumb", "/full"):  # files (a JSON answer's elapsed_ms differs from one call to the next)
+            assert head.headers["content-length"] == str(len(got.content))
+            assert head.headers["etag"] == got.headers["etag"]
+
+
+def test_a_fresh_server_sends_an_originals_type_and_name(lib, library_dir, shape_tree, tmp_path):
+    """Pillow learns a format's MIME type when it first reads one; a new server process has read none."""
+    webp = save_image(shape_tree / "a" / "photo.webp", fmt="WEBP")
+    camera = shape_tree / "a" / "DSCF0001.JPG"  # a camera JPEG with a second picture: Pillow calls it MPO
+    Image.new("RGB", (64, 48), "red").save(camera, "MPO", save_all=True, append_images=[Image.new("RGB", (32, 24))])
+    lib.index([shape_tree])
+    assert lib.catalog.row_by_path(str(camera))["format"] == "MPO"
+    ids = [lib.catalog.row_by_path(str(p))["id"] for p in (webp, shape_tree / "a" / "red_star.png", camera)]
+    script = (
+        "import json, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from clipsearch import Library\n"
+        "from clipsearch.webapp import create_app\n"
+        "with Library.open(sys.argv[1]) as lib, TestClient(create_app(lib), base_url='http://127.0.0.1') as c:\n"
+        "    print(json.dumps([dict(c.request(m, f'/api/images/{i}/full').headers)\n"
+        "                      for i in sys.argv[2:] for m in ('GET', 'HEAD')]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", script, str(library_dir), *map(str, ids)], env=env,
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    headers = json.loads(out.splitlines()[-1])
+    assert [(h["content-type"], h["content-disposition"]) for h in headers] == [
+        ("image/webp", "inline; filename=\"photo.webp\"; filename*=UTF-8''photo.webp")] * 2 + [
+        ("image/png", "inline; filename=\"red_star.png\"; filename*=UTF-8''red_star.png")] * 2 + [
+        ("image/jpeg", "inline; filename=\"DSCF0001.JPG\"; filename*=UTF-8''DSCF0001.JPG")] * 2
+    assert headers[1]["content-length"] == str(webp.stat().st_size)
+
+
+def test_an_original_is_sent_under_its_own_name(client, lib, shape_tree):
+    names = {  # the name, its ASCII fallback, the name percent-encoded as UTF-8
+        "café ☕.png": ("caf_ _.png", "caf%C3%A9%20%E2%98%95.png"),
+        'say "cheese"; 100%.png': ("say _cheese_; 100_.png", "say%20%22cheese%22%3B%20100%25.png"),
+        "line\nbreak.png": ("line_break.png", "line%0Abreak.png"),
+    }
+    for name in names:
+        draw_shape(shape_tree / name, "red", "star")
+    lib.index([shape_tree])
+    for name, (fallback, encoded) in names.items():
+        response = client.get(f"/api/images/{lib.catalog.row_by_path(str(shape_tree / name))['id']}/full")
+        assert response.status_code == 200 and response.content == (shape_tree / name).read_bytes()
+        assert response.headers["content-disposition"] == f"inline; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def test_a_name_that_is_not_utf8_is_sent_readably(client, lib, shape_tree):
+    """A file name whose bytes are not UTF-8: U+FFFD in their place, so every browser can read it."""
+    photo = save_image(Path(os.fsdecode(os.fsencode(shape_tree) + b"/caf\xe9.png")))
+    lib.index([shape_tree])
+    response = client.get(f"/api/images/{lib.catalog.row_by_path(str(photo))['id']}/full")
+    assert response.status_code == 200 and response.content == photo.read_bytes()
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["content-disposition"] == "inline; filename=\"caf_.png\"; filename*=UTF-8''caf%EF%BF%BD.png"
+
+
+def test_a_chunked_upload_is_read_no_further_than_the_limit(lib, monkeypatch):
+    """Without a Content-Length the server stops reading the body once it passes the limit, not
+    after spooling all of it."""
+    monkeypatch.setattr(webapp, "MAX_UPLOAD_BYTES", 10_000)
+    app = create_app(lib)
+    chunks = [b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+              b"Content-Type: image/png\r\n\r\n"] + [b"\0" * 1000] * 1000 + [b"\r\n--b--\r\n"]
+    pulled = []
+    sent = []
+
+    async def receive():
+        if len(pulled) == len(chunks):
+            return {"type": "http.disconnect"}
+        pulled.append(chunks[len(pulled)])
+        return {"type": "http.request", "body": pulled[-1], "more_body": len(pulled) < len(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/search/image", "raw_path": b"/api/search/image", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1:8000"), (b"transfer-encoding", b"chunked"),
+                         (b"content-type", b"multipart/form-data; boundary=b")],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413 and b"limit" in sent[1]["body"]
+    assert sum(map(len, pulled)) <= 10_000 + 1000 + len(chunks[0])
+
+
+def test_serve_on_any_loopback_address_refuses_other_host_names(lib, library_dir, monkeypatch):
+    """The DNS rebinding check stays on for every loopback address, IPv6 included."""
+    answers = {}
+
+    def run(app, host, port, **options):
+        with TestClient(app) as client:
+            answers.update({n: client.get("/api/info", headers={"host": n}).status_code for n in names})
+        answers["bound"] = host
+
+    monkeypatch.setattr("uvicorn.run", run)
+    for bind, url_host in [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]"), ("[::1]", "[::1]"),
+                           ("localhost", "localhost"), ("LOCALHOST", "LOCALHOST"), ("127.0.0.2", "127.0.0.2")]:
+        names = [f"{url_host}:8000", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "127.0.0.1",
+                 "attacker.example:8000", "attacker.example", "127.0.0.1.attacker.example"]
+        answers.clear()
+        result = CliRunner().invoke(main, ["serve", "--db", str(library_dir), "--host", bind])
+        assert result.exit_code == 0, result.output
+        assert f"http://{url_host}:8000/" in result.output and answers.pop("bound") == bind.strip("[]")
+        assert answers == {n: 400 if "attacker" in n else 200 for n in names}, bind
+
+
+def test_serve_on_a_network_address_answers_any_host_name(lib, library_dir, monkeypatch):
+    answers = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: answers.append(
+        TestClient(app).get("/api/info", headers={"host": "photos.lan:8000"}).status_code))
+    assert CliRunner().invoke(main, ["serve", "--db", str(library_dir), "--host", "0.0.0.0"]).exit_code == 0
+    assert answers == [200]
+
+
+def test_any_failure_to_decode_is_415_with_a_reason(client, shape_tree, monkeypatch):
+    """Whatever Pillow raises on an upload or a photo, the request is refused with a reason, never 500."""
+    picture = (shape_tree / "a" / "red_star.png").read_bytes()
+    star = image_id(client, "red_star.png")
+    for error in [TypeError("unsupported operand"), ValueError("bad value"), KeyError(274), IndexError("out of range"),
+                  struct.error("unpack requires"), ZeroDivisionError("division by zero"), RuntimeError("oops"),
+                  MemoryError()]:
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(webapp, "decode", fail)
+        monkeypatch.setattr(thumbnails, "load", fail)
+        upload = client.post("/api/search/image", files={"file": ("photo.jpg", picture, "image/jpeg")})
+        assert upload.status_code == 415 and upload.json()["detail"].startswith("photo.jpg is not a usable image (")
+        assert type(error).__name__ in upload.json()["detail"]
+        thumb = client.get(f"/api/images/{star}/thumb")
+        assert thumb.status_code == 415 and type(error).__name__ in thumb.json()["detail"]

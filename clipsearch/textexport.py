@@ -1,0 +1,133 @@
+"""Writing a library's text tower as ONNX files (read back by textmodel.py, without torch).
+
+open_clip's `CLIP.encode_text` runs on the full context (77 tokens); the tower exported here takes
+token ids cut after the end-of-text token, which gives the same vector (attention is causal and
+the vector is read at the end token) for a fraction of the work. Its attention is spelled out
+with `scaled_dot_product_attention` so that the exported graph keeps the batch and the length
+dynamic (nn.MultiheadAttention's traced graph fixes both).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import ResidualAttentionBlock
+
+from .encoder import Encoder
+from .models import load_encoder
+from .textmodel import GRAPH_FILE, TEXT_MODEL_PREFIX, TOKENIZER_FILE, text_model_dir
+
+OPSET = 17
+
+
+def exportable(encoder: Encoder) -> bool:
+    """Whether the encoder's text side is open_clip's CLIP text transformer with its BPE tokenizer."""
+    model, tokenizer = encoder.model, encoder.tokenizer
+    return (isinstance(model, CLIP) and model.text_pool_type == "argmax" and model.transformer.batch_first
+            and all(type(b) is ResidualAttentionBlock for b in model.transformer.resblocks)
+            and isinstance(tokenizer, SimpleTokenizer) and tokenizer.reduction_fn is None
+            and tokenizer.clean_fn is open_clip.tokenizer._clean_lower)
+
+
+def export_text_model(directory: Path, encoder: Encoder) -> Path | None:
+    """Write the text tower of `encoder` into the library at `directory`, replacing any other model's.
+
+    Returns its folder, or None when the model's text side cannot be exported (see `exportable`).
+    The files appear all at once (written to a temporary folder, then renamed). Raises OSError
+    when the library cannot be written.
+    """
+    if not exportable(encoder):
+        return None
+    if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
+        encoder = load_encoder(encoder.spec, "cpu", "fp32")
+    target = text_model_dir(directory, encoder.spec)
+    staging = Path(tempfile.mkdtemp(prefix=".text-model-", dir=directory))
+    try:
+        tokenizer = _hf_tokenizer(encoder.tokenizer)
+        tokenizer.save(str(staging / TOKENIZER_FILE))
+        _export_graph(_TextTower(encoder.model).eval(), staging / GRAPH_FILE,
+                      encoder.tokenizer(["a photo of a dog"])[:, :8])
+        staging.chmod(0o755)  # mkdtemp's folder is private; the library's readers may be other users
+        for file in staging.iterdir():
+            file.chmod(0o644)
+        for old in directory.glob(TEXT_MODEL_PREFIX + "*"):
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class _TextTower(torch.nn.Module):
+    """`CLIP.encode_text` for token ids (N, L) cut after the end token, L ≤ the context length."""
+
+    def __init__(self, model: CLIP):
+        super().__init__()
+        self.token_embedding = model.token_embedding
+        self.positional_embedding = model.positional_embedding
+        self.blocks = model.transformer.resblocks
+        self.ln_final = model.ln_final
+        self.text_projection = model.text_projection
+        self.register_buffer("attn_mask", model.attn_mask, persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:length]
+        mask = self.attn_mask[:length, :length]
+        for block in self.blocks:
+            x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = self.ln_final(x)
+        pooled = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+        if isinstance(self.text_projection, torch.nn.Linear):
+            return self.text_projection(pooled)
+        return pooled @ self.text_projection
+
+
+def _attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """nn.MultiheadAttention's self-attention (batch first) with an additive mask."""
+    n, length, width = x.shape
+    heads = attn.num_heads
+    q, k, v = (t.reshape(n, length, heads, width // heads).transpose(1, 2)
+               for t in F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
+def _export_graph(tower: _TextTower, path: Path, example: torch.Tensor) -> None:
+    """The ONNX graph at `path`, its weights in `path`.data (memory-mapped when loaded)."""
+    import onnx
+
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on how it spells indexing
+        torch.onnx.export(tower, (example,), str(path), input_names=["tokens"], output_names=["features"],
+                          dynamic_axes={"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}},
+                          opset_version=OPSET, dynamo=False)
+    graph = onnx.load(str(path))
+    onnx.save_model(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
+def _hf_tokenizer(tokenizer: SimpleTokenizer):
+    """open_clip's CLIP tokenizer as a `tokenizers.Tokenizer` for the words of a text (see textmodel.words)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+    hf = Tokenizer(models.BPE(vocab=dict(tokenizer.encoder), merges=merges, end_of_word_suffix="</w>"))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    sot, eot = "<start_of_text>", "<end_of_text>"
+    hf.add_special_tokens([sot, eot])
+    hf.post_processor = processors.TemplateProcessing(
+        single=f"{sot} $A {eot}",
+        special_tokens=[(sot, tokenizer.sot_token_id), (eot, tokenizer.eot_token_id)])
+    hf.enable_truncation(max_length=tokenizer.context_length)
+    hf.enable_padding(pad_id=0, pad_token="!")
+    return hf

@@ -1,0 +1,99 @@
+"""A library's text tower as ONNX files beside the catalog, so that a new text query needs neither
+torch nor open_clip: ONNX Runtime runs the tower, Hugging Face `tokenizers` runs open_clip's BPE.
+
+Importing torch and open_clip takes seconds; this path takes a fraction of one. The files are
+written by a process that has the model loaded anyway (an index run that embedded images, or a
+query that fell back to torch; see textexport.py) into `text-model-<key>/`, the key naming the
+model's identity, so a library re-indexed with another model never uses a stale tower. They are
+an optimisation only: when they are missing, damaged or cannot be written, queries go through
+open_clip as before. Vectors equal open_clip's within 1e-5 (tests/test_textmodel.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .models import ModelSpec
+
+TEXT_MODEL_PREFIX = "text-model-"
+GRAPH_FILE = "text.onnx"
+"""The graph; its weights are in `text.onnx.data`, which ONNX Runtime memory-maps instead of parsing."""
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def text_model_dir(directory: Path, spec: ModelSpec) -> Path:
+    """Where the text tower of the model `spec` lives in the library at `directory`."""
+    return directory / (TEXT_MODEL_PREFIX + hashlib.sha256(spec.identity.encode()).hexdigest()[:16])
+
+
+def text_model_written(directory: Path, spec: ModelSpec) -> bool:
+    """Whether the library at `directory` holds the files of the text tower of `spec` (not whether they load)."""
+    folder = text_model_dir(directory, spec)
+    return all((folder / name).is_file() for name in (GRAPH_FILE, GRAPH_FILE + ".data", TOKENIZER_FILE))
+
+
+WORDS = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+"""open_clip's `SimpleTokenizer` pattern, which splits a cleaned text into the words BPE then encodes."""
+
+
+def words(text: str) -> list[str]:
+    """The words of `text` as open_clip's CLIP tokenizer sees them: cleaned (ftfy, HTML entities, spaces,
+    lower case: its `_clean_lower`), then split by its pattern with the same `regex` module (Oniguruma's
+    Unicode tables, used by `tokenizers`' own splitter, class some rare letters differently)."""
+    import regex
+
+    text = html.unescape(html.unescape(_fix_text(text))).strip()
+    return regex.findall(WORDS, " ".join(text.split()).strip().lower(), regex.IGNORECASE)
+
+
+def _fix_text(text: str) -> str:
+    """ftfy.fix_text, which leaves printable ASCII without HTML entities as it is: such a text (most
+    queries) skips importing ftfy, a tenth of a cold query."""
+    if text.isascii() and text.isprintable() and "&" not in text:
+        return text
+    import ftfy
+
+    return ftfy.fix_text(text)
+
+
+@dataclass
+class TextModel:
+    session: Any  # onnxruntime.InferenceSession: (N, L) int64 token ids -> (N, dim) float32 features
+    tokenizer: Any  # tokenizers.Tokenizer: adds the start and end tokens, truncates, pads to the longest
+
+    @classmethod
+    def load(cls, directory: Path, spec: ModelSpec) -> "TextModel | None":
+        """The text tower of `spec` in the library at `directory`, or None when it is missing or unusable."""
+        if not text_model_written(directory, spec):
+            return None
+        folder = text_model_dir(directory, spec)
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: a damaged file falls back to open_clip quietly
+        # Repacking every weight matrix at load costs more than it saves in the one query a process runs.
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        try:
+            session = onnxruntime.InferenceSession(str(folder / GRAPH_FILE), options,
+                                                   providers=["CPUExecutionProvider"])
+            tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        except Exception:  # onnxruntime and tokenizers raise their own untyped errors for damaged files
+            return None
+        return cls(session, tokenizer)
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        """Token ids (N, L) as open_clip's tokenizer gives them, cut after the longest text's end token."""
+        encodings = self.tokenizer.encode_batch([words(t) for t in texts], is_pretokenized=True)
+        return np.array([e.ids for e in encodings], dtype=np.int64)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 text vectors (N, dim)."""
+        features = self.session.run(None, {"tokens": self.tokenize(texts)})[0].astype(np.float32)
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+        return features / np.maximum(norms, 1e-12)

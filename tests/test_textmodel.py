@@ -1,0 +1,163 @@
+"""Text queries without torch: the ONNX text tower beside the catalog gives open_clip's tokens and vectors."""
+import json
+import os
+import random
+import shutil
+import string
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from clipsearch import Library, model_spec
+from clipsearch.cli import main
+from clipsearch.models import ModelSpec, load_encoder
+from clipsearch.textexport import export_text_model
+from clipsearch.textmodel import TEXT_MODEL_PREFIX, TextModel, text_model_dir, text_model_written
+
+TEXTS = [
+    "a red star", "", "   ", "a", "Hello, World! It's I'M 'S 're", "x " * 100, "word" * 60,
+    "café naïve 東京 😀 ﬁne “quoted” ‘single’ — dash", "&amp; &lt;b&gt; &amp;amp;amp; AT&T",
+    "tab\tnew\nline\r\nend", "１２３ ｆｕｌｌ-ｗｉｄｔｈ", "ǅ İstanbul ß Σίσυφος",
+    "x<start_of_text>y <end_of_text> z", "\x1b[31mred\x1b[0m", "mojibake: Ã©tÃ© â€œquotedâ€\x9d",
+    "Ω≈ç√∫˜µ≤≥÷ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b zero\u00a0width", "12345678901234567890",
+]
+
+
+def fuzz(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    ascii_only = ["".join(rng.choice(string.printable) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+    unicode = ["".join(chr(rng.choice([rng.randint(32, 127), rng.randint(128, 0x2FFF), rng.randint(0x3000, 0x1FFFF)]))
+                       for _ in range(rng.randint(1, 50))) for _ in range(n)]
+    return ascii_only + unicode
+
+
+def padded(ids: np.ndarray, length: int) -> np.ndarray:
+    return np.pad(ids, ((0, 0), (0, length - ids.shape[1])))
+
+
+@pytest.fixture(scope="module")
+def tiny_tower(tmp_path_factory, tiny):
+    directory = tmp_path_factory.mktemp("tiny-tower")
+    export_text_model(directory, tiny)
+    return TextModel.load(directory, tiny.spec)
+
+
+@pytest.fixture(scope="module")
+def vit_b32():
+    """ViT-B-32 with random weights (no weights are reachable offline): 77-token context, 512-d."""
+    encoder = load_encoder(ModelSpec("ViT-B-32", None), device="cpu")
+    return encoder
+
+
+@pytest.fixture(scope="module")
+def vit_b32_tower(tmp_path_factory, vit_b32):
+    directory = tmp_path_factory.mktemp("b32-tower")
+    export_text_model(directory, vit_b32)
+    return TextModel.load(directory, vit_b32.spec)
+
+
+@pytest.mark.parametrize("texts", [TEXTS, fuzz(0, 300)], ids=["chosen", "fuzz"])
+def test_token_ids_equal_open_clips(tiny, tiny_tower, texts):
+    for text in texts:
+        expected = tiny.tokenizer([text]).numpy()
+        assert (padded(tiny_tower.tokenize([text]), expected.shape[1]) == expected).all(), repr(text)
+
+
+def test_a_batch_is_padded_to_its_longest_text(tiny, tiny_tower):
+    expected = tiny.tokenizer(TEXTS).numpy()
+    assert (padded(tiny_tower.tokenize(TEXTS), expected.shape[1]) == expected).all()
+
+
+def test_vectors_equal_open_clips(tiny, tiny_tower):
+    assert np.abs(tiny_tower.encode(TEXTS) - tiny.encode_texts(TEXTS)).max() < 1e-4
+    for text in TEXTS[:5]:  # one at a time, as queries come, cut to their own length
+        assert np.abs(tiny_tower.encode([text])[0] - tiny.encode_texts([text])[0]).max() < 1e-4
+
+
+def test_vit_b32_tokens_and_vectors_equal_open_clips(vit_b32, vit_b32_tower):
+    texts = TEXTS + fuzz(1, 50)
+    expected = vit_b32.tokenizer(texts).numpy()
+    assert expected.shape[1] == 77
+    assert (padded(vit_b32_tower.tokenize(texts), 77) == expected).all()
+    assert np.abs(vit_b32_tower.encode(TEXTS) - vit_b32.encode_texts(TEXTS)).max() < 1e-4
+    assert np.abs(vit_b32_tower.encode(["a dog"])[0] - vit_b32.encode_texts(["a dog"])[0]).max() < 1e-4
+
+
+# --- in a library ---------------------------------------------------------------------------------------
+@pytest.fixture
+def indexed(shape_tree, library_dir, tiny):
+    with Library.open(library_dir, create=True, encoder=tiny) as lib:
+        lib.index([shape_tree], model=model_spec("clipsearch-tiny"))
+    return library_dir
+
+
+def test_indexing_writes_the_text_tower(indexed, tiny):
+    assert text_model_written(indexed, tiny.spec)
+    assert [p.name for p in indexed.iterdir() if p.name.startswith((TEXT_MODEL_PREFIX, ".text-model"))] == \
+        [text_model_dir(indexed, tiny.spec).name]
+
+
+def test_library_text_vector_comes_from_the_tower_and_equals_open_clips(indexed, tiny):
+    with Library.open(indexed) as lib:
+        vector = lib.text_vector("a blue circle")
+        assert lib._encoder is None  # answered without loading the model
+    assert np.abs(vector - tiny.encode_texts(["a blue circle"])[0]).max() < 1e-4
+
+
+QUERY_CHILD = """
+import json, sys
+from clipsearch.cli import main
+try:
+    main(sys.argv[1:], standalone_mode=False)
+finally:
+    print(json.dumps([m for m in ("torch", "open_clip", "torchvision") if m in sys.modules]), file=sys.stderr)
+"""
+
+
+def run_child(*args: str) -> tuple[str, list[str]]:
+    done = subprocess.run([sys.executable, "-c", QUERY_CHILD, *args], capture_output=True, text=True, check=True)
+    return done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_new_text_search_and_similar_never_import_torch(indexed, shape_tree):
+    out, imported = run_child("search", "a green square", "--db", str(indexed), "-n", "1")
+    assert "green_square.png" in out and imported == []
+    out, imported = run_child("search", "a green square", "--db", str(indexed), "-n", "1")  # from the text cache
+    assert "green_square.png" in out and imported == []
+    out, imported = run_child("similar", str(shape_tree / "a" / "red_star.png"), "--db", str(indexed), "-n", "1")
+    assert imported == [] and "red_star.png" not in out
+
+
+def test_a_missing_or_damaged_tower_falls_back_to_open_clip_and_is_written_again(indexed, tiny):
+    folder = text_model_dir(indexed, tiny.spec)
+    expected = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3"]).output
+    for damage in (lambda: shutil.rmtree(folder), lambda: (folder / "text.onnx").write_bytes(b"not onnx")):
+        damage()
+        (indexed / "text-vectors.db").unlink(missing_ok=True)
+        result = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3"])
+        assert result.exit_code == 0 and result.output == expected
+        assert TextModel.load(indexed, tiny.spec) is not None
+
+
+def test_another_models_tower_is_replaced(indexed, tiny):
+    stale = text_model_dir(indexed, ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
+    os.replace(text_model_dir(indexed, tiny.spec), stale)
+    result = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "1"])
+    assert result.exit_code == 0 and "red_star.png" in result.output
+    assert text_model_written(indexed, tiny.spec) and not stale.exists()
+
+
+def test_a_library_that_cannot_be_written_searches_through_open_clip(indexed, tiny, monkeypatch):
+    import clipsearch.textexport
+
+    def read_only(directory, encoder):
+        raise PermissionError(13, "Permission denied", str(directory))
+
+    shutil.rmtree(text_model_dir(indexed, tiny.spec))
+    monkeypatch.setattr(clipsearch.textexport, "export_text_model", read_only)
+    result = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "1"])
+    assert result.exit_code == 0 and "red_star.png" in result.output
+    assert not text_model_written(indexed, tiny.spec)
