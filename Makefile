@@ -18,6 +18,7 @@ demo: $(BIN)/clipsearch
 	$(BIN)/clipsearch search "a blue circle" --db $(DEMO_DB) -n 3
 	$(BIN)/clipsearch search "a yellow triangle" --db $(DEMO_DB) -n 3
 	$(BIN)/clipsearch search "a green shape" --sub "a square" --db $(DEMO_DB) -n 3
+	@echo "Next: source .venv/bin/activate, then try the examples in README.md, e.g. clipsearch info --db $(DEMO_DB)"
 
 test: $(BIN)/clipsearch
 	$(BIN)/python -m pytest -q

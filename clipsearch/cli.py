@@ -15,6 +15,7 @@ from .errors import ClipsearchError
 from .filters import Filters, parse_when
 from .ocr import GATES
 from .paths import readable
+from .ranking import split_weight
 from .results import IndexReport, OcrReport, OfflineRoot, SearchResult, Skip, to_dict
 from .shards import DEFAULT_SHARD_SIZE
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP
@@ -167,18 +168,35 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
     if ocr and no_ocr:
         raise click.UsageError("Give either --ocr or --no-ocr")
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
-            _progress(quiet, "Reading text") as ocr_progress:
-        report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                           reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
-                           progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
-                           ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames))
-        _warn(lib.preprocessing_warning())
+    before = 0
+    try:
+        with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
+                _progress(quiet, "Reading text") as ocr_progress:
+            before = lib.count()
+            report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
+                               reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
+                               progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
+                               ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames))
+            _note(lib.demo_model_note())
+            _warn(lib.preprocessing_warning())
+    except KeyboardInterrupt:
+        _interrupted(db, before)
     skipped = report.skipped + (report.ocr.skipped if report.ocr else ())
     _write_skipped(errors_file, skipped)
-    click.echo(_summary(report))
+    click.echo(_summary(report, errors_file))
     if report.ocr:
-        click.echo(_ocr_summary(report.ocr))
+        click.echo(_ocr_summary(report.ocr, errors_file))
+
+
+def _interrupted(db: str | None, before: int) -> None:
+    """After Ctrl-C: what the batches committed so far saved, on stderr, and exit code 130."""
+    from .library import Library
+
+    with Library.open(db, create=True) as lib:  # a new connection: reads only what was committed
+        now = lib.count()
+    click.echo(f"Interrupted: {max(now - before, 0)} new images saved ({now} in the library); run the same "
+               "command again to continue where it stopped", err=True)
+    click.get_current_context().exit(130)
 
 
 def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
@@ -209,11 +227,11 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
-def _summary(report: IndexReport) -> str:
+def _summary(report: IndexReport, errors_file: str | None = None) -> str:
     summary = _with_reasons(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
         f"unchanged {report.unchanged}, skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
-        + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped)
+        + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""), report.skipped, errors_file)
     lines = [summary] + [_offline_line(o) for o in report.offline]
     if report.passed_over:
         total = sum(p.files for p in report.passed_over)
@@ -229,22 +247,33 @@ def _offline_line(root: OfflineRoot) -> str:
             f"use --prune to remove the {root.kept} missing")
 
 
-def _ocr_summary(report: OcrReport) -> str:
+def _ocr_summary(report: OcrReport, errors_file: str | None = None) -> str:
     scan = "" if report.full_text_index else " (this SQLite has no FTS5 trigram tokenizer: text searches scan)"
     return _with_reasons(
         f"text: read {report.read}, gated out {report.gated_out}, text found in {report.with_text}, "
         f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s"
         + (f" ({report.images_per_s:.1f} images/s)" if report.read + report.gated_out else "") + scan,
-        report.skipped)
+        report.skipped, errors_file)
 
 
-def _with_reasons(line: str, skipped: Sequence[Skip]) -> str:
-    """A summary line, then the ten commonest reasons files were skipped."""
-    reasons: dict[str, int] = {}
+NAMES_PER_REASON = 3
+
+
+def _with_reasons(line: str, skipped: Sequence[Skip], errors_file: str | None = None) -> str:
+    """A summary line, then the ten commonest reasons files were skipped with a few of their names each,
+    then where the whole list is: `errors_file` (--errors), or how to get it."""
+    by_reason: dict[str, list[str]] = {}
     for skip in skipped:
-        reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
-    return "\n".join([line] + [f"  skipped {n}: {reason}"
-                               for reason, n in sorted(reasons.items(), key=lambda r: -r[1])[:10]])
+        by_reason.setdefault(skip.reason, []).append(skip.path)
+    lines = [line]
+    for reason, paths in sorted(by_reason.items(), key=lambda r: -len(r[1]))[:10]:
+        more = ", ..." if len(paths) > NAMES_PER_REASON else ""
+        names = ", ".join(readable(p) for p in paths[:NAMES_PER_REASON]) + more
+        lines.append(f"  skipped {len(paths)}: {reason} ({names})")
+    if skipped:
+        lines.append(f"  every skipped file and its reason: {readable(errors_file)}" if errors_file
+                     else "  every skipped file and its reason: run again with --errors FILE")
+    return "\n".join(lines)
 
 
 def _listed(line: str, skipped: Sequence[Skip]) -> str:
@@ -277,14 +306,38 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
     if words is not None and (text or add or sub or images or min_score is not None):
         raise click.UsageError("--text searches only the words in images: give it without QUERY, --add, --sub, "
                                "--image or --min-score")
+    for term in ([text] if text else []) + [split_weight(t)[0] for t in (*add, *sub)]:
+        _warn_path_like(term)
     with Library.open(db) as lib:
         if words is not None:
             results = lib.search_text(words, k=limit, filters=filters, sort=sort)
         else:
             results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters,
                                  min_score=min_score, sort=sort, group_pairs=group_pairs)
+            for note in lib.query_notes:
+                _warn(note)
+        _note(lib.demo_model_note())
         _warn(lib.preprocessing_warning())
-    _print_results(results, as_json)
+    _print_results(results, as_json, sort)
+
+
+def _warn_path_like(term: str) -> None:
+    """One line on stderr when a term searched as text looks like a path that names no image file."""
+    from .discover import looks_like_path
+
+    if looks_like_path(term):
+        what = "is a folder, not an image file" if os.path.isdir(term) else "is not a file"
+        click.echo(f"warning: {readable(term)!r} {what}; searching for it as text", err=True)
+
+
+def _note(note: str | None) -> None:
+    """A note for a person at a terminal (on stderr when it is one): scripts and pipes do not get it."""
+    if note and _on_terminal():
+        click.echo(note, err=True)
+
+
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def _warn(warning: str | None) -> None:
@@ -304,20 +357,20 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
 
     with Library.open(db) as lib:
         _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
-                                   group_pairs=group_pairs), as_json)
+                                   group_pairs=group_pairs), as_json, sort)
 
 
-def _print_results(results: Iterable[SearchResult], as_json: bool) -> None:
-    _print_list(results, as_json, _result_line)
+def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score") -> None:
+    _print_list(results, as_json, functools.partial(_result_line, dated=sort == "date"))
 
 
-def _result_line(result: SearchResult) -> str:
-    """Score and path, for a video its best-matching moment (HH:MM:SS), then the recognised text holding the
-    query's words, matches in [brackets]."""
+def _result_line(result: SearchResult, dated: bool = False) -> str:
+    """Score, the date results are sorted by when `dated`, path, for a video its best-matching moment
+    (HH:MM:SS), then the recognised text holding the query's words, matches in [brackets]."""
     from .textsearch import Snippet, marked
     from .video import clock
 
-    line = f"{result.score:.3f}  {readable(result.path)}"
+    line = f"{result.score:.3f}  " + (f"{result.date}  " if dated else "") + readable(result.path)
     if result.time_s is not None:
         line += f"  {clock(round(result.time_s * 1000))}"
     return line + f"  \"{marked(Snippet(result.snippet, result.highlights))}\"" if result.snippet else line
@@ -331,6 +384,46 @@ def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str])
         return
     for item in items:
         click.echo(line(item))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
+@db_option
+@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write the files skipped by the latest run and their reasons to this JSON file.")
+def watch(paths: Sequence[str], db: str | None, errors_file: str | None) -> None:
+    """Keep the library in step with the folders PATHS: index them, then again after each burst of changes.
+
+    Each run is the normal incremental `index` (only changed files are decoded); a folder that disappears
+    (an unmounted drive) keeps its images and is watched again when it comes back. Ctrl-C stops.
+
+    Example: clipsearch watch ~/Pictures /mnt/photos
+    """
+    from .library import Library
+    from .watching import change_batches
+
+    roots = [os.path.abspath(p) for p in paths]
+    reports: list[IndexReport] = []
+    try:
+        with Library.open(db, create=True) as lib:
+            reports.append(lib.index(roots))
+            _watched(reports[-1], errors_file)
+            _note(lib.demo_model_note())
+            for changed in change_batches(roots):
+                report = lib.index_changes(changed, roots)
+                if report is not None:
+                    reports.append(report)
+                    _watched(report, errors_file)
+    except KeyboardInterrupt:
+        pass
+    click.echo(f"stopped watching after {len(reports)} index runs: added {sum(r.added for r in reports)}, "
+               f"updated {sum(r.updated for r in reports)}, moved {sum(r.moved for r in reports)}, "
+               f"removed {sum(r.removed for r in reports)}")
+
+
+def _watched(report: IndexReport, errors_file: str | None) -> None:
+    _write_skipped(errors_file, report.skipped)
+    click.echo(f"[{datetime.now():%H:%M:%S}] " + _summary(report, errors_file))
 
 
 @main.command()
@@ -351,7 +444,7 @@ def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) 
     with Library.open(db) as lib, _progress(quiet, "Reading text") as progress:
         report = lib.read_text(gate, progress=progress)
     _write_skipped(errors_file, report.skipped)
-    click.echo(_ocr_summary(report))
+    click.echo(_ocr_summary(report, errors_file))
 
 
 @main.command()
@@ -363,9 +456,11 @@ def info(db: str | None, as_json: bool) -> None:
 
     with Library.open(db) as lib:
         data = to_dict(lib.info())
+        note = lib.demo_model_note()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    _note(note)
     _warn(data.pop("warning"))
     sections = {name: data.pop(name) or {} for name in ("model", "index", "preprocessing")}
     for key, value in data.items():
@@ -406,12 +501,16 @@ def repair(db: str | None, index_type: str | None) -> None:
 @main.command()
 @click.option("--cached", is_flag=True, help="Only models whose weights are available offline.")
 def models(cached: bool) -> None:
-    """List the architectures and pretrained tags open_clip knows; * marks weights cached locally."""
-    from .models import list_available
+    """List the architectures and pretrained tags open_clip knows; * marks weights cached locally.
+
+    The default model for a new library is marked (default).
+    """
+    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, list_available
 
     for m in list_available():
         if m.cached or not cached:
-            click.echo(f"{'*' if m.cached else ' '} {m.arch:40} {m.pretrained}")
+            default = "  (default)" if (m.arch, m.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else ""
+            click.echo(f"{'*' if m.cached else ' '} {m.arch:40} {m.pretrained}{default}")
 
 
 @main.command()
@@ -515,6 +614,7 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
             series_threshold = _series_threshold(threshold, series, series_threshold)
         report = lib.duplicates(threshold=threshold, series_threshold=series_threshold, filters=filters,
                                 prefer=prefer, exact_only=exact_only)
+        _note(lib.demo_model_note())
         for file, write in ((json_file, write_json), (csv_file, write_csv), (html_file, write_html)):
             if file:
                 write(report, file)
@@ -592,7 +692,7 @@ def embed(paths: Sequence[str], output: str, model: str, pretrained: str | None,
     click.echo(_with_reasons(
         f"shards {report.shards}: written {report.written}, already written {report.already_written}; "
         f"embedded {report.embedded}, skipped {len(report.skipped)} "
-        f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)", report.skipped))
+        f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)", report.skipped, errors_file))
 
 
 @main.command()
@@ -610,4 +710,4 @@ def ingest(shards_dir: str, db: str | None, errors_file: str | None, quiet: bool
     _write_skipped(errors_file, report.skipped)
     click.echo(_with_reasons(
         f"shards {report.shards}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s", report.skipped))
+        f"skipped {len(report.skipped)} in {report.elapsed_s:.1f}s", report.skipped, errors_file))

@@ -83,6 +83,21 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
+def identify(path: str) -> None:
+    """Check that `path` starts like an image Pillow can open, reading its header only (no pixels are
+    decoded). Raises BadImage with a short reason otherwise (a text file, an unreadable file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(path).close()
+    except UnidentifiedImageError:
+        raise BadImage("not an image") from None
+    except OSError as e:
+        raise BadImage(e.strerror or str(e)) from None
+    except Exception as e:  # noqa: BLE001 - a plugin's header parser may raise anything on a foreign file
+        raise BadImage(_reason(e)) from None
+
+
 def decode(data: bytes, min_side: int | None = None, name: str = "") -> tuple[Image.Image, ImageMeta]:
     """Decode the first frame as RGB in sRGB with EXIF orientation applied.
 

@@ -45,6 +45,15 @@ def image_extensions() -> frozenset[str]:
     return pictures | RAW_EXTENSIONS | VIDEO_EXTENSIONS
 
 
+def looks_like_path(term: str) -> bool:
+    """Whether a query term that names no file looks like it meant one: a folder, a name ending in an
+    image extension, or one word holding a path separator (a mistyped `photos/IMG_0001.jpg`)."""
+    if os.path.isfile(term):
+        return False
+    separator = any(sep in term for sep in {os.sep, "/", os.altsep} - {None}) and not any(c.isspace() for c in term)
+    return os.path.isdir(term) or separator or os.path.splitext(term.strip())[1].lower() in image_extensions()
+
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 

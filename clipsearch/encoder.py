@@ -95,6 +95,17 @@ class Encoder:
             x = x.to(torch.float32).div(255).sub(mean.to(self.device)).div(std.to(self.device))
         return _unit(self.model.encode_image(x.to(self.dtype)))
 
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens a text may have, its start and end tokens included; the rest is cut off."""
+        return getattr(self.tokenizer, "context_length", None)
+
+    def truncated(self, text: str) -> bool:
+        """Whether `text` has more tokens than `context_length`; False where the tokenizer cannot tell (only
+        open_clip's CLIP tokenizer counts a text's tokens apart from its padding)."""
+        encode, context = getattr(self.tokenizer, "encode", None), self.context_length
+        return callable(encode) and context is not None and len(encode(text)) + 2 > context
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         tokens = self.tokenizer(list(texts)).to(self.device)

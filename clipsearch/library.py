@@ -16,8 +16,8 @@ from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
                      LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, image_date
-from .models import (DEFAULT_BATCH, ModelSpec, Preprocessing, check_same_model, load_encoder, model_spec,
-                     open_clip_version, preprocessing_of)
+from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, load_encoder,
+                     model_spec, open_clip_version, preprocessing_of)
 from .paths import readable
 from .quarantine import PlannedMove, move_to
 from .ranking import combine, exhausted, split_weight, top_k, unit
@@ -57,6 +57,10 @@ def _outermost(roots: Iterable[str]) -> list[str]:
     return [r for r in unique if not any(r != o and r.startswith(o.rstrip(os.sep) + os.sep) for o in unique)]
 
 
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def _check_sort(sort: str) -> None:
     if sort not in SORTS:
         raise BadQuery(f"Unknown sort order {sort!r}; use one of {', '.join(SORTS)}")
@@ -84,6 +88,8 @@ class Library:
         self._text_model: TextModel | None = None
         self._synced_at: tuple[int, int] | None = None
         self._file_seen: tuple[int, int, int] | None = None
+        self.query_notes: list[str] = []
+        """What the last `search` should tell its user about its query, e.g. a text cut to the model's context."""
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = False, encoder=None,
@@ -141,6 +147,15 @@ class Library:
         """The preprocessing and open_clip version the library's vectors were made with (None if not recorded)."""
         recorded = self._catalog.get_meta("preprocessing") if self._catalog is not None else None
         return Preprocessing.from_dict(recorded) if recorded else None
+
+    def demo_model_note(self) -> str | None:
+        """One line when the library uses the bundled demo model `clipsearch-tiny`, which knows only coloured
+        shapes, else None."""
+        model = self.model
+        if model is None or model.arch != TINY_MODEL:
+            return None
+        return (f"note: this library uses the demo model {TINY_MODEL}, which knows only coloured shapes, not photos; "
+                "for photos index with a real model (see `clipsearch models`)")
 
     def preprocessing_warning(self) -> str | None:
         """One line when the model here would embed differently from the library's recorded preprocessing, else None.
@@ -373,6 +388,17 @@ class Library:
                 report = replace(report, ocr=self._read_text(gate, ocr_progress))
         return report
 
+    def index_changes(self, changed: Iterable[str], roots: Sequence[str], **options) -> IndexReport | None:
+        """One burst of file-system changes under the watched folders `roots` (paths, e.g. from watchfiles):
+        the normal incremental `index` (with `options` as `index` takes them) of the roots that hold a changed
+        path outside the library's own folder; None when none does. As in `index`, a root that has gone or
+        looks offline (an unmounted drive) keeps its images."""
+        own = str(self.path)
+        changed = [os.path.abspath(p) for p in changed]
+        touched = [root for root in roots if any(_under(p, os.path.abspath(root)) and not _under(p, own)
+                                                 for p in changed)]
+        return self.index(touched, **options) if touched else None
+
     @property
     def ocr_gate(self) -> str | None:
         """The OCR gate `index` uses ("auto" or "all"), or None when it reads no text (the default)."""
@@ -485,7 +511,9 @@ class Library:
         group_pairs: bool = False,
     ) -> list[SearchResult]:
         """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix; `group_pairs`:
-        see `nearest`."""
+        see `nearest`. Afterwards
+        `query_notes` says which texts were longer than the model's context (only their beginning counts)."""
+        self.query_notes = []
         terms = []
         if query is not None:
             if not query.strip():
@@ -614,30 +642,39 @@ class Library:
 
     def text_vector(self, text: str) -> np.ndarray:
         """A text's embedding; a text searched before is read from the library's text cache, without
-        loading the model (see textcache.py)."""
+        loading the model (see textcache.py). A text longer than the model's context is encoded from its
+        beginning, noted in `query_notes`, and not cached (so that it is noted every time)."""
         from .textcache import TextVectorCache
 
         model = self.model
         cache = TextVectorCache(self.path, model) if model is not None else None
         vector = cache.get(text) if cache is not None else None
         if vector is None:
-            vector = self._encode_text(text)
-            if cache is not None and not self.readonly:
+            vector, context = self._encode_text(text)
+            if context is not None:
+                shown = text if len(text) <= 40 else text[:37] + "..."
+                self.query_notes.append(f"The query {shown!r} is longer than the model's context of {context} "
+                                        "tokens: only its beginning is searched")
+            elif cache is not None and not self.readonly:
                 cache.put(text, vector)
         return vector
 
-    def _encode_text(self, text: str) -> np.ndarray:
-        """By the model when it is loaded; else by the library's ONNX text tower, without importing torch
+    def _encode_text(self, text: str) -> tuple[np.ndarray, int | None]:
+        """The vector (dim,) and, when the text was cut to fit, the model's context length in tokens.
+        By the model when it is loaded; else by the library's ONNX text tower, without importing torch
         (see textmodel.py); else by loading the model, then writing the tower for the next query."""
         model = self.model
-        if self._encoder is not None or model is None:
-            return self.encoder.encode_texts([text])[0]
-        self._text_model = self._text_model or TextModel.load(self.path, model)
-        if self._text_model is not None:
-            return self._text_model.encode([text])[0]
-        vector = self.encoder.encode_texts([text])[0]
-        self._write_text_model()
-        return vector
+        if self._encoder is None and model is not None:
+            self._text_model = self._text_model or TextModel.load(self.path, model)
+            if self._text_model is not None:
+                tower = self._text_model
+                return tower.encode([text])[0], tower.context_length if tower.truncated(text) else None
+        written = self._encoder is not None or model is None
+        encoder = self.encoder
+        vector = encoder.encode_texts([text])[0]
+        if not written:
+            self._write_text_model()
+        return vector, encoder.context_length if encoder.truncated(text) else None
 
     def _write_text_model(self) -> None:
         """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""
@@ -650,7 +687,7 @@ class Library:
 
     def image_vector(self, image: str | os.PathLike[str]) -> np.ndarray:
         """The stored vector when the file is indexed and unchanged, else a fresh embedding."""
-        from .decode import load
+        from .decode import identify, load
 
         path = os.path.abspath(os.fspath(image))
         if not os.path.exists(path):
@@ -663,6 +700,8 @@ class Library:
             if is_video(path):  # not indexed: the mean of its sampled frames, as indexing would store
                 clip = sample(path, Sampling(), self.encoder.image_size)
                 return unit(self.encoder.encode_pil([f.image for f in clip.frames]).mean(axis=0))
+            if not is_raw(path):  # (Pillow cannot read a RAW file's header)
+                identify(path)  # before the model loads: a text file given by mistake fails at once
             picture, _ = load(path, self.encoder.image_size)
             pixels = self.encoder.preprocess(picture)
         except BadImage as e:
@@ -857,6 +896,10 @@ class Library:
         if rows[image_a]["hash"] == rows[image_b]["hash"]:
             raise BadQuery("These files hold the same bytes: they are duplicates")
         self.catalog.dismiss_pair(rows[image_a]["hash"], rows[image_b]["hash"])
+
+    def count(self) -> int:
+        """The number of images in the library; 0 for one not created yet (nothing is written)."""
+        return 0 if self._catalog is None else self.catalog.count()
 
     def info(self) -> LibraryInfo:
         model = self.model

@@ -54,5 +54,5 @@ def distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (n, 64) uint8 arrays of fingerprints."""
     xor = np.bitwise_xor(a[:, :HASH_BYTES], b[:, :HASH_BYTES])
     mirrored = np.bitwise_xor(a[:, :HASH_BYTES], b[:, HASH_BYTES:])
-    return (np.bitwise_count(xor).sum(axis=1, dtype=np.int64),
-            np.bitwise_count(mirrored).sum(axis=1, dtype=np.int64))
+    return (np.unpackbits(xor, axis=1).sum(axis=1, dtype=np.int64),
+            np.unpackbits(mirrored, axis=1).sum(axis=1, dtype=np.int64))

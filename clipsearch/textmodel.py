@@ -92,6 +92,15 @@ class TextModel:
         encodings = self.tokenizer.encode_batch([words(t) for t in texts], is_pretokenized=True)
         return np.array([e.ids for e in encodings], dtype=np.int64)
 
+    @property
+    def context_length(self) -> int:
+        """The most tokens a text may have, its start and end tokens included; the rest is cut off."""
+        return int(self.tokenizer.truncation["max_length"])
+
+    def truncated(self, text: str) -> bool:
+        """Whether `text` has more tokens than `context_length` (open_clip's tokenizer cuts it the same way)."""
+        return bool(self.tokenizer.encode(words(text), is_pretokenized=True).overflowing)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 text vectors (N, dim)."""
         features = self.session.run(None, {"tokens": self.tokenize(texts)})[0].astype(np.float32)

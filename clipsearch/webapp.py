@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import mimetypes
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .decode import MAX_PIXELS, decode
@@ -104,8 +105,8 @@ class Duplicates(BaseModel):
 
 
 class NotDuplicates(BaseModel):
-    a: int
-    b: int
+    a: int = Field(ge=-MAX_ID - 1, le=MAX_ID)  # SQLite's integers: any other is refused (422), never 500
+    b: int = Field(ge=-MAX_ID - 1, le=MAX_ID)
 
 
 class ImageDetail(BaseModel):
@@ -123,6 +124,14 @@ class ImageDetail(BaseModel):
     """The text read in the image (`clipsearch ocr`), one line per line; None if it was not read."""
 
 
+def _thumbnail_cache(library: Library) -> Path:
+    """The library's `thumbs/` folder; for a read-only library (a mounted backup), a temporary folder that
+    lives as long as the process, so that serving never writes into the library."""
+    if not library.readonly:
+        return library.path / THUMBS_DIR
+    return Path(tempfile.mkdtemp(prefix="clipsearch-thumbs-"))
+
+
 def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
     """The app for an open library; loads its model and vector index now, not on the first query.
 
@@ -131,7 +140,7 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     """
     lock = threading.Lock()
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
-    thumbs = Thumbnails(library.path / THUMBS_DIR, decode_slots)
+    thumbs = Thumbnails(_thumbnail_cache(library), decode_slots)
     Image.init()  # every plugin registered: Image.MIME is otherwise filled only as formats are first read
     with lock:  # warm up: the first query should be as fast as the rest
         library.encoder.encode_texts(["warm up"])
@@ -155,7 +164,9 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     def answer(query: Callable[[], list[SearchResult]]) -> Results:
         started = time.perf_counter()
         with lock:
-            hits = [Hit(id=row["id"], **to_dict(r)) for r in query() if (row := library.catalog.row_by_path(r.path))]
+            # Fields as they are (tuples stay tuples, as Hit declares them), the path as output names files
+            hits = [Hit(id=row["id"], **{**vars(r), **path_fields(r.path)})
+                    for r in query() if (row := library.catalog.row_by_path(r.path))]
         return Results(results=hits, elapsed_ms=round((time.perf_counter() - started) * 1000, 2))
 
     def catalog_row(image_id: int) -> dict[str, Any]:

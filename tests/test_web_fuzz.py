@@ -5,10 +5,13 @@ this file: first every odd value for each parameter in turn, then random combina
 derandomised so every run tries the same examples, and bounded so the tests take seconds).
 """
 import io
+import json
 import math
+import re
 from urllib.parse import quote
 
 import pytest
+from fastapi.params import File
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +30,7 @@ ODD_VALUES = [
     "..%2F..%2Fcatalog.db", "/etc/passwd", "C:\\Windows\\win.ini", "\x00", "a\x00b", "\u202e", "🙂" * 300,
     "ünïcödé", "a" * 10_000, "\r\nX-Injected: 1", "'; DROP TABLE images; --", "*", "%", "%ff%fe",
 ]
+NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?(e-?[0-9]+)?")
 NUMBERS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -68,13 +72,19 @@ def api_routes(app):
     return routes
 
 
-def call(client, route, path_values, params, files):
+def json_fields(route):
+    """The fields of a route's JSON body (a pydantic model), or none."""
+    models = [p.field_info.annotation for p in route.dependant.body_params if not isinstance(p.field_info, File)]
+    return [name for model in models for name in model.model_fields]
+
+
+def call(client, route, path_values, params, files, body=None):
     """One request to `route`: its path parameters filled in (percent-encoded), `params` as the query."""
     path = route.path_format
     for name in (p.alias for p in route.dependant.path_params):
         path = path.replace("{" + name + "}", quote(path_values.get(name, "1"), safe=""))
-    response = client.request(next(iter(route.methods)), path, params=params, files=files or None)
-    assert response.status_code < 500, (route.methods, path, params, response.text[:500])
+    response = client.request(next(iter(route.methods)), path, params=params, files=files or None, json=body)
+    assert response.status_code < 500, (route.methods, path, params, body, response.text[:500])
 
 
 def test_every_odd_value_of_every_parameter_gets_no_500(client):
@@ -85,8 +95,13 @@ def test_every_odd_value_of_every_parameter_gets_no_500(client):
         if route.methods == {"HEAD"}:  # the twin of a GET route: same endpoint, same parameters
             continue
         dependant = route.dependant
-        files = {p.alias: ("q.png", png.getvalue(), "image/png") for p in dependant.body_params}
+        files = {p.alias: ("q.png", png.getvalue(), "image/png") for p in dependant.body_params
+                 if isinstance(p.field_info, File)}
         for value in ODD_VALUES:
+            for name in json_fields(route):  # as text and, where it is one, as a JSON number
+                number = NUMBER.fullmatch(value) and math.isfinite(float(value))
+                for odd in [value, *([json.loads(value)] if number else [])]:
+                    call(client, route, {}, {}, {}, {**dict.fromkeys(json_fields(route), 1), name: odd})
             for name in [p.alias for p in dependant.path_params]:
                 call(client, route, {name: value}, {}, files)
             for name in [p.alias for p in dependant.query_params]:
@@ -110,8 +125,10 @@ def test_random_requests_to_every_route_get_no_500(client):
                       if data.draw(st.booleans())}
             files = {p.alias: (data.draw(st.text(max_size=300), label="filename"), data.draw(upload_bodies()),
                                data.draw(st.sampled_from(["image/png", "image/jpeg", "text/plain", ""])))
-                     for p in dependant.body_params if data.draw(st.booleans())}
-            call(client, route, path_values, params, files)
+                     for p in dependant.body_params if isinstance(p.field_info, File) and data.draw(st.booleans())}
+            numbers = st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False))
+            body = {n: data.draw(st.one_of(VALUES, numbers), label=n) for n in json_fields(route)} or None
+            call(client, route, path_values, params, files, body)
 
         request_anything()
 

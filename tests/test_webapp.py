@@ -561,3 +561,14 @@ def test_any_failure_to_decode_is_415_with_a_reason(client, shape_tree, monkeypa
         assert type(error).__name__ in upload.json()["detail"]
         thumb = client.get(f"/api/images/{star}/thumb")
         assert thumb.status_code == 415 and type(error).__name__ in thumb.json()["detail"]
+
+
+def test_a_read_only_library_is_served_without_writing_into_it(lib, library_dir, tiny):
+    """Thumbnails of a read-only library (a mounted backup) go to a temporary folder, never into the library."""
+    lib.close()
+    with Library.open(library_dir, readonly=True, encoder=tiny) as reader, \
+            TestClient(create_app(reader), base_url="http://127.0.0.1:8000") as client:
+        star = image_id(client, "red_star.png")
+        assert client.get(f"/api/images/{star}/thumb").status_code == 200
+        assert client.get("/api/search", params={"q": "a red star", "k": 2}).status_code == 200
+    assert not (library_dir / webapp.THUMBS_DIR).exists()

@@ -1,0 +1,188 @@
+"""What a user sees in the terminal around a mistaken query, a long query, an interrupted index and the
+demo model (CliRunner; stderr is read apart from stdout)."""
+import pytest
+from click.testing import CliRunner
+
+import clipsearch.library
+from clipsearch.cli import main
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+DEMO_NOTE = ("note: this library uses the demo model clipsearch-tiny, which knows only coloured shapes, not photos; "
+             "for photos index with a real model (see `clipsearch models`)\n")
+
+
+@pytest.fixture
+def indexed(shape_tree, library_dir):
+    run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny")
+    return library_dir
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if anything loads a model."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(clipsearch.library, "load_encoder", refuse)
+
+
+@pytest.mark.parametrize("query", ["photos/IMG_0001.jpg", "IMG_0001.JPG", "holiday/beach", "scan.png"])
+def test_a_query_that_looks_like_a_missing_file_warns_and_searches_text(indexed, query):
+    result = run("search", query, "--db", indexed, "-n", "2")
+    assert result.stderr.count("\n") == 1 and "is not a file; searching for it as text" in result.stderr
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_a_folder_as_query_warns_and_searches_text(indexed, shape_tree):
+    result = run("search", shape_tree / "a", "--db", indexed, "-n", "2")
+    assert "is a folder, not an image file" in result.stderr and len(result.stdout.splitlines()) == 2
+
+
+def test_an_add_term_that_looks_like_a_path_warns(indexed):
+    result = run("search", "a red star", "--add", "photos/IMG_0001.jpg:0.5", "--db", indexed, "-n", "2")
+    assert "'photos/IMG_0001.jpg' is not a file" in result.stderr
+
+
+@pytest.mark.parametrize("query", ["a red star", "a red / blue star", "3.5 stars"])
+def test_plain_text_queries_do_not_warn(indexed, query):
+    assert run("search", query, "--db", indexed, "-n", "2").stderr == ""
+
+
+@pytest.mark.parametrize("name, content", [("README.md", b"# Notes\n"), ("empty.jpg", b""),
+                                           ("doc.pdf", b"%PDF-1.4\n%\xe2\xe3\n"), ("data.bin", bytes(range(256)))])
+def test_an_existing_file_that_is_not_an_image_fails_before_the_model_loads(indexed, tmp_path, no_model, name,
+                                                                             content):
+    (tmp_path / name).write_bytes(content)
+    result = run("search", tmp_path / name, "--db", indexed, ok=False)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: ") and "is not a usable image" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+LONG = "a red star on a white background next to a blue circle and a green square and a yellow triangle"
+
+
+def test_a_query_longer_than_the_context_is_noted_on_stderr_every_time(indexed):
+    for _ in range(2):  # the second run would read a cached vector: a truncated text is not cached
+        result = run("search", LONG, "--db", indexed, "-n", "2")
+        assert len(result.stdout.splitlines()) == 2
+        assert result.stderr.count("\n") == 1
+        assert "longer than the model's context of 16 tokens: only its beginning is searched" in result.stderr
+    assert run("search", "a red star on a white background", "--db", indexed, "-n", "2").stderr == ""
+
+
+@pytest.mark.parametrize("onnx", [True, False], ids=["onnx text tower", "open_clip"])
+@pytest.mark.parametrize("words, cut", [(14, False), (15, True), (40, True)])
+def test_query_notes_say_when_a_text_was_cut(indexed, tiny, onnx, words, cut):
+    from clipsearch import Library
+    from clipsearch.textmodel import text_model_written
+
+    assert text_model_written(indexed, tiny.spec)
+    with Library.open(indexed, encoder=None if onnx else tiny) as lib:
+        lib.search(" ".join(["a"] * words), k=1)  # 16 tokens with the start and end tokens
+        assert (lib._encoder is None) == onnx
+        assert len(lib.query_notes) == int(cut)
+        lib.search("a red star", k=1)
+        assert lib.query_notes == []
+
+
+def test_ctrl_c_during_index_says_what_was_saved_and_a_rerun_continues(shape_tree, library_dir, monkeypatch):
+    from clipsearch.indexer import IndexRun
+
+    vectors_of = IndexRun._vectors_of
+    calls = []
+
+    def interrupt_at_the_third_batch(self, batch):
+        calls.append(batch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return vectors_of(self, batch)
+
+    monkeypatch.setattr(IndexRun, "_vectors_of", interrupt_at_the_third_batch)
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny", "--batch-size", "2",
+                 "--workers", "0", ok=False)
+    assert result.exit_code == 130 and "Aborted" not in result.output + result.stderr
+    assert result.stderr == ("Interrupted: 4 new images saved (4 in the library); run the same command again to "
+                             "continue where it stopped\n")
+    monkeypatch.undo()
+    assert "images        4\n" in run("info", "--db", library_dir).stdout
+    again = run("index", shape_tree, "--db", library_dir)
+    assert "added 4" in again.stdout and "unchanged 4" in again.stdout
+
+
+def test_ctrl_c_before_anything_is_saved_creates_no_library(shape_tree, library_dir, monkeypatch):
+    import clipsearch.library
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clipsearch.library, "load_encoder", interrupt)
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny", ok=False)
+    assert result.exit_code == 130 and result.stderr.startswith("Interrupted: 0 new images saved (0 in the library)")
+    assert not library_dir.exists()
+
+
+def test_skipped_files_are_named_a_few_per_reason_with_a_pointer_to_errors(shape_tree, library_dir, tmp_path):
+    for i in range(5):
+        (shape_tree / f"broken{i}.jpg").write_bytes(b"not a jpeg")
+    (shape_tree / "empty.png").write_bytes(b"")
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny")
+    lines = result.stdout.splitlines()
+    broken = next(line for line in lines if "skipped 5:" in line)
+    assert broken.count("broken") == 3 and broken.endswith(", ...)")
+    assert any("skipped 1:" in line and "empty.png)" in line for line in lines)
+    assert lines[-1] == "  every skipped file and its reason: run again with --errors FILE"
+    errors = tmp_path / "errors.json"
+    for i in range(5):
+        (shape_tree / f"broken{i}.jpg").write_bytes(b"still not a jpeg")
+    listed = run("index", shape_tree, "--db", library_dir, "--errors", errors).stdout.splitlines()
+    assert listed[-1] == f"  every skipped file and its reason: {errors}" and errors.is_file()
+
+
+@pytest.mark.parametrize("command", [["index", "{tree}"], ["info"], ["search", "a red star"], ["dedup"]])
+def test_a_library_of_the_demo_model_says_so_once_on_a_terminal(indexed, shape_tree, command, monkeypatch):
+    import clipsearch.cli
+
+    assert run(*[a.format(tree=shape_tree) for a in command], "--db", indexed).stderr == ""  # a script, a pipe
+    monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
+    result = run(*[a.format(tree=shape_tree) for a in command], "--db", indexed)
+    assert result.stderr == DEMO_NOTE
+
+
+def test_a_library_of_another_model_has_no_demo_note(indexed, monkeypatch):
+    import clipsearch.cli
+    from clipsearch import Library
+    from clipsearch.models import ModelSpec
+
+    with Library.open(indexed) as lib:
+        assert lib.demo_model_note() is not None
+        lib.catalog.set_meta("model", ModelSpec("ViT-B-32", "laion2b_s34b_b79k").to_dict())
+        assert lib.demo_model_note() is None
+    monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
+    assert "demo model" not in run("info", "--db", indexed).stderr
+
+
+@pytest.mark.parametrize("command", [["search", "a red star"], ["similar", "{tree}/a/red_star.png"]])
+def test_sort_by_date_prints_the_dates_it_sorts_by(indexed, shape_tree, command):
+    from datetime import datetime
+
+    args = [a.format(tree=shape_tree) for a in command]
+    lines = run(*args, "--db", indexed, "-n", "4", "--sort", "date").stdout.splitlines()
+    dates = [line.split("  ")[1] for line in lines]
+    assert len(lines) == 4 and dates == sorted(dates) and all(datetime.fromisoformat(d) for d in dates)
+    assert all(line.split("  ")[2].startswith(str(shape_tree)) for line in lines)
+    by_score = run(*args, "--db", indexed, "-n", "4").stdout.splitlines()
+    assert all(line.split("  ")[1].startswith(str(shape_tree)) for line in by_score)
+
+
+def test_models_marks_the_default():
+    lines = run("models").stdout.splitlines()
+    defaults = [line for line in lines if line.endswith("(default)")]
+    assert len(defaults) == 1 and defaults[0].split()[-3:-1] == ["ViT-B-32", "laion2b_s34b_b79k"]
