@@ -141,8 +141,31 @@ MIGRATIONS: tuple["str | AddColumn", ...] = (
         PRIMARY KEY (hash_a, hash_b)
     ) WITHOUT ROWID;
     """,
+    # Video frames (see video.py): a video is one `images` row (its file, hash and the mean of its frame
+    # vectors), and each sampled frame a row here, with its own vector in the index under `vector_id`.
+    # Those ids start above FRAME_IDS (seeded in sqlite_sequence), so they never meet an image id. Counted
+    # by triggers like the images; a deleted video takes its frames with it.
+    """
+    CREATE TABLE IF NOT EXISTS video_frames (
+        vector_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        frame_ms INTEGER NOT NULL,
+        vector BLOB NOT NULL,
+        UNIQUE (image_id, frame_ms)
+    );
+    INSERT INTO sqlite_sequence(name, seq) SELECT 'video_frames', 1099511627776
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'video_frames');
+    CREATE TABLE IF NOT EXISTS frame_count (n INTEGER NOT NULL);
+    INSERT INTO frame_count SELECT count(*) FROM video_frames WHERE NOT EXISTS (SELECT 1 FROM frame_count);
+    CREATE TRIGGER IF NOT EXISTS frames_counted AFTER INSERT ON video_frames
+        BEGIN UPDATE frame_count SET n = n + 1; END;
+    CREATE TRIGGER IF NOT EXISTS frames_uncounted AFTER DELETE ON video_frames
+        BEGIN UPDATE frame_count SET n = n - 1; END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+FRAME_IDS = 1 << 40
+"""Vector ids above this are video frames (`video_frames.vector_id`), below it images (`images.id`)."""
 IN_CHUNK = 500
 """Values per `IN (...)` list: well under SQLite's limit on a statement's parameters."""
 
@@ -190,6 +213,8 @@ class NewImage:
     ctime_ns: int | None = None
     phash: bytes | None = None
     """The perceptual fingerprint of the pixels (perceptual.py), where computed."""
+    frames: tuple[tuple[int, np.ndarray], ...] = ()
+    """For a video: (time in ms, vector) of each sampled frame."""
 
 
 class FileStamp(Protocol):
@@ -366,6 +391,43 @@ class Catalog:
             chunk = list(values[start : start + IN_CHUNK])
             yield self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
+    def shots(self, shots: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+        """(id, path) of the files of each shot: its path without an extension, with any extension
+        (a range scan of the path index per shot)."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        for shot in set(shots):
+            rows = self.db.execute("SELECT id, path FROM images WHERE path >= ? AND path < ?",
+                                   [catalog_text(shot + "."), catalog_text(shot + "/")])
+            paths = [(i, from_catalog(p)) for i, p in rows]
+            found[shot] = [(i, p) for i, p in paths if os.path.splitext(p)[0] == shot]
+        return found
+
+    # --- video frames ---------------------------------------------------------
+    def frame_count(self) -> int:
+        return self.db.execute("SELECT n FROM frame_count").fetchone()[0]
+
+    def frame_ids(self, image_ids: Sequence[int]) -> np.ndarray:
+        """The vector ids of these images' video frames (none for photos)."""
+        if not self.frame_count():
+            return np.zeros(0, dtype=np.int64)
+        sql = "SELECT vector_id FROM video_frames WHERE image_id IN ({}) ORDER BY vector_id"
+        return np.array([r[0] for c in self._select_in(sql, [int(i) for i in image_ids]) for r in c], dtype=np.int64)
+
+    def frame_owners(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """vector id -> (image id of its video, frame time in ms), for the ids that are frames."""
+        sql = "SELECT vector_id, image_id, frame_ms FROM video_frames WHERE vector_id IN ({})"
+        wanted = [int(i) for i in vector_ids if i > FRAME_IDS]
+        return {r[0]: (r[1], r[2]) for c in self._select_in(sql, wanted) for r in c}
+
+    def frames_of(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(times in ms, vectors) of a video's frames, in time order; empty for a photo."""
+        rows = self.db.execute("SELECT frame_ms, vector FROM video_frames WHERE image_id = ? ORDER BY frame_ms",
+                               [image_id]).fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        return (np.array([r[0] for r in rows], dtype=np.int64),
+                np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
@@ -463,6 +525,10 @@ class Catalog:
         )
         image_id = int(cursor.lastrowid)
         self._identify([(image_id, im)])
+        self.db.conn.executemany(
+            "INSERT INTO video_frames(image_id, frame_ms, vector) VALUES (?, ?, ?)",
+            [(image_id, ms, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for ms, v in im.frames],
+        )
         return image_id
 
     def _identify(self, files: Sequence[tuple[int, FileStamp]]) -> None:
@@ -533,3 +599,50 @@ class Catalog:
         """Set the running image count from the rows themselves (see the last migration)."""
         with self.db.conn:
             self.db.conn.execute("UPDATE image_count SET n = (SELECT count(*) FROM images)")
+
+
+class IndexedVectors:
+    """Every vector the vector index holds, as a `VectorSource`: one per catalog row (a video's is the mean
+    of its frames) under the row's id, and one per video frame under its vector id (above FRAME_IDS)."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.db = catalog.db
+
+    def count(self) -> int:
+        return self.catalog.count() + self.catalog.frame_count()
+
+    def max_id(self) -> int:
+        frames = self.db.execute("SELECT coalesce(max(vector_id), 0) FROM video_frames").fetchone()[0]
+        return max(self.catalog.max_id(), frames)
+
+    def all_ids(self) -> np.ndarray:
+        rows = self.db.execute("SELECT vector_id FROM video_frames").fetchall()
+        frames = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return np.concatenate([self.catalog.all_ids(), np.sort(frames)])
+
+    def iter_vectors(self, after_id: int = 0, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) in id order: the images', then the frames'."""
+        if after_id < FRAME_IDS:
+            yield from self.catalog.iter_vectors(after_id, chunk)
+        last = max(after_id, FRAME_IDS)
+        while True:
+            rows = self.db.execute("SELECT vector_id, vector FROM video_frames WHERE vector_id > ? "
+                                   "ORDER BY vector_id LIMIT ?", [last, chunk]).fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            yield ids, np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            last = int(ids[-1])
+
+    def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
+        ids = [int(i) for i in ids]
+        frames = [i for i in ids if i > FRAME_IDS]
+        if not frames:
+            return self.catalog.vectors_for(ids)
+        sql = "SELECT vector_id, vector FROM video_frames WHERE vector_id IN ({})"
+        got = {r[0]: np.frombuffer(r[1], dtype=np.float32) for c in self.catalog._select_in(sql, frames) for r in c}
+        images = [i for i in ids if i <= FRAME_IDS]
+        if images:
+            got.update(zip(images, self.catalog.vectors_for(images)))
+        return np.vstack([got[i] for i in ids])

@@ -67,6 +67,8 @@ def result_options(f: Callable) -> Callable:
     f = click.option("--sort", type=click.Choice(["score", "date"]), default="score", show_default=True,
                      help="Best first, or the same results oldest first (date taken, else file time).")(f)
     f = click.option("--min-score", type=float, help="Drop results scoring below this cosine similarity.")(f)
+    f = click.option("--group-pairs", is_flag=True,
+                     help="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown.")(f)
     f = click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
                      help="Number of results.")(f)
     return f
@@ -142,6 +144,10 @@ def main() -> None:
               help="Vector index: auto (exact below 100,000 images, IVF from there, IVF-PQ from 5,000,000), flat "
                    "(exact), ivf, ivfpq or hnsw (approximate). Kept for later runs  [default: the recorded one, "
                    "else auto]")
+@click.option("--video-interval", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="SECONDS",
+              help="Videos: at most one frame every SECONDS, plus one at each scene change.")
+@click.option("--video-max-frames", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Videos: at most this many frames decoded and embedded per video, however long.")
 @click.option("--ocr", type=click.Choice(GATES), is_flag=False, flag_value="auto",
               help="Also read the text in images (needs pip install 'clipsearch[ocr]'): --ocr reads those the gate "
                    "picks (CLIP says text-like, or the detector finds text), --ocr all reads every image. Kept for "
@@ -150,13 +156,15 @@ def main() -> None:
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
           device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, rehash: bool, prune: bool,
           batch_size: int | None, workers: int | None, errors_file: str | None, quiet: bool,
-          index_type: str | None, ocr: str | None, no_ocr: bool) -> None:
-    """Index the images under PATHS (recursively; unchanged files are not decoded again).
+          index_type: str | None, ocr: str | None, no_ocr: bool, video_interval: float,
+          video_max_frames: int) -> None:
+    """Index the images and videos under PATHS (recursively; unchanged files are not decoded again).
 
     A PATH that no longer exists but was indexed is accepted: with --prune its images are removed.
     """
     from .library import Library
     from .models import model_spec
+    from .video import Sampling
 
     if ocr and no_ocr:
         raise click.UsageError("Give either --ocr or --no-ocr")
@@ -169,7 +177,7 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
             report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
                                reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
                                progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
-                               ocr_progress=ocr_progress)
+                               ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames))
             _note(lib.demo_model_note())
             _warn(lib.preprocessing_warning())
     except KeyboardInterrupt:
@@ -286,7 +294,8 @@ def _listed(line: str, skipped: Sequence[Skip]) -> str:
 @result_options
 @filter_options
 def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequence[str], images: Sequence[str],
-           words: str | None, limit: int, filters: Filters, min_score: float | None, sort: str, as_json: bool) -> None:
+           words: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None, sort: str,
+           as_json: bool) -> None:
     """Find images matching QUERY (text, or the path of an image file).
 
     Where text was read in the images (`clipsearch ocr`), a text QUERY also finds the images whose text holds
@@ -305,7 +314,7 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
             results = lib.search_text(words, k=limit, filters=filters, sort=sort)
         else:
             results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters,
-                                 min_score=min_score, sort=sort)
+                                 min_score=min_score, sort=sort, group_pairs=group_pairs)
             for note in lib.query_notes:
                 _warn(note)
         _note(lib.demo_model_note())
@@ -342,13 +351,14 @@ def _warn(warning: str | None) -> None:
 @db_option
 @result_options
 @filter_options
-def similar(image: str, db: str | None, limit: int, filters: Filters, min_score: float | None, sort: str,
-            as_json: bool) -> None:
-    """Find images similar to IMAGE (indexed or not)."""
+def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None,
+            sort: str, as_json: bool) -> None:
+    """Find images similar to IMAGE (indexed or not), or to a video's frame given as VIDEO@SECONDS."""
     from .library import Library
 
     with Library.open(db) as lib:
-        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort), as_json, sort)
+        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
+                                   group_pairs=group_pairs), as_json, sort)
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score") -> None:
@@ -356,11 +366,14 @@ def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "
 
 
 def _result_line(result: SearchResult, dated: bool = False) -> str:
-    """Score, the date results are sorted by when `dated`, and path, then the recognised text holding the
-    query's words, matches in [brackets]."""
+    """Score, the date results are sorted by when `dated`, path, for a video its best-matching moment
+    (HH:MM:SS), then the recognised text holding the query's words, matches in [brackets]."""
     from .textsearch import Snippet, marked
+    from .video import clock
 
     line = f"{result.score:.3f}  " + (f"{result.date}  " if dated else "") + readable(result.path)
+    if result.time_s is not None:
+        line += f"  {clock(round(result.time_s * 1000))}"
     return line + f"  \"{marked(Snippet(result.snippet, result.highlights))}\"" if result.snippet else line
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import threading
 import warnings
@@ -25,10 +26,12 @@ from types import TracebackType
 from typing import Iterator
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 from PIL.ExifTags import Base, IFD
 
 from .errors import BadImage
+from .raw import develop, is_raw
 
 MAX_PIXELS = 120_000_000
 """Images claiming more pixels than this are refused before any pixel is allocated."""
@@ -58,12 +61,7 @@ _OFFSET = re.compile(r"[+-](0\d|1[0-4]):[0-5]\d")
 """A UTC offset as EXIF writes it, within the offsets clocks use (-14:00 to +14:00); others are ignored."""
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
-try:  # HEIC/HEIF support is optional
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-except ImportError:
-    pass
+pillow_heif.register_heif_opener()  # HEIC/HEIF; AVIF is built into Pillow
 
 
 @dataclass(frozen=True)
@@ -101,16 +99,19 @@ def identify(path: str) -> None:
         raise BadImage(_reason(e)) from None
 
 
-def decode(data: bytes, min_side: int | None = None) -> tuple[Image.Image, ImageMeta]:
+def decode(data: bytes, min_side: int | None = None, name: str = "") -> tuple[Image.Image, ImageMeta]:
     """Decode the first frame as RGB in sRGB with EXIF orientation applied.
 
     With `min_side`, JPEGs are draft-decoded at reduced scale (never below `min_side`).
+    `name` (a file name or path) marks camera RAW files by their extension (see raw.py).
     Raises BadImage with a short reason for anything that is not a usable image, whatever the
     decoder raised.
     """
     if not data:
         raise BadImage("empty file")
     try:
+        if is_raw(name):
+            return _decode_raw(data, min_side, name)
         with _png_metadata_limits():
             return _decode(data, min_side)
     except BadImage:
@@ -130,7 +131,19 @@ def load(path: str, min_side: int | None = None) -> tuple[Image.Image, ImageMeta
         data = read_file(path)
     except OSError as e:
         raise BadImage(e.strerror or str(e)) from None
-    return decode(data, min_side)
+    return decode(data, min_side, path)
+
+
+def _decode_raw(data: bytes, min_side: int | None, name: str) -> tuple[Image.Image, ImageMeta]:
+    """A RAW file's preview or demosaic (already oriented by raw.py), converted to sRGB from the preview's
+    colour profile when it carries one."""
+    shot = develop(data, min_side, MAX_PIXELS)
+    _check_shape(shot.size)
+    taken = _taken_at(shot.tags) or (shot.taken_at.isoformat() if shot.taken_at else None)
+    width, height = shot.size
+    fmt = os.path.splitext(name)[1].lstrip(".").upper()
+    camera = _clean_text(_tag(shot.tags, Base.Model))
+    return to_srgb(shot.image), ImageMeta(width, height, fmt, taken, camera)
 
 
 def model_view(image: Image.Image, side: int) -> Image.Image:

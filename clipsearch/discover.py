@@ -12,7 +12,9 @@ from typing import Iterable
 from .catalog import CATALOG_FILE
 from .errors import BadPath
 from .paths import readable
+from .raw import RAW_EXTENSIONS
 from .results import Skip
+from .video import VIDEO_EXTENSIONS
 
 ALIASES = {".jif": "JPEG", ".jfi": "JPEG"}
 """Common extensions of formats Pillow decodes that its registry does not list."""
@@ -25,8 +27,9 @@ with Ghostscript, and documents rather than photos) and MPEG video (Pillow reads
 def image_extensions() -> frozenset[str]:
     """The extensions indexed: those of every format the installed Pillow and its plugins (pillow-heif)
     can open and decode, read from Pillow's registry (.jpg, .jpeg, .jpe, .jfif, .png, .webp, .avif,
-    .heic...) and ALIASES. Stub formats, which Pillow identifies without a decoder (BUFR, GRIB, HDF5, WMF), and
-    NOT_PICTURES are left out."""
+    .heic...) and ALIASES, plus camera RAW (rawpy, RAW_EXTENSIONS) and video (PyAV, VIDEO_EXTENSIONS).
+    Stub formats, which Pillow identifies without a decoder (BUFR, GRIB, HDF5, WMF), and NOT_PICTURES are
+    left out."""
     from PIL import Image, ImageFile
 
     from . import decode  # noqa: F401 - registers the optional plugins' formats
@@ -39,7 +42,8 @@ def image_extensions() -> frozenset[str]:
         return opener is not None and not stub and fmt not in NOT_PICTURES
 
     registry = {**ALIASES, **Image.registered_extensions()}
-    return frozenset(ext for ext, fmt in registry.items() if decodable(fmt))
+    pictures = frozenset(ext for ext, fmt in registry.items() if decodable(fmt))
+    return pictures | RAW_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 def looks_like_path(term: str) -> bool:

@@ -28,6 +28,7 @@ from .paths import catalog_text, from_catalog
 from .pipeline import Decoded, load_entry
 from .results import EmbedReport, Skip
 from .shards import DEFAULT_SHARD_SIZE, Shard, plan_shards, read_header, shard_files, write_shard
+from .video import is_video
 
 Batch = dict[str, np.ndarray]
 NULLABLE = ("hash", "taken_at", "camera", "error")
@@ -63,9 +64,10 @@ def embed(
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     _check_folder_model(folder, model)
-    shards = plan_shards(listing.files, model, shard_size)
+    shards = plan_shards([f for f in listing.files if not is_video(f.path)], model, shard_size)
     todo = [s for s in shards if not (folder / s.name).exists()]
-    skipped = list(listing.skipped)
+    skipped = list(listing.skipped) + [Skip(f.path, "a video: index it with `clipsearch index`")
+                                       for f in listing.files if is_video(f.path)]
     embedded = 0
     if todo:
         encoder = load_encoder(model, "cpu")  # the preprocessing the workers apply, and the vector size

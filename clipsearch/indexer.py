@@ -6,6 +6,7 @@ a crash at any point leaves a catalog that `VectorIndex.sync` can reconcile.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -20,10 +21,11 @@ from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
 from .results import IndexReport, OfflineRoot, PassedOver, Skip
 from .vectorindex import VectorIndex
+from .video import Sampling, is_video
 
 if TYPE_CHECKING:
     from .encoder import Encoder
-    from .pipeline import Batch
+    from .pipeline import Batch, Decoded
 
 Progress = Callable[[int, int], None]
 SAVE_EVERY_S = 300.0
@@ -198,6 +200,7 @@ class IndexRun:
     batch_size: int | None  # None: the default for the encoder's device
     workers: int | None  # None: one per usable core
     progress: Progress | None = None
+    sampling: Sampling = field(default_factory=Sampling)
     options: Options = Options()
     encoder: "Encoder | None" = field(default=None, init=False)
 
@@ -208,8 +211,9 @@ class IndexRun:
         if todo.touched:
             self.catalog.touch(todo.touched)
         if todo.vanished or todo.vanished_failures:
+            frames = self.catalog.frame_ids(todo.vanished)
             self.catalog.delete(todo.vanished, todo.vanished_failures)
-            self.vectors.remove(np.array(todo.vanished, dtype=np.int64))
+            self.vectors.remove(np.concatenate([np.array(todo.vanished, dtype=np.int64), frames]))
         tally = _Tally(skipped=list(todo.skipped))
         with _Writer(lambda batch, vectors: self._write(batch, vectors, todo, tally)) as writer:
             for batch in self._batches(todo.embed):
@@ -220,24 +224,37 @@ class IndexRun:
                            tuple(PassedOver(ext, n) for ext, n in listing.passed_over.most_common()), tuple(todo.offline))
 
     def _batches(self, entries: Sequence[FileEntry]) -> Iterator["Batch"]:
+        """Photos, then videos in batches of about as many frames as a batch holds photos."""
         if not entries:
             return iter(())
-        from .pipeline import (WORKER_BATCH, decoded_batches, default_workers, shm_bytes_per_worker, shm_free,
-                               workers_can_encode, workers_for_shm)
+        from .pipeline import default_workers, workers_can_encode
 
         self.encoder = self.load_encoder()
         device = self.encoder.device
         in_workers = workers_can_encode(device)
         workers = default_workers(gpu=device.type == "cuda") if self.workers is None else self.workers
+        batch_size = self.batch_size or self.encoder.default_batch_size
+        photos = [e for e in entries if not is_video(e.path)]
+        videos = [e for e in entries if is_video(e.path)]
+        return itertools.chain.from_iterable(
+            self._decoded(files, size, workers, in_workers)
+            for files, size in ((photos, batch_size), (videos, max(1, batch_size // self.sampling.max_frames)))
+            if files)
+
+    def _decoded(self, entries: Sequence[FileEntry], batch_size: int, workers: int,
+                 in_workers: bool) -> Iterator["Batch"]:
+        from .pipeline import WORKER_BATCH, decoded_batches, shm_bytes_per_worker, shm_free, workers_for_shm
+
+        device = self.encoder.device
         if in_workers or not self.encoder.moves_uint8:
-            return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size,
-                                   self.batch_size or self.encoder.default_batch_size, workers,
+            return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size, batch_size, workers,
                                    pin_memory=device.type == "cuda",
-                                   encode=self.encoder.encode_images if in_workers else None)
+                                   encode=self.encoder.encode_images if in_workers else None,
+                                   sampling=self.sampling)
         workers = workers_for_shm(workers, shm_bytes_per_worker(self.encoder.image_size), shm_free())
-        return decoded_batches(entries, self.encoder.pixels, self.encoder.image_size,
-                               self.batch_size or self.encoder.default_batch_size, workers,
-                               pin_memory=device.type == "cuda", worker_batch=WORKER_BATCH)
+        return decoded_batches(entries, self.encoder.pixels, self.encoder.image_size, batch_size, workers,
+                               pin_memory=device.type == "cuda", worker_batch=WORKER_BATCH,
+                               sampling=self.sampling)
 
     def _vectors_of(self, batch: "Batch") -> np.ndarray:
         if batch.vectors is not None:
@@ -251,13 +268,20 @@ class IndexRun:
         Runs on the writer thread, the only one touching the catalog and the index during the run."""
         replaced = todo.replaced
         good = batch.good
-        images = [_new_image(d, v) for d, v in zip(good, vectors)]
+        ends = np.cumsum([d.rows for d in good], dtype=np.int64)
+        images = [_new_image(d, vectors[end - d.rows : end]) for d, end in zip(good, ends)]
         failures = [(d.entry.path, d.entry.size, d.entry.mtime_ns, d.error) for d in batch.items
                     if d.error and not d.transient]
         stale = [replaced[d.entry.path] for d in batch.items if d.entry.path in replaced]
+        stale_frames = self.catalog.frame_ids(stale)
         ids = self.catalog.write_batch(images, stale, failures)
-        self.vectors.remove(np.array(stale, dtype=np.int64))
-        self.vectors.add(np.array(ids, dtype=np.int64), vectors)
+        self.vectors.remove(np.concatenate([np.array(stale, dtype=np.int64), stale_frames]))
+        self.vectors.add(np.array(ids, dtype=np.int64), np.vstack([im.vector for im in images])
+                         if images else np.zeros((0, self.vectors.dim), np.float32))
+        videos = [i for i, im in zip(ids, images) if im.frames]
+        if videos:
+            frame_ids = self.catalog.frame_ids(videos)
+            self.vectors.add(frame_ids, np.vstack([v for im in images for _, v in im.frames]))
         tally.skipped += [Skip(d.entry.path, d.error) for d in batch.items if d.error]
         tally.updated += sum(1 for d in good if d.entry.path in replaced)
         tally.added += sum(1 for d in good if d.entry.path not in replaced)
@@ -315,8 +339,12 @@ class _Writer:
                     self.error = e
 
 
-def _new_image(d, vector: np.ndarray) -> NewImage:
+def _new_image(d: "Decoded", vectors: np.ndarray) -> NewImage:
+    """A catalog row from a decoded file and its vectors (a video's: one per frame, and their mean)."""
     m = d.meta
     e = d.entry
-    return NewImage(e.path, e.size, e.mtime_ns, d.hash, m.width, m.height, m.format, m.taken_at, m.camera, vector,
-                    e.dev, e.inode, e.ctime_ns, phash=d.phash)
+    frames = tuple(zip(d.frames_ms, vectors)) if d.frames_ms else ()
+    vector = vectors.mean(axis=0)
+    vector /= max(float(np.linalg.norm(vector)), 1e-8)
+    return NewImage(e.path, e.size, e.mtime_ns, d.hash, m.width, m.height, m.format, m.taken_at, m.camera,
+                    vector.astype(np.float32), e.dev, e.inode, e.ctime_ns, phash=d.phash, frames=frames)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .catalog import CATALOG_FILE, Catalog, now_iso
+from .catalog import CATALOG_FILE, Catalog, IndexedVectors, now_iso
 from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
@@ -20,13 +20,15 @@ from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_
                      model_spec, open_clip_version, preprocessing_of)
 from .paths import readable
 from .quarantine import PlannedMove, move_to
-from .ranking import combine, split_weight, top_k
+from .ranking import combine, exhausted, split_weight, top_k, unit
+from .raw import is_pair, is_raw, shot_of
 from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, MoveReport, OcrReport, SearchResult, TagCount,
                       TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
 from .textmodel import TextModel, text_model_written
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
                           rebuild_reason, wanted_kind)
+from .video import Sampling, frame_at, is_video, parse_moment, sample
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -205,7 +207,7 @@ class Library:
         with self.catalog.snapshot():
             version = self.catalog.version()
             if version != self._synced_at:
-                self._vectors.sync(self.catalog)
+                self._vectors.sync(IndexedVectors(self.catalog))
                 self._synced_at = version
         return self._vectors
 
@@ -259,7 +261,7 @@ class Library:
         adding to the rebuilt index."""
         texts = self._calibration_texts() if kind != "flat" else None
         with self.catalog.snapshot():
-            vectors, record = build(self.catalog, self._dim(), kind, self.index_policy, texts)
+            vectors, record = build(IndexedVectors(self.catalog), self._dim(), kind, self.index_policy, texts)
         self._save_vectors(vectors)
         self.catalog.set_meta("index_build", record.to_dict())
         if self._vectors is None:
@@ -314,8 +316,11 @@ class Library:
         index_type: str | None = None,
         ocr: str | None = None,
         ocr_progress=None,
+        video: Sampling = Sampling(),
     ) -> IndexReport:
-        """Add, update, move and remove images under `paths` so the library mirrors them.
+        """Add, update, move and remove images and videos under `paths` so the library mirrors them.
+
+        `video` says how frames are sampled from videos (see video.py).
 
         Never removes what it cannot see: a path that looks offline (missing, empty, or more than half of its
         indexed files and at least `indexer.OFFLINE_MIN_LOST` gone at once) keeps its rows, listed in the
@@ -369,7 +374,7 @@ class Library:
             # waits until the run's writes are committed. Searches meanwhile read the previous file.
             vectors = self.vectors
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
-                           progress, Options(reindex=reindex, rehash=rehash, prune=prune))
+                           progress, video, Options(reindex=reindex, rehash=rehash, prune=prune))
             report = run.run(listing, started)
             if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
                 # every vector was made by this run (a --reindex of every folder, say): record how
@@ -503,8 +508,10 @@ class Library:
         filters: Filters | None = None,
         min_score: float | None = None,
         sort: str = "score",
+        group_pairs: bool = False,
     ) -> list[SearchResult]:
-        """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix. Afterwards
+        """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix; `group_pairs`:
+        see `nearest`. Afterwards
         `query_notes` says which texts were longer than the model's context (only their beginning counts)."""
         self.query_notes = []
         terms = []
@@ -517,8 +524,9 @@ class Library:
         terms += [(1.0, self.image_vector(p)) for p in images]
         vector = combine(terms)
         if query is not None and not os.path.isfile(query):
-            return self.fused(query, vector, k=k, filters=filters, min_score=min_score, sort=sort)
-        return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort)
+            return self.fused(query, vector, k=k, filters=filters, min_score=min_score, sort=sort,
+                              group_pairs=group_pairs)
+        return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort, group_pairs=group_pairs)
 
     def fused(
         self,
@@ -529,18 +537,20 @@ class Library:
         filters: Filters | None = None,
         min_score: float | None = None,
         sort: str = "score",
+        group_pairs: bool = False,
     ) -> list[SearchResult]:
         """The CLIP results for `vector` and the images whose recognised text holds words of `text`, ranked
         together by reciprocal rank fusion (see textsearch.py); just the CLIP results when no image has text.
-        `min_score` applies to the CLIP ranking: a text match is kept whatever its cosine similarity."""
+        `min_score` applies to the CLIP ranking: a text match is kept whatever its cosine similarity; a video
+        keeps the moment of its CLIP match. `group_pairs`: see `nearest`."""
         from . import textsearch
 
         _check_sort(sort)
         if not textsearch.has_text(self.catalog):
-            return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort)
+            return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort, group_pairs=group_pairs)
         depth = max(k, textsearch.FUSION_DEPTH)
         with self.catalog.snapshot():
-            by_clip = self.nearest(vector, k=depth, filters=filters, min_score=min_score)
+            by_clip = self.nearest(vector, k=depth, filters=filters, min_score=min_score, group_pairs=group_pairs)
             ids = {path: state.id for path, state in self.catalog.states_of([r.path for r in by_clip]).items()}
             allowed = filters.allowed_ids(self.catalog) if filters else None
             by_text = [m.image_id for m in textsearch.match(self.catalog, text, every=False, allowed=allowed,
@@ -550,8 +560,9 @@ class Library:
             cosines = dict(zip(rows, self.catalog.vectors_for(list(rows)) @ vector)) if rows else {}
             words = textsearch.query_words(text)
             found = textsearch.texts(self.catalog, rows)
-        results = [self._result(rows[i], float(cosines[i]), found.get(i), words, fused=f)
-                   for i, f in chosen if i in rows]
+        moments = {r.path: r.time_s for r in by_clip}
+        results = [self._result(rows[i], float(cosines[i]), found.get(i), words, fused=f,
+                                time_s=moments.get(rows[i]["path"])) for i, f in chosen if i in rows]
         return by_date(results, [r.date for r in results]) if sort == "date" else results
 
     def search_text(
@@ -578,13 +589,13 @@ class Library:
 
     @staticmethod
     def _result(row: dict, score: float, text: str | None, words: Sequence[str],
-                fused: float | None = None) -> SearchResult:
+                fused: float | None = None, time_s: float | None = None) -> SearchResult:
         from .textsearch import snippet
 
         found = snippet(text, words) if text else None
         return SearchResult(row["path"], score, row["width"], row["height"], row["taken_at"],
                             image_date(row["taken_at"], row["mtime_ns"]),
-                            found.text if found else None, found.highlights if found else (), fused)
+                            found.text if found else None, found.highlights if found else (), fused, time_s)
 
     def similar(
         self,
@@ -594,13 +605,32 @@ class Library:
         filters: Filters | None = None,
         min_score: float | None = None,
         sort: str = "score",
+        group_pairs: bool = False,
     ) -> list[SearchResult]:
-        """Nearest neighbours of an image file, leaving the image itself out when it is indexed."""
-        path = os.path.abspath(os.fspath(image))
+        """Nearest neighbours of an image file, or of a video's frame given as VIDEO@SECONDS, leaving the
+        image (the video) itself out when it is indexed (and with `group_pairs`, see `nearest`, its RAW+JPEG
+        pair)."""
+        moment = parse_moment(os.fspath(image))
+        if moment is not None and not os.path.exists(image):
+            path = os.path.abspath(moment[0])
+            vector = self.frame_vector(path, moment[1])
+        else:
+            path = os.path.abspath(os.fspath(image))
+            vector = self.image_vector(path)
         row = self.catalog.row_by_path(path)
         exclude = {row["id"]} if row else set()
-        return self.nearest(self.image_vector(path), k=k, filters=filters, min_score=min_score, sort=sort,
-                            exclude=exclude)
+        return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort, exclude=exclude,
+                            group_pairs=group_pairs)
+
+    def frame_vector(self, video: str, seconds: float) -> np.ndarray:
+        """The embedding of the frame a video shows at `seconds`."""
+        if not os.path.isfile(video):
+            raise BadPath(f"No such file: {readable(video)}")
+        try:
+            picture = frame_at(video, seconds, self.encoder.image_size)
+        except BadImage as e:
+            raise BadImage(f"{readable(video)} is not a usable video ({e})") from None
+        return self.encoder.encode_pil([picture])[0]
 
     def term_vector(self, term: str) -> np.ndarray:
         """A query term is an image if it names an existing file, else text."""
@@ -667,7 +697,11 @@ class Library:
         if row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
             return np.frombuffer(row["vector"], dtype=np.float32)
         try:
-            identify(path)  # before the model loads: a text file given by mistake fails at once
+            if is_video(path):  # not indexed: the mean of its sampled frames, as indexing would store
+                clip = sample(path, Sampling(), self.encoder.image_size)
+                return unit(self.encoder.encode_pil([f.image for f in clip.frames]).mean(axis=0))
+            if not is_raw(path):  # (Pillow cannot read a RAW file's header)
+                identify(path)  # before the model loads: a text file given by mistake fails at once
             picture, _ = load(path, self.encoder.image_size)
             pixels = self.encoder.preprocess(picture)
         except BadImage as e:
@@ -685,9 +719,13 @@ class Library:
         min_score: float | None = None,
         sort: str = "score",
         exclude: set[int] = frozenset(),
+        group_pairs: bool = False,
     ) -> list[SearchResult]:
         """The k best matches among the images passing `filters` (searched among those alone, so k come
-        back whenever k match); with sort="date", those same results oldest first."""
+        back whenever k match); with sort="date", those same results oldest first.
+
+        With `group_pairs`, a RAW+JPEG pair (see raw.py) is one result: the rendered file (JPEG, HEIC...)
+        is shown, with the better score of the two; the pair of an `exclude`d image is left out with it."""
         if k < 1:
             raise BadQuery("The number of results must be at least 1")
         _check_sort(sort)
@@ -696,17 +734,74 @@ class Library:
             if len(vectors) == 0:
                 return []
             allowed = filters.allowed_ids(self.catalog) if filters else None
-            scores, ids = vectors.search(vector[None, :], k + len(exclude), allowed, exact=self.catalog.vectors_for)
-            chosen = top_k(scores[0], ids[0], k, lambda i: i not in exclude, min_score)
-            rows = self.catalog.rows(i for i, _ in chosen)
-        chosen = [(i, s) for i, s in chosen if i in rows]
+            if allowed is not None:
+                allowed = np.concatenate([allowed, self.catalog.frame_ids(allowed)])
+            available = len(vectors) if allowed is None else len(allowed)
+            fetch = k + len(exclude)
+            while True:
+                scores, ids = vectors.search(vector[None, :], fetch, allowed,
+                                             exact=IndexedVectors(self.catalog).vectors_for)
+                chosen, moments = self._one_per_video(vector, top_k(scores[0], ids[0], fetch, min_score=min_score))
+                chosen = [(i, s) for i, s in chosen if i not in exclude]
+                rows = self.catalog.rows(i for i, _ in chosen)
+                chosen = [(i, s) for i, s in chosen if i in rows]
+                if group_pairs:
+                    chosen = self._one_per_shot(chosen, rows, allowed, exclude)
+                if len(chosen) >= k or exhausted(scores[0], fetch, available, min_score):
+                    break
+                fetch *= 4
+        chosen = chosen[:k]
         dates = {i: image_date(rows[i]["taken_at"], rows[i]["mtime_ns"]) for i, _ in chosen}
         if sort == "date":
             chosen = by_date(chosen, [dates[i] for i, _ in chosen])
         return [
-            SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"], dates[i])
+            SearchResult(rows[i]["path"], s, rows[i]["width"], rows[i]["height"], rows[i]["taken_at"], dates[i],
+                         time_s=moments[i] / 1000 if i in moments else None)
             for i, s in chosen
         ]
+
+    def _one_per_video(self, vector: np.ndarray, chosen: list[tuple[int, float]]
+                       ) -> tuple[list[tuple[int, float]], dict[int, int]]:
+        """Hits on video frames (and on a video's own mean vector) as one hit per video, scored at its
+        best-matching frame, best first; and that frame's time in ms per video id."""
+        if not self.catalog.frame_count():
+            return chosen, {}
+        owners = self.catalog.frame_owners([i for i, _ in chosen])
+        best: dict[int, float] = {}
+        for i, score in chosen:
+            image_id = owners[i][0] if i in owners else i
+            best.setdefault(image_id, score)
+        moments = {}
+        for image_id in {owners[i][0] for i in owners} | set(best):
+            times, vectors = self.catalog.frames_of(image_id)
+            if len(times):
+                scores = vectors @ vector
+                j = int(np.argmax(scores))
+                best[image_id], moments[image_id] = float(scores[j]), int(times[j])
+        return sorted(best.items(), key=lambda item: -item[1]), moments
+
+    def _one_per_shot(self, chosen: list[tuple[int, float]], rows: dict[int, dict], allowed: np.ndarray | None,
+                      exclude: set[int]) -> list[tuple[int, float]]:
+        """`chosen` with each RAW+JPEG pair reduced to its rendered file, at the pair's best score; the rows
+        of files shown instead of their RAW are added to `rows`."""
+        shots = {i: shot_of(rows[i]["path"]) for i, _ in chosen}
+        left_out = {shot_of(r["path"]) for r in self.catalog.rows(exclude).values()}
+        members = self.catalog.shots(set(shots.values()) | left_out)
+        if allowed is not None:
+            found = np.array([m for files in members.values() for m, _ in files], dtype=np.int64)
+            passing = set(found[np.isin(found, allowed)].tolist())
+            members = {shot: [(m, p) for m, p in files if m in passing] for shot, files in members.items()}
+        result, seen = [], set()
+        for i, score in chosen:
+            shot, files = shots[i], members[shots[i]]
+            if not is_pair([p for _, p in files]):
+                result.append((i, score))
+            elif shot not in seen and shot not in left_out:
+                seen.add(shot)
+                rendered = sorted((p, m) for m, p in files if not is_raw(p))
+                result.append((i if not is_raw(rows[i]["path"]) else rendered[0][1], score))
+        rows.update(self.catalog.rows(i for i, _ in result if i not in rows))
+        return result
 
     def check(self) -> list[str]:
         """What is wrong with the library on disk (empty when catalog and index file agree)."""
@@ -721,7 +816,7 @@ class Library:
         if on_disk.dim != self._dim():
             return problems + [f"the vector index has {on_disk.dim}-d vectors, the catalog {self._dim()}-d"]
         with self.catalog.snapshot():
-            ids, wanted = on_disk.ids(), self.catalog.all_ids()
+            ids, wanted = on_disk.ids(), IndexedVectors(self.catalog).all_ids()
         if len(ids) != len(np.unique(ids)):
             problems.append("the vector index holds some ids more than once")
         orphans, missing = np.setdiff1d(ids, wanted), np.setdiff1d(wanted, ids)

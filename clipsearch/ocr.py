@@ -39,6 +39,7 @@ from .errors import BadImage, BadOption, ExtraNotInstalled
 from .results import OcrReport, Skip
 from .tagging import logit_scale, probabilities
 from .textsearch import TextLine, count_pending, ensure_fts, pending, write_text
+from .video import file_hash, frame_at, is_video
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -166,15 +167,22 @@ def read_catalog(catalog: Catalog, encoder: Callable[[], "Encoder"], gate: str =
                      time.monotonic() - started)
 
 
+def _picture(path: str, data: bytes | None, side: int) -> Image.Image:
+    """What OCR reads of a file: its picture (the name marks RAW files), or a video's (`data` None) first frame,
+    at least `side` px a side where the file allows. Raises BadImage."""
+    return frame_at(path, 0.0, side) if data is None else decode(data, side, path)[0]
+
+
 def _read_one(reader: Reader, row: dict[str, Any], force: bool) -> tuple[str, Sequence[TextLine]] | Skip:
     """("read", lines) or ("gated", []) for one catalog row, or why it was skipped."""
+    path = row["path"]
     try:
-        data = read_file(row["path"])
-        if content_hash(data) != row["hash"]:
-            return Skip(row["path"], "changed since it was indexed; run `clipsearch index` first")
-        if not force and not reader.finds_text(decode(data, GATE_SIDE)[0]):  # a JPEG decodes at 1/8 scale here
+        data = None if is_video(path) else read_file(path)  # a video is never read whole into memory
+        if (file_hash(path) if data is None else content_hash(data)) != row["hash"]:
+            return Skip(path, "changed since it was indexed; run `clipsearch index` first")
+        if not force and not reader.finds_text(_picture(path, data, GATE_SIDE)):  # a JPEG decodes at 1/8 scale
             return "gated", []
-        image, _ = decode(data, OCR_SIDE)
+        image = _picture(path, data, OCR_SIDE)
         return "read", reader.read(image, scale=row["width"] / image.width)
     except OSError as e:
         return Skip(row["path"], e.strerror or str(e))

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 from .decode import load
 from .errors import BadImage
+from .video import is_video
 
 HASH_SIZE = 16
 HASH_BYTES = HASH_SIZE * HASH_SIZE // 8
@@ -37,7 +38,10 @@ def fingerprint(image: Image.Image) -> bytes:
 
 
 def fingerprint_of_file(path: str) -> bytes | None:
-    """The fingerprint of an image file (EXIF orientation applied); None when it cannot be read or decoded."""
+    """The fingerprint of an image file (EXIF orientation applied); None when it cannot be read or decoded, and
+    for a video (which has none: its frames are compared by their vectors alone)."""
+    if is_video(path):
+        return None
     try:
         image, _ = load(path, 4 * HASH_SIZE)
     except BadImage:

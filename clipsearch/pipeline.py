@@ -31,6 +31,7 @@ from .decode import ImageMeta, content_hash, decode
 from .discover import FileEntry, read_entry
 from .errors import BadImage
 from .perceptual import fingerprint
+from .video import Sampling, file_hash, is_video, sample
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ class Decoded:
     phash: bytes | None = None
     error: str | None = None
     transient: bool = False  # an I/O problem worth retrying next run, not a property of the content
+    frames_ms: tuple[int, ...] = ()  # a video's sampled frames (times in ms), one preprocessed row each
+
+    @property
+    def rows(self) -> int:
+        """Rows of pixels (and vectors) this file has in its batch."""
+        return 0 if self.error else len(self.frames_ms) or 1
 
 
 Encode = Callable[[torch.Tensor], np.ndarray]
@@ -51,7 +58,7 @@ Encode = Callable[[torch.Tensor], np.ndarray]
 @dataclass(frozen=True)
 class Batch:
     items: list[Decoded]
-    pixels: torch.Tensor | None  # preprocessed images of the items without error, in order
+    pixels: torch.Tensor | None  # preprocessed images of the items without error, in order (`Decoded.rows` each)
     vectors: np.ndarray | None = None  # their unit vectors, when the pipeline encoded them (then no pixels)
 
     @property
@@ -65,28 +72,32 @@ class Batch:
 
 class _Files(Dataset):
     def __init__(self, entries: Sequence[FileEntry], preprocess: Callable[[Image.Image], torch.Tensor],
-                 min_side: int | None):
+                 min_side: int | None, sampling: Sampling):
         self.entries = entries
         self.preprocess = preprocess
         self.min_side = min_side
+        self.sampling = sampling
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> tuple[Decoded, torch.Tensor | None]:
-        return load_entry(self.entries[i], self.preprocess, self.min_side)
+        return load_entry(self.entries[i], self.preprocess, self.min_side, self.sampling)
 
 
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
-               min_side: int | None) -> tuple[Decoded, torch.Tensor | None]:
-    """Read, hash, decode, perceptually hash and preprocess one file; the reason instead when it cannot be used.
+               min_side: int | None, sampling: Sampling = Sampling()) -> tuple[Decoded, torch.Tensor | None]:
+    """Read, hash, decode, perceptually hash and preprocess one file (a video: its sampled frames, stacked,
+    with no perceptual hash); the reason instead when it cannot be used.
 
     Never raises for a file's sake: whatever reading, decoding or preprocessing one file raises
     becomes its reason, so one file never stops a batch, a run or a Ray shard.
     """
     try:
+        if is_video(entry.path):
+            return _load_video(entry, preprocess, min_side, sampling)
         entry, data = read_entry(entry)
-        image, meta = decode(data, min_side)
+        image, meta = decode(data, min_side, entry.path)
         return Decoded(entry, content_hash(data), meta, fingerprint(image)), preprocess(image)
     except FileNotFoundError:
         return Decoded(entry, error="vanished while indexing", transient=True), None
@@ -100,12 +111,25 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
         return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}"), None
 
 
+def _load_video(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
+                min_side: int | None, sampling: Sampling) -> tuple[Decoded, torch.Tensor]:
+    """A video is hashed in chunks and opened by path: never read whole into memory."""
+    st = os.stat(entry.path)
+    entry = FileEntry.of(entry.path, st)
+    digest = file_hash(entry.path)
+    clip = sample(entry.path, sampling, min_side)
+    fmt = os.path.splitext(entry.path)[1].lstrip(".").upper()
+    meta = ImageMeta(clip.width, clip.height, fmt, clip.taken_at, clip.camera)
+    frames = torch.stack([preprocess(f.image) for f in clip.frames])
+    return Decoded(entry, digest, meta, frames_ms=tuple(f.ms for f in clip.frames)), frames
+
+
 def _collate(items: list[tuple[Decoded, torch.Tensor | None]], encode: Encode | None = None) -> Batch:
-    tensors = [t for _, t in items if t is not None]
+    tensors = [t if d.frames_ms else t[None] for d, t in items if t is not None]
     decoded = [d for d, _ in items]
     if not tensors:
         return Batch(decoded, None)
-    pixels = torch.stack(tensors)
+    pixels = torch.cat(tensors)
     return Batch(decoded, None, encode(pixels)) if encode else Batch(decoded, pixels)
 
 
@@ -165,6 +189,7 @@ def decoded_batches(
     pin_memory: bool = False,
     encode: Encode | None = None,
     worker_batch: int | None = None,
+    sampling: Sampling = Sampling(),
 ) -> Iterator[Batch]:
     """Batches in input order; small jobs decode in-process, where starting workers costs more.
 
@@ -176,7 +201,7 @@ def decoded_batches(
     step = min(worker_batch or batch_size, batch_size)
     workers = workers if len(entries) > step else 0
     loader = DataLoader(
-        _Files(entries, preprocess, min_side),
+        _Files(entries, preprocess, min_side, sampling),
         batch_size=step,
         num_workers=workers,
         collate_fn=partial(_collate, encode=encode),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -50,3 +50,9 @@ def top_k(
             break
     return chosen
 
+
+
+def exhausted(scores: Iterable[float], fetched: int, available: int, min_score: float | None) -> bool:
+    """True when fetching more candidates cannot add results (all fetched, or below min_score)."""
+    last = list(scores)[-1:] or [None]
+    return fetched >= available or (min_score is not None and last[0] is not None and last[0] < min_score)

@@ -23,6 +23,8 @@ class SearchResult:
     """(start, end) character offsets of each matched word in `snippet`."""
     fused: float | None = None
     """The reciprocal rank fusion score results are ordered by when CLIP and the text were ranked together."""
+    time_s: float | None = None
+    """For a video: its best-matching moment, in seconds from the start (None for a photo)."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from PIL import Image
 
 from .decode import load
 from .errors import BadImage
+from .raw import is_raw
+from .video import frame_at, is_video
 
 THUMBS_DIR = "thumbs"
 STALE_AFTER_S = 60.0
@@ -36,15 +38,17 @@ class Thumbnails:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
-    def get(self, source: str, image_id: int, side: int) -> Path:
-        """The cached thumbnail of `source` (at most `side` px a side), made on first request;
-        raises OSError if the source cannot be read, BadImage for any failure to decode it."""
-        key = f"{image_id}-{side}-"
+    def get(self, source: str, image_id: int, side: int, at_s: float | None = None) -> Path:
+        """The cached thumbnail of `source` (at most `side` px a side; a video: its frame at `at_s`
+        seconds, else its first), made on first request; raises OSError if the source cannot be read,
+        BadImage for any failure to decode it."""
+        moment = at_s if at_s is not None and is_video(source) else None
+        key = f"{image_id}-{side}-" if moment is None else f"{image_id}-{side}@{round(moment * 1000)}ms-"
         target = self.cache / f"{key}{os.stat(source).st_mtime_ns}.jpg"
         with self._locked(key):
             if not target.exists():
                 with self._decode_slots:
-                    picture = thumbnail(source, side)
+                    picture = thumbnail(source, side, moment)
                 self.cache.mkdir(parents=True, exist_ok=True)
                 # Written under a unique name, then renamed: concurrent requests never see half a file.
                 with tempfile.NamedTemporaryFile(dir=self.cache, prefix=key, suffix=".tmp", delete=False) as f:
@@ -71,21 +75,32 @@ class Thumbnails:
                     del self._locks[key]
 
 
-def thumbnail(source: str, side: int) -> Image.Image:
+def thumbnail(source: str, side: int, at_s: float | None = None) -> Image.Image:
     """`source` decoded and scaled to fit `side` x `side`; a JPEG is draft-decoded at the smallest
-    DCT scale whose long side still covers `side`. Raises BadImage for any failure."""
+    DCT scale whose long side still covers `side`; a video gives its frame at `at_s` seconds (else its
+    first). Raises BadImage for any failure."""
     try:
-        with warnings.catch_warnings():  # the pixel cap is decode's; this only reads the header
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as header:
-                width, height = header.size
-        picture, _ = load(source, min_side=max(1, -(-side * min(width, height) // max(width, height))))
+        if is_video(source):
+            picture = frame_at(source, at_s or 0.0, min_side=side)
+        elif is_raw(source):  # Pillow cannot read a RAW file's header; decode picks its preview by size
+            picture, _ = load(source, min_side=side)
+        else:
+            picture, _ = load(source, min_side=_draft_side(source, side))
         picture.thumbnail((side, side), Image.Resampling.LANCZOS)
         return picture
     except BadImage:
         raise
     except Exception as e:  # noqa: BLE001 - whatever a file makes Pillow raise, it is that file's fault
         raise BadImage(f"cannot make a thumbnail: {type(e).__name__}: {e}") from None
+
+
+def _draft_side(source: str, side: int) -> int:
+    """The short side to draft-decode to so that the long side still covers `side`."""
+    with warnings.catch_warnings():  # the pixel cap is decode's; this only reads the header
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(source) as header:
+            width, height = header.size
+    return max(1, -(-side * min(width, height) // max(width, height)))
 
 
 def _remove_stale(cache: Path, key: str, keep: Path) -> None:

@@ -54,6 +54,7 @@ DECODE_BYTES = MAX_PIXELS * 8
 STATUS = {BadQuery: 400, BadImage: 415, BadPath: 404, LibraryNotFound: 404, LibraryLocked: 409}
 
 Count = Query(20, ge=1, le=500, description="Number of results")
+Pairs = Query(True, description="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +191,7 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
 
     @app.get("/api/search", summary="Search by text")
     def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count,
+               group_pairs: bool = Pairs,
                words: bool = Query(False, description="Only the words read in the images (OCR), all of them")
                ) -> Results:
         """Always text: unlike the CLI, a query naming a file on the server is not read as an image. Where text
@@ -198,19 +200,20 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
             raise BadQuery("Empty query: type what you are looking for")
         if words:
             return answer(lambda: library.search_text(q, k=k))
-        return answer(lambda: library.fused(q, combine([(1.0, library.text_vector(q))]), k=k))
+        return answer(lambda: library.fused(q, combine([(1.0, library.text_vector(q))]), k=k, group_pairs=group_pairs))
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
-    def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count) -> Results:
+    def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count,
+                     group_pairs: bool = Pairs) -> Results:
         """The upload is decoded in memory and never written to the library."""
         data = file.file.read()
         try:
             with decode_slots:
-                picture, _ = decode(data, library.encoder.image_size)
+                picture, _ = decode(data, library.encoder.image_size, file.filename or "")
         except Exception as e:  # noqa: BLE001 - whatever an upload makes Pillow raise, it is the upload's fault
             reason = str(e) if isinstance(e, BadImage) else f"{type(e).__name__}: {e}"
             raise BadImage(f"{file.filename or 'The upload'} is not a usable image ({reason})") from None
-        return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k))
+        return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k, group_pairs=group_pairs))
 
     @app.get("/api/images/{image_id:int}", summary="An image's metadata and the text read in it")
     def image(image_id: int) -> ImageDetail:
@@ -220,21 +223,23 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         return ImageDetail(**{**row, **path_fields(row["path"])}, text=read[0] if read else None)
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
-    def similar(image_id: int, k: int = Count) -> Results:
+    def similar(image_id: int, k: int = Count, group_pairs: bool = Pairs) -> Results:
         def query() -> list[SearchResult]:
             with library.catalog.snapshot():
                 if not 0 <= image_id <= MAX_ID or image_id not in library.catalog.rows([image_id]):
                     raise HTTPException(404, f"No image with id {image_id} in the catalog")
                 vector = library.catalog.vectors_for([image_id])[0]
-                return library.nearest(vector, k=k, exclude={image_id})
+                return library.nearest(vector, k=k, exclude={image_id}, group_pairs=group_pairs)
 
         return answer(query)
 
     @app.get("/api/images/{image_id:int}/thumb", response_class=FileResponse, summary="A JPEG thumbnail")
-    def thumb(image_id: int, size: Literal["small", "large"] = "small") -> FileResponse:
+    def thumb(image_id: int, size: Literal["small", "large"] = "small",
+              t: float | None = Query(None, ge=0, description="For a video: the moment shown, in seconds")
+              ) -> FileResponse:
         """Fits in 320 (small) or 1280 (large) pixels, EXIF orientation applied; cached on disk."""
         path = file_of(image_id)["path"]
-        return FileResponse(thumbs.get(path, image_id, THUMB_SIDES[size]), media_type="image/jpeg")
+        return FileResponse(thumbs.get(path, image_id, THUMB_SIDES[size], t), media_type="image/jpeg")
 
     @app.get("/api/images/{image_id:int}/full", response_class=FileResponse, summary="The original file")
     def full(image_id: int) -> FileResponse:

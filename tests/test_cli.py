@@ -46,7 +46,7 @@ def test_search_json_schema(indexed):
     results = json.loads(run("search", "a blue circle", "--db", indexed, "--json", "-n", "2").output)
     assert len(results) == 2
     assert set(results[0]) == {"path", "path_bytes_b64", "score", "width", "height", "taken_at", "date", "snippet",
-                               "highlights", "fused"}
+                               "highlights", "fused", "time_s"}
     assert results[0]["path_bytes_b64"] is None  # the path is valid UTF-8, so `path` is exact
     assert results[0]["path"].endswith("blue_circle.png")
 

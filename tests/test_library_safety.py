@@ -16,7 +16,7 @@ from PIL import Image
 import clipsearch.catalog
 import clipsearch.library
 from clipsearch import Library, model_spec
-from clipsearch.catalog import SCHEMA_VERSION
+from clipsearch.catalog import MIGRATIONS, SCHEMA_VERSION
 from clipsearch.cli import main
 from clipsearch.indexer import OFFLINE_MIN_LOST
 from clipsearch.paths import catalog_text, from_catalog, readable
@@ -411,7 +411,7 @@ def test_the_web_api_names_odd_files_readably_and_exactly(odd_tree, library_dir,
 
 def test_a_catalog_from_before_file_identities_is_upgraded(indexed_shapes, shape_tree):
     with sqlite3.connect(indexed_shapes / "catalog.db") as db:  # back to the schema before them
-        before = next(i for i, m in enumerate(clipsearch.catalog.MIGRATIONS) if "file_identity" in str(m))
+        before = next(i for i, m in enumerate(MIGRATIONS) if "file_identity" in str(m))
         db.executescript(f"DROP TABLE file_identity; DROP INDEX images_size; PRAGMA user_version = {before};")
     assert "unchanged 8" in ok("index", shape_tree, "--db", indexed_shapes)
     with Library.open(indexed_shapes) as lib:

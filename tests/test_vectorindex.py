@@ -306,9 +306,11 @@ def test_the_catalog_keeps_a_running_count_that_check_verifies_and_repair_restor
     assert "the catalog counts 5 images but holds 47" in lib.check()
     lib.repair()
     assert lib.check() == [] and lib.catalog.count() == 47
-    with lib.catalog.db.conn:  # a catalog from before the count (schema 3) gains it on open
+    with lib.catalog.db.conn:  # a catalog from before the count (schema 3) gains it on open (the later
+        # migrations run again: the one that adds a column needs it gone)
         lib.catalog.db.conn.executescript("DROP TRIGGER images_counted; DROP TRIGGER images_uncounted;"
-                                          " DROP TABLE image_count; PRAGMA user_version = 3;")
+                                          " DROP TABLE image_count; ALTER TABLE images DROP COLUMN phash;"
+                                          " PRAGMA user_version = 3;")
     lib.close()
     lib = Library.open(tmp_path / "lib")
     assert lib.catalog.count() == 47 and lib.check() == []

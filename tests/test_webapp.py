@@ -61,7 +61,7 @@ def test_text_search_answers_what_the_library_answers(client, lib, colour, shape
     assert [h["score"] for h in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
     assert body["elapsed_ms"] >= 0
     assert set(body["results"][0]) == {"id", "path", "path_bytes_b64", "score", "width", "height", "taken_at", "date",
-                                       "snippet", "highlights", "fused"}
+                                       "snippet", "highlights", "fused", "time_s"}
     assert [lib.catalog.row_by_path(h["path"])["id"] for h in body["results"]] == [h["id"] for h in body["results"]]
 
 
