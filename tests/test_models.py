@@ -124,4 +124,4 @@ def test_models_marks_cached_weights(isolated):
     assert cached_weights(get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")) == str(target)
     out = CliRunner().invoke(main, ["models", "--cached"]).output.splitlines()
     assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled"],
-                                             ["*", "ViT-B-32", "laion2b_s34b_b79k"]]
+                                             ["*", "ViT-B-32", "laion2b_s34b_b79k", "(default)"]]
