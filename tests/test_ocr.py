@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from clipsearch import Library, textsearch
 from clipsearch.cli import main
+from clipsearch.errors import BadQuery
 from clipsearch.webapp import create_app
 
 from conftest import draw_shape
@@ -281,7 +282,8 @@ def test_matching_with_and_without_the_trigram_index(tmp_path, monkeypatch, trig
     assert [m.image_id for m in textsearch.match(catalog, "bottle blue", every=True)] == [1]
     assert [m.image_id for m in textsearch.match(catalog, "咖啡", every=True)] == [2]
     assert [m.image_id for m in textsearch.match(catalog, "0%", every=True)] == [1]  # LIKE wildcards escaped
-    assert [m.image_id for m in textsearch.match(catalog, "_", every=True)] == []
+    with pytest.raises(BadQuery):  # punctuation alone leaves no word to look for
+        textsearch.match(catalog, "_", every=True)
     assert [m.image_id for m in textsearch.match(catalog, "bottle", every=True, allowed=np.array([2]))] == [2]
     assert textsearch.text_of(catalog, 3) is None and textsearch.text_of(catalog, 1)[0] == "Blue Bottle 100%"
     catalog.close()
