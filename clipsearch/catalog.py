@@ -162,6 +162,10 @@ MIGRATIONS: tuple["str | AddColumn", ...] = (
     CREATE TRIGGER IF NOT EXISTS frames_uncounted AFTER DELETE ON video_frames
         BEGIN UPDATE frame_count SET n = n - 1; END;
     """,
+    # A video's length in seconds (NULL for photos and for videos indexed before it): dedup tells a re-encoded
+    # copy from a longer or shorter clip with it. A video's `phash` holds its frames' fingerprints, in the order
+    # of their `video_frames` rows' times.
+    AddColumn("images", "duration_s", "REAL"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FRAME_IDS = 1 << 40
@@ -215,6 +219,8 @@ class NewImage:
     """The perceptual fingerprint of the pixels (perceptual.py), where computed."""
     frames: tuple[tuple[int, np.ndarray], ...] = ()
     """For a video: (time in ms, vector) of each sampled frame."""
+    duration_s: float | None = None
+    """For a video: its length in seconds, where the container says."""
 
 
 class FileStamp(Protocol):
@@ -428,6 +434,27 @@ class Catalog:
         return (np.array([r[0] for r in rows], dtype=np.int64),
                 np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
 
+    def video_ids(self) -> np.ndarray:
+        """The ids of the images that are videos (those with frames), ascending; reads only the frames' index."""
+        if not self.frame_count():
+            return np.zeros(0, dtype=np.int64)
+        rows = self.db.execute("SELECT DISTINCT image_id FROM video_frames ORDER BY image_id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def frame_times(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """The times in seconds of these videos' sampled frames, ascending (the order of their fingerprints)."""
+        sql = "SELECT image_id, frame_ms FROM video_frames WHERE image_id IN ({}) ORDER BY image_id, frame_ms"
+        times: dict[int, list[int]] = {}
+        for cursor in self._select_in(sql, [int(i) for i in image_ids]):
+            for image_id, ms in cursor:
+                times.setdefault(image_id, []).append(ms)
+        return {i: np.array(ms, dtype=np.float64) / 1000 for i, ms in times.items()}
+
+    def durations(self, ids: Iterable[int]) -> dict[int, float | None]:
+        """The length in seconds of each of these videos (None where unknown or indexed before it was stored)."""
+        sql = "SELECT id, duration_s FROM images WHERE id IN ({})"
+        return {r[0]: r[1] for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
+
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
@@ -480,7 +507,8 @@ class Catalog:
         return np.vstack([got[int(i)] for i in ids])
 
     def phashes(self, ids: Iterable[int]) -> dict[int, bytes | None]:
-        """The perceptual hash of each of these images (None for rows indexed before it was computed)."""
+        """The perceptual fingerprint of each of these images (a video's: its frames', concatenated in time order;
+        None for rows indexed before it was computed)."""
         sql = "SELECT id, phash FROM images WHERE id IN ({})"
         return {r[0]: r[1] for cursor in self._select_in(sql, [int(i) for i in ids]) for r in cursor}
 
@@ -519,9 +547,9 @@ class Catalog:
     def _insert(self, im: NewImage, stamp: str) -> int:
         cursor = self.db.conn.execute(
             "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector,"
-            " phash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " phash, duration_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (catalog_text(im.path), im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at,
-             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes(), im.phash),
+             im.camera, stamp, np.ascontiguousarray(im.vector, dtype=np.float32).tobytes(), im.phash, im.duration_s),
         )
         image_id = int(cursor.lastrowid)
         self._identify([(image_id, im)])

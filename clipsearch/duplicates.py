@@ -10,6 +10,13 @@ Tiers (each member is judged against its group's keeper; see the README):
 - alias: a hard link or symlink to another member (the same file: never counted, never moved);
 - pair: the RAW or the JPEG of the keeper's shot (same folder and stem): kept together.
 
+Videos are compared with videos only, never with photos: a video's vector is the mean of its frames'
+unit vectors, and its pixels are its sampled frames' fingerprints and times. Two videos are the same
+clip ("near") when their cosine is at or above `threshold`, their lengths agree (`same_length`) and
+every sampled frame of each has a twin in the other at the same point in the clip within NEAR_BITS
+(`perceptual.sequence_distance`); "edited" within EDIT_BITS. A video whose frames cannot be
+fingerprinted is only ever an exact copy, and videos form no series.
+
 Groups are keeper-centred, so links never chain: files are ranked by how original they look
 (`keeper_key`), then, best first, each file not yet in a group becomes a keeper and takes every
 file not yet in a group whose cosine to it is at or above the threshold. Every member is within the
@@ -34,7 +41,8 @@ import numpy as np
 
 from .errors import BadQuery
 from .filters import image_date
-from .perceptual import EDIT_BITS, HASH_BYTES, NEAR_BITS, SERIES_BITS, distances, fingerprint_of_file
+from .perceptual import (EDIT_BITS, HASH_BYTES, NEAR_BITS, SERIES_BITS, clip_fingerprint_of_file, distances,
+                         fingerprint_of_file, sequence_distance)
 from .results import DedupReport, DuplicateGroup, DuplicateMember
 
 if TYPE_CHECKING:
@@ -71,10 +79,17 @@ DERIVED_SUFFIX = re.compile(r"(\(\d+\)|[- ~]\d{1,2})$")
 EXPORT_FOLDERS = frozenset({"export", "exports", "exported", "edited", "edits", "resized", "copies", "output",
                             "thumbnails", "thumbs"})
 KEEPER_REASONS = ("it is under a --prefer folder", "its name looks original (the others look derived)",
-                  "it has camera EXIF data", "it is the oldest", "it has the highest resolution",
+                  "it has camera EXIF data", "it has the highest resolution (a video)",
+                  "it has the highest bitrate (a video)", "it is the oldest", "it has the highest resolution",
                   "it is the largest file", "it comes first by path (otherwise equal)")
 """Why a keeper won, by the first part of `keeper_key` that sets it apart from the runner-up."""
 TIER_ORDER = ("exact", "near", "edited", "series")
+ALL_BITS = 8 * HASH_BYTES
+"""A pHash distance no pair reaches a link with: videos of different lengths, or a video's mirror image."""
+LENGTH_TOLERANCE_S = 0.5
+LENGTH_TOLERANCE = 0.02
+"""Two videos are the same length when they differ by at most the larger of LENGTH_TOLERANCE_S seconds and this
+share of the longer (containers round a re-encoded clip's length by a frame or so; a trim cuts more)."""
 
 
 def default_threshold(arch: str | None) -> float:
@@ -108,11 +123,26 @@ def looks_derived(path: str) -> bool:
 
 def keeper_key(row: dict[str, Any], prefer: Sequence[str] = ()) -> tuple:
     """Sort key putting the file a photographer would keep first: under a --prefer folder, an original-looking
-    name, camera EXIF data, the oldest (date taken, else file time, to the second), the highest resolution, the
-    largest file, then by path. `row` is a catalog row with its "date" (`image_date`)."""
+    name, camera EXIF data (a video: the container's camera model), for a video the highest resolution then the
+    highest bitrate (bytes per second: a re-encode loses quality, and its date is often copied), the oldest (date
+    taken, else file time, to the second), the highest resolution, the largest file, then by path. `row` is a
+    catalog row with its "date" (`image_date`), and for a video "video" True and "duration_s" (None if unknown)."""
     path = row["path"]
+    pixels = row["width"] * row["height"]
+    video = bool(row.get("video"))
+    duration = row.get("duration_s") if video else None
     return (not any(path.startswith(p.rstrip(os.sep) + os.sep) for p in prefer), looks_derived(path),
-            not row.get("camera"), row["date"], -row["width"] * row["height"], -row["size"], path)
+            not row.get("camera"), -pixels if video else 0, -row["size"] / duration if duration else 0.0,
+            row["date"], -pixels, -row["size"], path)
+
+
+def same_length(a: float | None, b: float | None) -> bool:
+    """Whether two videos' lengths (seconds; None where unknown, which never disagrees) agree (LENGTH_TOLERANCE)."""
+    return a is None or b is None or abs(a - b) <= _tolerance(max(a, b))
+
+
+def _tolerance(length_s: float) -> float:
+    return max(LENGTH_TOLERANCE_S, LENGTH_TOLERANCE * length_s)
 
 
 def keeper_reason(keeper: tuple, runner_up: tuple | None) -> str:
@@ -255,17 +285,39 @@ def group(rank: np.ndarray, i: np.ndarray, j: np.ndarray, duplicate_link: np.nda
 
 
 @dataclass(frozen=True)
-class Pixels:
-    """Per picture, its perceptual fingerprint (see perceptual.py), where known."""
+class Clip:
+    """A video's pixels: its sampled frames' fingerprints and times, and its length."""
 
     prints: np.ndarray
-    """(pictures, 64) uint8."""
+    """(frames, 64) uint8, in time order."""
+    times_s: np.ndarray
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """Per picture, its perceptual fingerprint (see perceptual.py), where known; per video, its Clip."""
+
+    prints: np.ndarray
+    """(pictures, 64) uint8: the photos'."""
     known: np.ndarray
+    video: np.ndarray
+    """Per picture, whether it is a video (pairs never mix a video with a photo)."""
+    clips: dict[int, Clip]
+    """The videos whose frames' fingerprints are known, by picture number."""
 
     def distances(self, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(known for both, pHash distance, mirrored distance) per pair."""
+        """(known for both, pHash distance, mirrored distance) per pair; for two videos, their
+        `sequence_distance` (all 256 bits where their lengths disagree) and no mirrored distance."""
         d, mirrored = distances(self.prints[i], self.prints[j])
-        return self.known[i] & self.known[j], d, mirrored
+        known = self.known[i] & self.known[j]
+        for n in np.flatnonzero(self.video[i]).tolist():
+            a, b = self.clips.get(int(i[n])), self.clips.get(int(j[n]))
+            known[n] = a is not None and b is not None
+            d[n] = mirrored[n] = ALL_BITS
+            if a is not None and b is not None and same_length(a.duration_s, b.duration_s):
+                d[n] = sequence_distance(a.prints, a.times_s, b.prints, b.times_s, _slack(a, b))
+        return known, d, mirrored
 
 
 def links(pixels: Pixels, i: np.ndarray, j: np.ndarray, scores: np.ndarray, threshold: float,
@@ -273,13 +325,15 @@ def links(pixels: Pixels, i: np.ndarray, j: np.ndarray, scores: np.ndarray, thre
     """(duplicate link, series link) per candidate pair: the cosine AND the pixels must agree.
 
     Duplicate: cosine >= threshold and pHashes within EDIT_BITS, or one the mirror of the other. Series:
-    cosine >= series_threshold and pHashes within SERIES_BITS. A pair whose pixels are unknown (a file
-    indexed before fingerprints and no longer readable) stands on its cosine alone."""
+    cosine >= series_threshold and pHashes within SERIES_BITS. A pair of photos whose pixels are unknown (a
+    file indexed before fingerprints and no longer readable) stands on its cosine alone; a pair of videos
+    never does (a mean of frames says too little), and videos form no series."""
     known, d, mirrored = pixels.distances(i, j)
-    duplicate = (scores >= threshold) & (~known | (d <= EDIT_BITS) | (mirrored <= NEAR_BITS))
+    photos = ~pixels.video[i]
+    duplicate = (scores >= threshold) & ((~known & photos) | (known & ((d <= EDIT_BITS) | (mirrored <= NEAR_BITS))))
     if series_threshold is None:
         return duplicate, np.zeros(len(i), dtype=bool)
-    return duplicate, (scores >= series_threshold) & (~known | (d <= SERIES_BITS))
+    return duplicate, (scores >= series_threshold) & photos & (~known | (d <= SERIES_BITS))
 
 
 # --- the report --------------------------------------------------------------------------------------------
@@ -309,17 +363,19 @@ def find_duplicates(
             ids, hashes = ids[keep], hashes[keep]
         first, of_hash = _pictures(hashes)
         copies = np.bincount(of_hash, minlength=len(first))
+        video = np.isin(ids[first], catalog.video_ids())
         vectors = None
         i = j = np.zeros(0, dtype=np.int64)
         scores = np.zeros(0, dtype=np.float32)
         if threshold is not None:
             vectors = _vectors(catalog, ids[first])
-            i, j, scores = neighbour_pairs(vectors, threshold if series_threshold is None else series_threshold)
+            i, j, scores = _candidates(vectors, video, threshold if series_threshold is None else series_threshold)
             i, j, scores = _undismissed(catalog, hashes[first], i, j, scores)
         involved = _involved(len(first), i, j, copies)
         files = np.flatnonzero(involved[of_hash])
         rows = catalog.rows(ids[files])
-        pixels = _pixels(catalog, ids, first, np.flatnonzero(involved), rows) if len(i) else None
+        durations = catalog.durations(ids[files[video[of_hash[files]]]]) if video.any() else {}
+        pixels = _pixels(catalog, ids, first, np.flatnonzero(involved), rows, video, durations) if len(i) else None
     if pixels is not None:
         duplicate_link, series_link = links(pixels, i, j, scores, threshold, series_threshold)
         kept = duplicate_link | series_link
@@ -332,6 +388,9 @@ def find_duplicates(
     for f in np.flatnonzero(involved[of_hash]).tolist():
         row = rows[int(ids[f])]
         row["date"] = image_date(row["taken_at"], row["mtime_ns"])
+        row["video"] = bool(video[of_hash[f]])
+        clip = pixels.clips.get(int(of_hash[f])) if pixels is not None else None
+        row["duration_s"] = clip.duration_s if clip is not None else durations.get(int(ids[f]))
         keys[f] = keeper_key(row, prefer)
         files_of.setdefault(int(of_hash[f]), []).append(f)
     # Each picture's best file stands for it; pictures are ranked by their best file.
@@ -359,6 +418,19 @@ def find_duplicates(
     )
 
 
+def _candidates(vectors: np.ndarray, video: np.ndarray, min_score: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`neighbour_pairs` among the photos and, searched apart, among the videos; never a photo with a video."""
+    if not video.any():
+        return neighbour_pairs(vectors, min_score)
+    i, j, scores = neighbour_pairs(vectors, min_score)
+    photos = ~video[i] & ~video[j]
+    clips = np.flatnonzero(video)
+    ci, cj, cscores = neighbour_pairs(vectors[clips], min_score)
+    return (np.concatenate([i[photos], clips[ci]]), np.concatenate([j[photos], clips[cj]]),
+            np.concatenate([scores[photos], cscores]))
+
+
 def _involved(pictures: int, i: np.ndarray, j: np.ndarray, copies: np.ndarray) -> np.ndarray:
     """Pictures with a link or more than one file."""
     involved = copies > 1
@@ -367,17 +439,41 @@ def _involved(pictures: int, i: np.ndarray, j: np.ndarray, copies: np.ndarray) -
 
 
 def _pixels(catalog: "Catalog", ids: np.ndarray, first: np.ndarray, pictures: np.ndarray,
-            rows: dict[int, dict[str, Any]]) -> Pixels:
-    """The fingerprints of these pictures: from the catalog, else from the file (rows indexed without one)."""
+            rows: dict[int, dict[str, Any]], video: np.ndarray, durations: dict[int, float | None]) -> Pixels:
+    """The fingerprints of these pictures (a video's: its frames' and its length): from the catalog, else from
+    the file (rows indexed without them)."""
     prints = np.zeros((len(first), 2 * HASH_BYTES), dtype=np.uint8)
     known = np.zeros(len(first), dtype=bool)
+    clips: dict[int, Clip] = {}
     stored = catalog.phashes(ids[first[pictures]])
+    times = catalog.frame_times(ids[first[pictures[video[pictures]]]]) if video.any() else {}
     for p in pictures.tolist():
         image_id = int(ids[first[p]])
+        if video[p]:
+            clip = _clip(stored.get(image_id), times.get(image_id), durations.get(image_id), rows[image_id]["path"])
+            if clip is not None:
+                clips[p] = clip
+            continue
         value = stored.get(image_id) or fingerprint_of_file(rows[image_id]["path"])
         if value is not None and len(value) == 2 * HASH_BYTES:
             prints[p], known[p] = np.frombuffer(value, dtype=np.uint8), True
-    return Pixels(prints, known)
+    return Pixels(prints, known, video, clips)
+
+
+def _clip(value: bytes | None, times_s: np.ndarray | None, duration_s: float | None, path: str) -> Clip | None:
+    """A video's Clip from its stored fingerprints, frame times and length, else sampled from the file (rows
+    indexed without fingerprints); None if unreadable."""
+    if value is None or times_s is None or not len(times_s) or len(value) != len(times_s) * 2 * HASH_BYTES:
+        sampled = clip_fingerprint_of_file(path)
+        if sampled is None:
+            return None
+        value, times_s, duration_s = sampled
+    return Clip(np.frombuffer(value, dtype=np.uint8).reshape(-1, 2 * HASH_BYTES), times_s, duration_s)
+
+
+def _slack(a: Clip, b: Clip) -> float:
+    """How far apart in time two videos' frames may be and still show the same moment (the length tolerance)."""
+    return _tolerance(max(a.duration_s or 0.0, b.duration_s or 0.0, a.times_s[-1], b.times_s[-1]))
 
 
 def _pictures(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -491,7 +587,8 @@ class _Builder:
         row = self.rows[int(self.ids[f])]
         pic = int(self.of_hash[f])
         return DuplicateMember(int(row["id"]), row["path"], row["size"], row["width"], row["height"], row["date"],
-                               tiers[f], self._similarity(pic, keeper_pic), self._distance(pic, keeper_pic))
+                               tiers[f], self._similarity(pic, keeper_pic), self._distance(pic, keeper_pic),
+                               "video" if row["video"] else "photo", row["duration_s"])
 
 
 def _identity(path: str) -> tuple[tuple[int, int] | None, bool]:

@@ -347,4 +347,5 @@ def _new_image(d: "Decoded", vectors: np.ndarray) -> NewImage:
     vector = vectors.mean(axis=0)
     vector /= max(float(np.linalg.norm(vector)), 1e-8)
     return NewImage(e.path, e.size, e.mtime_ns, d.hash, m.width, m.height, m.format, m.taken_at, m.camera,
-                    vector.astype(np.float32), e.dev, e.inode, e.ctime_ns, phash=d.phash, frames=frames)
+                    vector.astype(np.float32), e.dev, e.inode, e.ctime_ns, phash=d.phash, frames=frames,
+                    duration_s=d.duration_s)

@@ -6,6 +6,7 @@ changes, moves by roughly 40–90 bits under a 10% crop or a 5° rotation, and b
 unrelated pictures (measured on the sample photos: see benchmarks/bench_dedup.py and docs/dedup.md).
 Each file's fingerprint, computed once at index time from its decoded pixels and stored in the catalog,
 is the pHash of the picture followed by the pHash of its mirror image, so a flipped copy is recognised.
+A video's fingerprint is that of each of its sampled frames, concatenated in time order.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from PIL import Image, ImageOps
 
 from .decode import load
 from .errors import BadImage
-from .video import is_video
+from .video import Sampling, is_video, sample
 
 HASH_SIZE = 16
 HASH_BYTES = HASH_SIZE * HASH_SIZE // 8
@@ -39,7 +40,7 @@ def fingerprint(image: Image.Image) -> bytes:
 
 def fingerprint_of_file(path: str) -> bytes | None:
     """The fingerprint of an image file (EXIF orientation applied); None when it cannot be read or decoded, and
-    for a video (which has none: its frames are compared by their vectors alone)."""
+    for a video (see `clip_fingerprint_of_file`)."""
     if is_video(path):
         return None
     try:
@@ -47,6 +48,41 @@ def fingerprint_of_file(path: str) -> bytes | None:
     except BadImage:
         return None
     return fingerprint(image)
+
+
+def clip_fingerprint_of_file(path: str) -> tuple[bytes, np.ndarray, float | None] | None:
+    """(the fingerprints of a video's frames sampled as `index` samples them by default, their times in seconds,
+    its length in seconds); None when it cannot be read or decoded."""
+    try:
+        clip = sample(path, Sampling(), 4 * HASH_SIZE)
+    except BadImage:
+        return None
+    times = np.array([f.ms / 1000 for f in clip.frames])
+    return b"".join(fingerprint(f.image) for f in clip.frames), times, clip.duration_s
+
+
+def sequence_distance(a: np.ndarray, a_s: np.ndarray, b: np.ndarray, b_s: np.ndarray, slack_s: float) -> int:
+    """How far apart two videos' frames are, in bits: the largest pHash distance from a frame of either to the
+    nearest of the other's frames around the same moment (the other's last frame at or before it and first at or
+    after it, `slack_s` seconds either way: two encodings sample different keyframes). `a` and `b` are
+    (frames, 64) uint8 fingerprints, `a_s` and `b_s` their times in seconds, ascending. Small when every sampled
+    moment of each has a near twin in the other at that point in the clip; large when either shows a scene the
+    other lacks there (another scene, or the same scenes in another order)."""
+    bits = np.unpackbits(np.bitwise_xor(a[:, None, :HASH_BYTES], b[None, :, :HASH_BYTES]), axis=2).sum(axis=2)
+    far = 8 * HASH_BYTES
+    a_to_b = np.where(_around(a_s, b_s, slack_s), bits, far).min(axis=1).max()
+    b_to_a = np.where(_around(b_s, a_s, slack_s).T, bits, far).min(axis=0).max()
+    return int(max(a_to_b, b_to_a))
+
+
+def _around(x: np.ndarray, y: np.ndarray, slack_s: float) -> np.ndarray:
+    """(len(x), len(y)) bool: for each time in x, the times in y from the last at or before it to the first at or
+    after it (with `slack_s` either way; the first or last of y where none)."""
+    before = np.clip(np.searchsorted(y, x + slack_s, side="right") - 1, 0, len(y) - 1)
+    after = np.clip(np.searchsorted(y, x - slack_s, side="left"), 0, len(y) - 1)
+    lo, hi = np.minimum(before, after), np.maximum(before, after)
+    positions = np.arange(len(y))
+    return (positions >= lo[:, None]) & (positions <= hi[:, None])
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

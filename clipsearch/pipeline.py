@@ -45,6 +45,7 @@ class Decoded:
     error: str | None = None
     transient: bool = False  # an I/O problem worth retrying next run, not a property of the content
     frames_ms: tuple[int, ...] = ()  # a video's sampled frames (times in ms), one preprocessed row each
+    duration_s: float | None = None  # a video's length, where its container says
 
     @property
     def rows(self) -> int:
@@ -88,7 +89,7 @@ class _Files(Dataset):
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
                min_side: int | None, sampling: Sampling = Sampling()) -> tuple[Decoded, torch.Tensor | None]:
     """Read, hash, decode, perceptually hash and preprocess one file (a video: its sampled frames, stacked,
-    with no perceptual hash); the reason instead when it cannot be used.
+    and their fingerprints, concatenated); the reason instead when it cannot be used.
 
     Never raises for a file's sake: whatever reading, decoding or preprocessing one file raises
     becomes its reason, so one file never stops a batch, a run or a Ray shard.
@@ -121,7 +122,9 @@ def _load_video(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tens
     fmt = os.path.splitext(entry.path)[1].lstrip(".").upper()
     meta = ImageMeta(clip.width, clip.height, fmt, clip.taken_at, clip.camera)
     frames = torch.stack([preprocess(f.image) for f in clip.frames])
-    return Decoded(entry, digest, meta, frames_ms=tuple(f.ms for f in clip.frames)), frames
+    prints = b"".join(fingerprint(f.image) for f in clip.frames)
+    return Decoded(entry, digest, meta, prints, frames_ms=tuple(f.ms for f in clip.frames),
+                   duration_s=clip.duration_s), frames
 
 
 def _collate(items: list[tuple[Decoded, torch.Tensor | None]], encode: Encode | None = None) -> Batch:

@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from .decode import content_hash, read_file
 from .errors import BadPath
 from .results import MoveReport, Skip
+from .video import file_hash
 
 MANIFEST_VERSION = 1
 
@@ -40,7 +40,7 @@ def quarantine_path(folder: str | os.PathLike[str], path: str) -> Path:
 
 def _hash_of(path: str) -> str | None:
     try:
-        return None if os.path.islink(path) else content_hash(read_file(path))
+        return None if os.path.islink(path) else file_hash(path)  # in chunks: a video may be gigabytes
     except OSError:
         return None
 

@@ -13,22 +13,25 @@ import json
 import os
 from typing import Iterator, TextIO
 
-from .decode import load
 from .errors import BadImage, BadPath
 from .paths import exact_b64, readable
 from .results import RECLAIMABLE_TIERS, DedupReport, DuplicateGroup, DuplicateMember, to_dict
+from .thumbnails import thumbnail as fitted
+from .video import clock
 
 THUMBNAIL_SIZE = 160
 CSV_COLUMNS = ("group", "group_tier", "tier", "similarity", "phash_distance", "path", "size", "width", "height",
-               "date", "id", "keeper_reason", "path_bytes_b64")
+               "date", "id", "keeper_reason", "path_bytes_b64", "kind", "duration_s")
 """`path` and `path_bytes_b64` as `paths.path_fields` gives them (the latter empty where `path` is exact)."""
 SECTIONS = (("exact", "Exact duplicates"), ("near", "Near-duplicates"), ("edited", "Edited copies"),
             ("series", "Similar series"), ("pair", "RAW+JPEG pairs"))
 LEGEND = ("keeper: the one to keep (see why under each group); exact: the same bytes as the keeper or as another "
           "member; near: the same pixels resized, re-encoded or with brightness/contrast changed; edited: cropped, "
           "flipped, rotated or filtered; series: another shot of the same moment; alias: a hard link or symlink to "
-          "another member (the same file); pair: the RAW or JPEG of the keeper's shot. Only exact and near "
-          "members count as reclaimable and are ticked for the delete list. Similarity is the cosine to the keeper.")
+          "another member (the same file); pair: the RAW or JPEG of the keeper's shot. Videos are grouped with videos "
+          "only: a near video is the same clip re-encoded (same length, every sampled frame with a near twin). Only "
+          "exact and near members count as reclaimable and are ticked for the delete list. Similarity is the cosine "
+          "to the keeper.")
 
 
 def human_bytes(n: float) -> str:
@@ -63,8 +66,8 @@ def summary(report: DedupReport) -> str:
         lines.append(f"{title}: {plural(len(groups), 'group')}, {plural(files, 'file')}, "
                      f"{human_bytes(freed)} reclaimable")
         for number, group in groups:
-            lines.append(f"  #{number} {group.tier}, {human_bytes(group.reclaimable_bytes)} reclaimable; "
-                         f"keeper: {group.keeper_reason}")
+            lines.append(f"  #{number} {group.tier}{_videos(group)}, {human_bytes(group.reclaimable_bytes)} "
+                         f"reclaimable; keeper: {group.keeper_reason}")
             lines += [f"    {_member_line(m)}" for m in group.members]
     lines.append(totals(report))
     return "\n".join(lines)
@@ -86,7 +89,19 @@ def totals(report: DedupReport) -> str:
 
 
 def _member_line(m: DuplicateMember) -> str:
-    return f"{m.tier:6} {m.similarity:.3f}  {m.width}x{m.height}  {human_bytes(m.size):>8}  {m.date}  {readable(m.path)}"
+    return (f"{m.tier:6} {m.similarity:.3f}  {m.width}x{m.height}{_length(m, '  ')}  {human_bytes(m.size):>8}  "
+            f"{m.date}  {readable(m.path)}")
+
+
+def _videos(group: DuplicateGroup) -> str:
+    return " (videos)" if group.keeper.kind == "video" else ""
+
+
+def _length(m: DuplicateMember, before: str) -> str:
+    """'  video 00:01:23' for a video (its length where known), '' for a photo."""
+    if m.kind != "video":
+        return ""
+    return f"{before}video" + (f" {clock(round(m.duration_s * 1000))}" if m.duration_s is not None else "")
 
 
 def delete_list(report: DedupReport) -> list[str]:
@@ -126,16 +141,16 @@ def write_csv(report: DedupReport, path: str | os.PathLike[str]) -> None:
             for m in group.members:
                 writer.writerow([number, group.tier, m.tier, m.similarity, m.phash_distance, readable(m.path), m.size,
                                  m.width, m.height, m.date, m.id, group.keeper_reason if m.tier == "keeper" else "",
-                                 exact_b64(m.path) or ""])
+                                 exact_b64(m.path) or "", m.kind, "" if m.duration_s is None else m.duration_s])
 
 
 def thumbnail(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
-    """A JPEG data URI of the image fitted in size×size (EXIF orientation applied); None if unreadable."""
+    """A JPEG data URI of the image (a video: its first frame) fitted in size×size (EXIF orientation applied);
+    None if unreadable."""
     try:
-        picture, _ = load(path, size)
+        picture = fitted(path, size)
     except BadImage:
         return None
-    picture.thumbnail((size, size))
     buffer = io.BytesIO()
     picture.save(buffer, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -208,7 +223,8 @@ def write_html(report: DedupReport, path: str | os.PathLike[str]) -> None:
 
 def _group_html(number: int, group: DuplicateGroup) -> str:
     figures = "".join(_member_html(number, m) for m in group.members)
-    return (f'<section class="group" id="group-{number}"><h3>#{number} {group.tier}: {len(group.members)} files, '
+    return (f'<section class="group" id="group-{number}"><h3>#{number} {group.tier}{_videos(group)}: '
+            f"{len(group.members)} files, "
             f"{human_bytes(group.reclaimable_bytes)} reclaimable</h3>"
             f'<p class="why">Keeper: {html.escape(group.keeper_reason)}</p>'
             f'<div class="members">{figures}</div></section>\n')
@@ -225,6 +241,6 @@ def _member_html(number: int, m: DuplicateMember) -> str:
     keep = (f'<input type="radio" class="keep" name="keep-{number}"'
             + (" checked" if m.tier == "keeper" else "") + (" disabled" if fixed else "") + ">")
     return (f'<figure class="{m.tier}">{picture}<figcaption><span class="tier">{m.tier}</span> '
-            f"similarity {m.similarity:.3f}<br>{m.width}×{m.height} · {human_bytes(m.size)}<br>"
+            f"similarity {m.similarity:.3f}<br>{m.width}×{m.height}{_length(m, ' · ')} · {human_bytes(m.size)}<br>"
             f'{html.escape(m.date)}<br><span class="path">{html.escape(readable(m.path))}</span></figcaption>'
             f'<div class="controls"><label>{box} delete</label><label>{keep} keep this one</label></div></figure>')

@@ -155,7 +155,12 @@ class DuplicateMember:
     similarity: float
     """Cosine similarity to the group's keeper (1.0 for exact copies and aliases)."""
     phash_distance: int | None
-    """Bits (of 256) in which its perceptual hash differs from the keeper's; None when either is unknown."""
+    """Bits (of 256) in which its perceptual hash differs from the keeper's (videos: the largest distance from a
+    sampled frame of either to its nearest frame in the other); None when either is unknown."""
+    kind: str = "photo"
+    """"photo" or "video": a group holds one kind only."""
+    duration_s: float | None = None
+    """A video's length in seconds, where known."""
 
 
 RECLAIMABLE_TIERS = ("exact", "near")

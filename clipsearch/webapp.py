@@ -82,6 +82,10 @@ class DuplicateImage(BaseModel):
     tier: str
     similarity: float
     phash_distance: int | None
+    kind: str = "photo"
+    """"photo" or "video": a group holds one kind only."""
+    duration_s: float | None = None
+    """A video's length in seconds, where known."""
 
 
 class DuplicateSet(BaseModel):

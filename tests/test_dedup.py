@@ -485,8 +485,9 @@ def test_json_schema(library, tmp_path):
     assert data["threshold"] == MEASURED_THRESHOLDS["clipsearch-tiny"] and data["series_threshold"] is None
     assert set(data["groups"][0]) == {"tier", "members", "keeper_reason", "reclaimable_bytes"}
     assert set(data["groups"][0]["members"][0]) == {"id", "path", "path_bytes_b64", "size", "width", "height", "date", "tier",
-                                                    "similarity", "phash_distance"}
+                                                    "similarity", "phash_distance", "kind", "duration_s"}
     assert all(g["members"][0]["tier"] == "keeper" for g in data["groups"])
+    assert {(m["kind"], m["duration_s"]) for g in data["groups"] for m in g["members"]} == {("photo", None)}
 
 
 def test_csv_has_one_row_per_member(library, tmp_path):

@@ -179,7 +179,9 @@ def test_a_library_from_before_videos_gains_the_frame_table(tmp_path, library_di
     """The catalog of a library indexed before videos is migrated on open; frames then get ids of their own."""
     from PIL import Image
 
-    from clipsearch.catalog import FRAME_IDS, SCHEMA_VERSION
+    from clipsearch.catalog import FRAME_IDS, MIGRATIONS, SCHEMA_VERSION
+
+    frames_migration = next(n for n, m in enumerate(MIGRATIONS) if isinstance(m, str) and "video_frames (" in m)
 
     root = tmp_path / "media"
     root.mkdir()
@@ -189,7 +191,7 @@ def test_a_library_from_before_videos_gains_the_frame_table(tmp_path, library_di
         with lib.catalog.db.conn as conn:
             conn.executescript("DROP TABLE video_frames; DROP TABLE frame_count;"
                                " DELETE FROM sqlite_sequence WHERE name = 'video_frames';"
-                               f" PRAGMA user_version = {SCHEMA_VERSION - 1};")
+                               f" PRAGMA user_version = {frames_migration};")
     write_clip(root / "a.mp4", [shape("red", "star"), shape("blue", "circle")])
     with Library.open(library_dir, encoder=tiny) as lib:
         assert lib.catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
