@@ -25,11 +25,12 @@ are grouped the same way afterwards, around the duplicate keepers and the files 
 series threshold; a file is in one group only.
 
 Byte-identical files collapse to one representative first; candidate links are each
-representative's nearest neighbours from one batched FAISS search (exact up to EXACT_SEARCH_MAX,
-PCA-reduced IVF above), so nothing is compared all-pairs.
+representative's near neighbours, found block by block (exact up to EXACT_SEARCH_MAX, among
+PCA-reduced k-means lists above), so a large library is never compared all-pairs.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -46,8 +47,6 @@ from .perceptual import (EDIT_BITS, HASH_BYTES, NEAR_BITS, SERIES_BITS, clip_fin
 from .results import DedupReport, DuplicateGroup, DuplicateMember
 
 if TYPE_CHECKING:
-    import faiss
-
     from .catalog import Catalog
 
 DEFAULT_THRESHOLD = 0.95
@@ -58,13 +57,15 @@ MEASURED_THRESHOLDS = {"clipsearch-tiny": 0.93}
 finds every resized, re-encoded, 10%-cropped and renamed copy."""
 SERIES_GAP = 0.05
 """A series threshold not given is the duplicate threshold minus this."""
-NEIGHBOURS = 10
-"""Neighbours searched per image: a keeper takes at most this many distinct pictures at once."""
+NEIGHBOURS = 64
+"""Candidate partners kept per picture and list probed (its nearest): bounds the pairs of a library of
+near-identical pictures; a keeper takes at most this many distinct pictures at once."""
 EXACT_SEARCH_MAX = 20_000
-"""Up to this many distinct images the search is exact; above it, an IVF index (see `knn_index`)."""
-NPROBE = 8
+"""Up to this many distinct images the candidate search is exact; above it, approximate (see `neighbour_pairs`)."""
+PROBES = 8
+"""Lists each picture is compared with in the approximate search."""
 SEARCH_DIM = 128
-"""Principal components the approximate search compares (see `knn_index`)."""
+"""Principal components the approximate search compares (see `neighbour_pairs`)."""
 
 RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf",
                             ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".rwl", ".erf", ".kdc", ".mrw"})
@@ -74,6 +75,7 @@ DERIVED_WORDS = frozenset({"copy", "copie", "kopie", "edit", "edited", "export",
                            "mirrored", "rotate", "rotated", "recompressed", "compressed", "modified", "web", "final",
                            "filtered", "enhanced", "retouched"})
 """Words (letters only: `crop10` is `crop`) in a file's stem that mark it as made from another file."""
+_DERIVED_WORD = re.compile(r"(?<![a-z])(?:" + "|".join(sorted(DERIVED_WORDS)) + r")(?![a-z])")
 DERIVED_SUFFIX = re.compile(r"(\(\d+\)|[- ~]\d{1,2})$")
 """`photo (1)`, `photo-1`, `photo 2`, `photo~1`: what file managers and browsers name a second copy."""
 EXPORT_FOLDERS = frozenset({"export", "exports", "exported", "edited", "edits", "resized", "copies", "output",
@@ -116,8 +118,11 @@ def looks_derived(path: str) -> bool:
     """A name such as `x copy.jpg`, `x (1).jpg`, `x_resized.jpg`, `x-1.jpg`, or a file in an export folder."""
     folder, name = os.path.split(path)
     stem = os.path.splitext(name)[0].lower()
-    if DERIVED_SUFFIX.search(stem) or any(w in DERIVED_WORDS for w in re.split(r"[^a-z]+", stem)):
-        return True
+    return bool(DERIVED_SUFFIX.search(stem) or _DERIVED_WORD.search(stem)) or _export_folder(folder)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _export_folder(folder: str) -> bool:
     return any(part.lower() in EXPORT_FOLDERS for part in folder.split(os.sep)[-3:])
 
 
@@ -152,79 +157,120 @@ def keeper_reason(keeper: tuple, runner_up: tuple | None) -> str:
     return KEEPER_REASONS[part]
 
 
-# --- neighbours --------------------------------------------------------------------------------------
-def knn_index(vectors: np.ndarray) -> "faiss.Index":
-    """An inner-product index over `vectors` (float16 or float32 unit rows) for finding candidate pairs.
-
-    Up to EXACT_SEARCH_MAX rows, exact. Above, the rows are projected on their first SEARCH_DIM principal
-    components (PCA, centred: four times fewer numbers to compare; for unit vectors the nearest by L2 are the
-    nearest by cosine) into an L2 IVF index of 4·√n lists trained briefly
-    (3 k-means rounds on 4 vectors per list: lists only need to be local). Near-duplicates sit so close
-    together that they almost always share a list, so probing NPROBE lists finds them while each query
-    scans a tiny fraction of the library; their cosines are then recomputed from the full vectors.
-    """
-    import faiss
-
-    n, dim = vectors.shape
-    if n <= EXACT_SEARCH_MAX:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        lists = 4 * int(math.sqrt(n))
-        reduced = min(SEARCH_DIM, dim)
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(reduced), reduced, lists, faiss.METRIC_L2)
-        ivf.cp.niter = 3
-        ivf.cp.min_points_per_centroid = 1
-        ivf.nprobe = NPROBE
-        index = faiss.IndexPreTransform(faiss.PCAMatrix(dim, reduced), ivf) if reduced < dim else ivf
-        sample = np.random.default_rng(0).choice(n, min(n, max(4 * lists, 4 * dim)), replace=False)
-        index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
-    for batch in _batches(n):
-        index.add(np.ascontiguousarray(vectors[batch], dtype=np.float32))
-    return index
-
-
-def neighbour_pairs(vectors: np.ndarray, min_score: float, k: int = NEIGHBOURS
+# --- candidate pairs ---------------------------------------------------------------------------------
+def neighbour_pairs(vectors: np.ndarray, min_score: float, limit: int = NEIGHBOURS
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j, cosine), i < j, where j is among i's k nearest neighbours (or i among j's) and cosine >= min_score.
+    """Pairs (i, j, cosine), i < j, of unit rows with cosine >= min_score (i's `limit` nearest per list probed).
 
-    `vectors` are unit rows (float16 or float32); they are converted a batch at a time, so a million 512-d
-    vectors need no second full copy. Cosines are recomputed from the rows, not taken from the index's codes.
+    `vectors`: (n, dim) unit rows, float16 or float32; converted a block at a time, so a million 512-d float16
+    vectors need no float32 copy. Exact up to EXACT_SEARCH_MAX rows: one list holds every row. Above, rows are
+    compared on their first SEARCH_DIM principal components, in √(PROBES·n) k-means lists: each row's list
+    is joined with every row that probes it (its PROBES nearest lists), one matrix product per block of
+    rows. A PCA projection never lengthens a distance, so a pair further apart in the projection than two
+    unit vectors at min_score (||x − y||² = 2 − 2·cos) cannot reach min_score: dropping it loses nothing.
+    Near-duplicates sit so close together that they share a probed list all but always (measured recall
+    of planted copies in benchmarks/bench_dedup.py). Cosines are then recomputed from the full rows.
     """
     n = len(vectors)
-    if n < 2:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=np.float32)
-    index = knn_index(vectors)
-    exact = n <= EXACT_SEARCH_MAX
-    # A PCA projection never lengthens a distance, so a pair further apart in the projection than a unit-vector
-    # pair at min_score is in full (||x - y||² = 2 - 2·cos) cannot reach min_score: skipping it loses nothing.
-    bound = min_score - 1e-3 if exact else 2.0 - 2.0 * min_score + 1e-3
-    width = min(k + 1, n)
-    i_parts, j_parts = [], []
-    for batch in _batches(n):
-        found, cols = index.search(np.ascontiguousarray(vectors[batch], dtype=np.float32), width)
-        starts = np.repeat(batch, width).reshape(len(batch), width)
-        close = found >= bound if exact else found <= bound
-        keep = (cols >= 0) & (cols != starts) & close
-        i_parts.append(np.minimum(starts, cols)[keep])
-        j_parts.append(np.maximum(starts, cols)[keep])
+    i_parts, j_parts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    if n >= 2:
+        space = _search_space(vectors)
+        home, probes = _lists(space)
+        bound = 2.0 - 2.0 * min_score + 2e-3  # margin: float16 rows are unit only to about 1e-3
+        for members, queries in _by_list(home, probes):
+            for i, j in _join(space, members, queries, bound, limit):
+                i_parts.append(np.minimum(i, j))
+                j_parts.append(np.maximum(i, j))
     i, j = np.concatenate(i_parts), np.concatenate(j_parts)
     _, first = np.unique(i * n + j, return_index=True)
     i, j = i[first], j[first]
-    scores = np.concatenate([np.einsum("ij,ij->i", vectors[i[s]].astype(np.float32), vectors[j[s]].astype(np.float32))
-                             for s in _slices(len(i))]) if len(i) else np.zeros(0, dtype=np.float32)
+    scores = np.concatenate([np.zeros(0, dtype=np.float32)] + [
+        np.einsum("ij,ij->i", vectors[i[s]].astype(np.float32), vectors[j[s]].astype(np.float32))
+        for s in _slices(len(i))])
     keep = scores >= min_score
     return i[keep], j[keep], scores[keep]
+
+
+def _search_space(vectors: np.ndarray) -> np.ndarray:
+    """(n, d) float32: the rows themselves up to EXACT_SEARCH_MAX, else their centred PCA projection."""
+    n, dim = vectors.shape
+    if n <= EXACT_SEARCH_MAX or dim <= SEARCH_DIM:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    import faiss
+
+    pca = faiss.PCAMatrix(dim, SEARCH_DIM)
+    sample = np.random.default_rng(0).choice(n, min(n, 64 * dim), replace=False)
+    pca.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+    space = np.empty((n, SEARCH_DIM), dtype=np.float32)
+    for s in _slices(n):
+        space[s] = pca.apply(np.ascontiguousarray(vectors[s], dtype=np.float32))
+    return space
+
+
+def _lists(space: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(home, probes): each row's nearest k-means list (n,) and its PROBES nearest lists (n, PROBES).
+
+    One list (no k-means) up to EXACT_SEARCH_MAX rows; above, √(PROBES·n) lists trained briefly (3 rounds
+    on 8 rows per list: lists only need to be local)."""
+    n, d = space.shape
+    if n <= EXACT_SEARCH_MAX:
+        return np.zeros(n, dtype=np.int64), np.zeros((n, 1), dtype=np.int64)
+    import faiss
+
+    lists = int(math.sqrt(PROBES * n))
+    sample = np.random.default_rng(1).choice(n, min(n, 8 * lists), replace=False)
+    kmeans = faiss.Kmeans(d, lists, niter=3, seed=1, min_points_per_centroid=1)
+    kmeans.train(space[np.sort(sample)])
+    probes = np.empty((n, PROBES), dtype=np.int64)
+    for s in _slices(n):
+        probes[s] = kmeans.index.search(space[s], PROBES)[1]
+    return probes[:, 0].copy(), probes
+
+
+def _by_list(home: np.ndarray, probes: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(members, queries) per list: the rows it is home to and the rows that probe it."""
+    lists = int(probes.max()) + 1
+    by_home = np.argsort(home, kind="stable")
+    home_cuts = np.searchsorted(home[by_home], np.arange(lists + 1))
+    flat = probes.ravel()
+    by_probe = np.argsort(flat, kind="stable")
+    probe_cuts = np.searchsorted(flat[by_probe], np.arange(lists + 1))
+    rows = by_probe // probes.shape[1]
+    for lst in range(lists):
+        members = by_home[home_cuts[lst] : home_cuts[lst + 1]]
+        if len(members):
+            yield members, rows[probe_cuts[lst] : probe_cuts[lst + 1]]
+
+
+def _join(space: np.ndarray, members: np.ndarray, queries: np.ndarray, bound: float,
+          limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(query rows, member rows) within squared distance `bound` of each other, at most `limit` per query
+    (its nearest), blocks of queries against the members by one matrix product each (≤ 16 M distances)."""
+    block = space[members]
+    block_norms = np.einsum("ij,ij->i", block, block)
+    step = max(1, (1 << 24) // len(members))
+    for start in range(0, len(queries), step):
+        rows = queries[start : start + step]
+        q = space[rows]
+        d2 = q @ block.T
+        d2 *= -2.0
+        d2 += block_norms[None, :]
+        d2 += np.einsum("ij,ij->i", q, q)[:, None]
+        d2[rows[:, None] == members[None, :]] = np.inf  # a row is not its own partner
+        close = d2 <= bound
+        crowded = np.flatnonzero(np.count_nonzero(close, axis=1) > limit)
+        if len(crowded):
+            nearest = np.argpartition(d2[crowded], limit - 1, axis=1)[:, :limit]
+            close[crowded] = False
+            close[crowded[:, None], nearest] = d2[crowded[:, None], nearest] <= bound
+        r, c = np.nonzero(close)
+        if len(r):
+            yield rows[r], members[c]
 
 
 def _slices(n: int, size: int = 65_536) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
-
-
-def _batches(n: int, size: int = 65_536) -> Iterator[np.ndarray]:
-    for start in range(0, n, size):
-        yield np.arange(start, min(n, start + size))
 
 
 # --- keeper-centred grouping ---------------------------------------------------------------------------
@@ -400,7 +446,8 @@ def find_duplicates(
     rank = np.full(len(first), len(first), dtype=np.int64)
     rank[list(best)] = np.arange(len(best))
     grouping = group(rank, i, j, duplicate_link, series_link)
-    builder = _Builder(ids, of_hash, files_of, rows, keys, best, vectors, pixels)
+    similarity, bits = _to_keeper(grouping.series, np.flatnonzero(involved), vectors, pixels)
+    builder = _Builder(ids, of_hash, files_of, rows, keys, best, similarity, bits)
     groups = [g for g in (builder.build(k, members) for k, members in _members(grouping, involved)) if g]
     groups.sort(key=_order)
     tiers = [m for g in groups for m in g.members]
@@ -476,6 +523,25 @@ def _slack(a: Clip, b: Clip) -> float:
     return _tolerance(max(a.duration_s or 0.0, b.duration_s or 0.0, a.times_s[-1], b.times_s[-1]))
 
 
+def _to_keeper(keeper_of: np.ndarray, pictures: np.ndarray, vectors: np.ndarray | None,
+               pixels: Pixels | None) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine, pHash bits or -1 where unknown) of each of these pictures to its keeper `keeper_of[p]`, computed
+    in bulk; a keeper is at 1.0 and 0 bits to itself. Arrays are indexed by picture number."""
+    similarity = np.ones(len(keeper_of), dtype=np.float32)
+    bits = np.full(len(keeper_of), -1, dtype=np.int64)
+    keepers = keeper_of[pictures]
+    if vectors is not None:
+        for s in _slices(len(pictures)):
+            cos = np.einsum("ij,ij->i", vectors[pictures[s]].astype(np.float32), vectors[keepers[s]].astype(np.float32))
+            similarity[pictures[s]] = np.round(np.minimum(cos, 1.0), 4)
+    if pixels is not None and len(pictures):
+        known, d, _ = pixels.distances(pictures, keepers)
+        bits[pictures] = np.where(known, d, -1)
+    own = pictures[pictures == keepers]
+    similarity[own], bits[own] = 1.0, 0
+    return similarity, bits
+
+
 def _pictures(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first, of_hash): each distinct content hash's first position, ascending, and each file's picture
     number (pictures numbered in the order of their first position, so ids[first] ascends with the ids)."""
@@ -527,8 +593,10 @@ class _Builder:
     rows: dict[int, dict[str, Any]]
     keys: dict[int, tuple]
     best: dict[int, int]
-    vectors: np.ndarray | None
-    pixels: Pixels | None
+    similarity: np.ndarray
+    """Per picture, its cosine to its group's keeper picture (rounded to 4 places)."""
+    bits: np.ndarray
+    """Per picture, its pHash distance to its group's keeper picture in bits; -1 where unknown."""
 
     def build(self, keeper_pic: int, pictures: list[tuple[int, str]]) -> DuplicateGroup | None:
         files = {}
@@ -549,7 +617,7 @@ class _Builder:
             elif link == "series":
                 tiers[f] = "series"
             else:
-                bits = self._distance(pic, keeper_pic)
+                bits = self._distance(pic)
                 tiers[f] = "near" if bits is not None and bits <= NEAR_BITS else "edited"
         linked_keeper = keeper
         keeper = _resolve_aliases(keeper, ordered, tiers, self.rows, self.ids)
@@ -559,8 +627,8 @@ class _Builder:
             return None
         copies = [t for t in kinds if t != "series"]
         contenders = [self.keys[f] for f in ordered if tiers[f] not in ("keeper", "alias", "pair")]
-        members = [self._member(keeper, keeper_pic, tiers)] + [
-            self._member(f, keeper_pic, tiers) for f in ordered if f != keeper]
+        members = [self._member(keeper, tiers)] + [
+            self._member(f, tiers) for f in ordered if f != keeper]
         members[1:] = sorted(members[1:], key=lambda m: (_tier_rank(m.tier), -m.similarity, m.path))
         return DuplicateGroup(
             tier=max(copies, key=TIER_ORDER.index) if copies else "series" if kinds else "pair",
@@ -570,24 +638,15 @@ class _Builder:
             reclaimable_bytes=sum(m.size for m in members if m.tier in ("exact", "near")),
         )
 
-    def _distance(self, pic: int, keeper_pic: int) -> int | None:
-        if pic == keeper_pic:
-            return 0
-        if self.pixels is None:
-            return None
-        known, d, _ = self.pixels.distances(np.array([pic]), np.array([keeper_pic]))
-        return int(d[0]) if known[0] else None
+    def _distance(self, pic: int) -> int | None:
+        bits = int(self.bits[pic])
+        return None if bits < 0 else bits
 
-    def _similarity(self, pic: int, keeper_pic: int) -> float:
-        if self.vectors is None or pic == keeper_pic:
-            return 1.0
-        return round(min(1.0, float(self.vectors[pic].astype(np.float32) @ self.vectors[keeper_pic].astype(np.float32))), 4)
-
-    def _member(self, f: int, keeper_pic: int, tiers: dict[int, str]) -> DuplicateMember:
+    def _member(self, f: int, tiers: dict[int, str]) -> DuplicateMember:
         row = self.rows[int(self.ids[f])]
         pic = int(self.of_hash[f])
         return DuplicateMember(int(row["id"]), row["path"], row["size"], row["width"], row["height"], row["date"],
-                               tiers[f], self._similarity(pic, keeper_pic), self._distance(pic, keeper_pic),
+                               tiers[f], float(self.similarity[pic]), self._distance(pic),
                                "video" if row["video"] else "photo", row["duration_s"])
 
 
