@@ -62,9 +62,9 @@ NEIGHBOURS = 64
 near-identical pictures; a keeper takes at most this many distinct pictures at once."""
 EXACT_SEARCH_MAX = 20_000
 """Up to this many distinct images the candidate search is exact; above it, approximate (see `neighbour_pairs`)."""
-PROBES = 8
+PROBES = 6
 """Lists each picture is compared with in the approximate search."""
-SEARCH_DIM = 128
+SEARCH_DIM = 96
 """Principal components the approximate search compares (see `neighbour_pairs`)."""
 
 RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf",
@@ -164,7 +164,7 @@ def neighbour_pairs(vectors: np.ndarray, min_score: float, limit: int = NEIGHBOU
 
     `vectors`: (n, dim) unit rows, float16 or float32; converted a block at a time, so a million 512-d float16
     vectors need no float32 copy. Exact up to EXACT_SEARCH_MAX rows: one list holds every row. Above, rows are
-    compared on their first SEARCH_DIM principal components, in √(PROBES·n) k-means lists: each row's list
+    compared on their first SEARCH_DIM principal components, in 2·√(PROBES·n) k-means lists: each row's list
     is joined with every row that probes it (its PROBES nearest lists), one matrix product per block of
     rows. A PCA projection never lengthens a distance, so a pair further apart in the projection than two
     unit vectors at min_score (||x − y||² = 2 − 2·cos) cannot reach min_score: dropping it loses nothing.
@@ -208,16 +208,16 @@ def _search_space(vectors: np.ndarray) -> np.ndarray:
 
 
 def _lists(space: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(home, probes): each row's nearest k-means list (n,) and its PROBES nearest lists (n, PROBES).
+    """(home, probes): the list each row is stored in (n,) and the PROBES nearest lists it is compared with (n, p).
 
-    One list (no k-means) up to EXACT_SEARCH_MAX rows; above, √(PROBES·n) lists trained briefly (3 rounds
-    on 8 rows per list: lists only need to be local)."""
+    One list (no k-means) up to EXACT_SEARCH_MAX rows; above, 2·√(PROBES·n) lists trained briefly (3 rounds
+    on 8 rows per list: lists only need to be local); a row's home is its nearest list."""
     n, d = space.shape
     if n <= EXACT_SEARCH_MAX:
         return np.zeros(n, dtype=np.int64), np.zeros((n, 1), dtype=np.int64)
     import faiss
 
-    lists = int(math.sqrt(PROBES * n))
+    lists = int(2 * math.sqrt(PROBES * n))
     sample = np.random.default_rng(1).choice(n, min(n, 8 * lists), replace=False)
     kmeans = faiss.Kmeans(d, lists, niter=3, seed=1, min_points_per_centroid=1)
     kmeans.train(space[np.sort(sample)])
@@ -245,27 +245,26 @@ def _by_list(home: np.ndarray, probes: np.ndarray) -> Iterator[tuple[np.ndarray,
 def _join(space: np.ndarray, members: np.ndarray, queries: np.ndarray, bound: float,
           limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(query rows, member rows) within squared distance `bound` of each other, at most `limit` per query
-    (its nearest), blocks of queries against the members by one matrix product each (≤ 16 M distances)."""
-    block = space[members]
-    block_norms = np.einsum("ij,ij->i", block, block)
+    (its nearest), blocks of queries against the members by one matrix product each (≤ 16 M entries).
+
+    With m' = (m, −|m|²/2) and q' = (q, 1): |q − m|² <= bound  ⇔  q'·m' >= (|q|² − bound) / 2."""
+    block = np.hstack([space[members], -0.5 * np.einsum("ij,ij->i", space[members], space[members])[:, None]])
     step = max(1, (1 << 24) // len(members))
     for start in range(0, len(queries), step):
         rows = queries[start : start + step]
-        q = space[rows]
-        d2 = q @ block.T
-        d2 *= -2.0
-        d2 += block_norms[None, :]
-        d2 += np.einsum("ij,ij->i", q, q)[:, None]
-        d2[rows[:, None] == members[None, :]] = np.inf  # a row is not its own partner
-        close = d2 <= bound
+        q = np.hstack([space[rows], np.ones((len(rows), 1), dtype=np.float32)])
+        near = q @ block.T  # larger is nearer
+        close = near >= (0.5 * (np.einsum("ij,ij->i", q, q) - 1.0 - bound))[:, None]
         crowded = np.flatnonzero(np.count_nonzero(close, axis=1) > limit)
         if len(crowded):
-            nearest = np.argpartition(d2[crowded], limit - 1, axis=1)[:, :limit]
+            nearest = np.argpartition(-near[crowded], limit, axis=1)[:, : limit + 1]  # + 1: the row itself
             close[crowded] = False
-            close[crowded[:, None], nearest] = d2[crowded[:, None], nearest] <= bound
+            close[crowded[:, None], nearest] = True
         r, c = np.nonzero(close)
-        if len(r):
-            yield rows[r], members[c]
+        r, c = rows[r], members[c]
+        mine = r != c
+        if mine.any():
+            yield r[mine], c[mine]
 
 
 def _slices(n: int, size: int = 65_536) -> Iterator[slice]:
