@@ -262,7 +262,7 @@ def decoded_on(batch: Batch, on: OnDevice, preprocess: Callable[[Image.Image], t
     pending = [d for d in batch.items if d.jpeg is not None]
     done = iter(_decode_pending(pending, on, preprocess, min_side) if pending else ())
     rows = [d.rows for d in batch.good if d.jpeg is None]
-    decoded_here = iter(batch.pixels.split(rows) if batch.pixels is not None else ())
+    decoded_here = iter(batch.pixels.to(on.device).split(rows) if batch.pixels is not None else ())
     items, parts = [], []
     for d in batch.items:
         pixels = None
@@ -272,7 +272,7 @@ def decoded_on(batch: Batch, on: OnDevice, preprocess: Callable[[Image.Image], t
             pixels = next(decoded_here)
         items.append(d)
         if pixels is not None:
-            parts.append(pixels.to(on.device))
+            parts.append(pixels.to(on.device))  # a JPEG the device rejected was decoded on the CPU
     return Batch(items, torch.cat(parts) if parts else None)
 
 
