@@ -10,7 +10,8 @@ with min and max in the JSON:
   each, summed). Beside it, E2: one encoder process on all cores (torch's threads), the old figure;
 - D, decode-only images/s: clipsearch's pipeline (read, hash, draft decode, EXIF transpose,
   preprocess, hand-over to the main process) with --workers workers (default: one per core), no
-  encoder;
+  encoder; on CUDA also D with `--gpu-decode` (workers read, hash and parse headers, the main process
+  decodes the JPEGs with nvJPEG and turns, crops and resizes them on the GPU);
 - end-to-end images/s of a fresh `clipsearch index` process into a fresh library, as a user runs it:
   interpreter start, imports, model load (a checkpoint file of the random weights, hashed on load as
   any checkpoint is), discover, plan, decode, encode, catalog writes, FAISS adds, index save. Cold:
@@ -60,7 +61,8 @@ from clipsearch import Library
 from clipsearch.discover import list_images
 from clipsearch.library import DEFAULT_BATCH
 from clipsearch.models import ModelSpec, load_encoder, model_spec
-from clipsearch.pipeline import decoded_batches, default_workers
+from clipsearch.pipeline import (WORKER_BATCH, OnDevice, decoded_batches, default_workers, jpeg_bytes,
+                                 shm_bytes_per_worker, shm_free, workers_for_shm)
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO_SIZE = (4000, 3000)
@@ -166,6 +168,21 @@ def decode_ips(encoder, folder: Path, batch_size: int, workers: int) -> float:
     started = time.perf_counter()
     count = sum(len(b.items) for b in decoded_batches(files, encoder.preprocess, encoder.image_size, batch_size,
                                                       workers))
+    return count / (time.perf_counter() - started)
+
+
+def gpu_decode_ips(encoder, folder: Path, batch_size: int, workers: int) -> float:
+    """Images/s of the decode stage with `--gpu-decode`, as the indexer runs it: as many of `workers` as shared
+    memory holds for whole JPEGs read, hash and parse headers; the main process decodes the JPEGs on the encoder's
+    CUDA device, turns, crops and resizes them there and pHashes their thumbnails."""
+    files = list_images([folder]).files
+    per_worker = shm_bytes_per_worker(encoder.image_size, file_bytes=jpeg_bytes(files))
+    on_device = OnDevice(encoder.device, encoder.tensor_pixels)
+    started = time.perf_counter()
+    count = sum(len(b.items) for b in decoded_batches(files, encoder.pixels, encoder.image_size, batch_size,
+                                                      workers_for_shm(workers, per_worker, shm_free()),
+                                                      worker_batch=WORKER_BATCH, on_device=on_device))
+    torch.cuda.synchronize(encoder.device)
     return count / (time.perf_counter() - started)
 
 
@@ -305,6 +322,8 @@ def main() -> None:
         pixels = first_batch(encoder, tree, batch_size)
         e2 = [encoder_ips(encoder, pixels, args.n) for _ in range(args.runs)]
         d = [decode_ips(encoder, tree, batch_size, workers) for _ in range(args.runs)]
+        d_gpu = [gpu_decode_ips(encoder, tree, batch_size, workers) for _ in range(args.runs)] \
+            if device == "cuda" else None
         del encoder
         e = [parallel_encoders_ips(spec, pixels, args.n, max(1, workers)) for _ in range(args.runs)] \
             if device == "cpu" else e2
@@ -318,7 +337,8 @@ def main() -> None:
         ideal = min(med_e, med_d) if device != "cpu" else 1 / (1 / med_e + 1 / med_d)
         cold_ips = [args.n / r["seconds"] for r in cold]
         warm_ips = [args.n / r["seconds"] for r in warm]
-        figures.update(encoder_ips=spread(e), encoder_all_cores_ips=spread(e2), decode_ips=spread(d), ideal_ips=ideal,
+        figures.update(encoder_ips=spread(e), encoder_all_cores_ips=spread(e2), decode_ips=spread(d),
+                       decode_gpu_ips=spread(d_gpu) if d_gpu else None, ideal_ips=ideal,
                        end_to_end_cold_ips=spread(cold_ips), end_to_end_warm_ips=spread(warm_ips),
                        ratio=statistics.median(cold_ips) / ideal,
                        peak_rss_mb=spread([r["peak_rss_mb"] for r in cold]))
@@ -329,6 +349,8 @@ def main() -> None:
         print(line(f"E: {max(1, workers)} single-thread encoders" if device == "cpu" else "E: encoder", e))
         print(line("E2: one encoder, all cores", e2))
         print(line(f"D: decode, {workers} workers", d))
+        if d_gpu:
+            print(line("D: GPU decode (--gpu-decode)", d_gpu))
         print(f"  {'ideal ' + ('1/(1/E+1/D)' if device == 'cpu' else 'min(E, D)'):34} {ideal:7.1f} images/s")
         print(line("end-to-end `clipsearch index`, cold", cold_ips))
         print(line("end-to-end, warm page cache", warm_ips))

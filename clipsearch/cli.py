@@ -137,6 +137,9 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes  [default: one per usable core; at most 16 on CPU; on a GPU as many as "
                    "half of /dev/shm holds]")
+@click.option("--gpu-decode", is_flag=True,
+              help="Decode JPEGs on the CUDA GPU (nvJPEG); progressive, CMYK, colour-managed and other files, and "
+                   "any JPEG it rejects, are decoded on the CPU as usual.")
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
               help="Write every skipped file and its reason to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -155,7 +158,7 @@ def main() -> None:
 @click.option("--no-ocr", is_flag=True, help="Stop reading the text in images (text already read is kept).")
 def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: str | None, checkpoint: str | None,
           device: str, exclude: Sequence[str], include_hidden: bool, reindex: bool, rehash: bool, prune: bool,
-          batch_size: int | None, workers: int | None, errors_file: str | None, quiet: bool,
+          batch_size: int | None, workers: int | None, gpu_decode: bool, errors_file: str | None, quiet: bool,
           index_type: str | None, ocr: str | None, no_ocr: bool, video_interval: float,
           video_max_frames: int) -> None:
     """Index the images and videos under PATHS (recursively; unchanged files are not decoded again).
@@ -177,7 +180,8 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
             report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
                                reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
                                progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
-                               ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames))
+                               ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames),
+                               decode_device="cuda" if gpu_decode else None)
             _note(lib.demo_model_note())
             _warn(lib.preprocessing_warning())
     except KeyboardInterrupt:

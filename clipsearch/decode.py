@@ -126,6 +126,28 @@ def decode(data: bytes, min_side: int | None = None, name: str = "") -> tuple[Im
         raise BadImage(_reason(e)) from None
 
 
+def plain_jpeg(data: bytes) -> tuple[ImageMeta, int] | None:
+    """The metadata and EXIF orientation (1 to 8) of a JPEG that any JPEG decoder turns into the picture `decode`
+    returns, once turned upright: baseline (not progressive), YCbCr or grey (not CMYK), without a colour profile, whole
+    (its last bytes are the end-of-image marker) and of an accepted shape. None for every other file, and for any
+    whose header cannot be read: `decode` them, which gives the reason. Reads the header only."""
+    if not (data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            _check_shape(img.size)
+            if (img.format != "JPEG" or img.mode not in ("RGB", "L") or "progressive" in img.info
+                    or "icc_profile" in img.info):
+                return None
+            exif = _exif(img)
+            orientation = _tag(exif, Base.Orientation)
+            return _metadata(img, img.size, exif), orientation if orientation in _ORIENTATION_TRANSPOSE else 1
+    except Exception:  # noqa: BLE001 - a header Pillow cannot read: `decode` says why
+        return None
+
+
 def load(path: str, min_side: int | None = None) -> tuple[Image.Image, ImageMeta]:
     try:
         data = read_file(path)

@@ -26,8 +26,20 @@ class CenterFirst:
     """open_clip's preprocess (a tensor out), or only its PIL steps (a picture out; see `split_preprocess`)."""
     side: int
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.transform(model_view(image, self.side))
+    def __call__(self, image: Image.Image | torch.Tensor) -> Any:
+        """A picture, or a (C, H, W) tensor where `transform` takes tensors (torchvision's Resize and CenterCrop do)."""
+        return self.transform(model_view(image, self.side) if isinstance(image, Image.Image)
+                              else _tensor_view(image, self.side))
+
+
+def _tensor_view(picture: torch.Tensor, side: int) -> torch.Tensor:
+    """`decode.model_view` of a (C, H, W) tensor."""
+    h, w = picture.shape[-2:]
+    short = min(w, h)
+    if short >= side or w == h:
+        return picture
+    left, top = (w - short) // 2, (h - short) // 2
+    return picture[..., top : top + short, left : left + short]
 
 
 @dataclass
@@ -85,11 +97,17 @@ class Encoder:
         geometry, _, _ = self._split
         return torch.from_numpy(np.array(geometry(image), dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
+    def tensor_pixels(self, picture: torch.Tensor) -> torch.Tensor:
+        """`pixels` of a picture decoded into a uint8 (3, H, W) RGB tensor, computed on the tensor's device: the same
+        crop, resized by torchvision's antialiased bicubic instead of Pillow's (see docs/gpu.md for how close)."""
+        geometry, _, _ = self._split
+        return geometry(picture)
+
     @torch.inference_mode()
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """Encode a batch of images (N, 3, H, W) into float32 unit vectors (N, dim): float32 from
-        `preprocess`, or uint8 from `pixels`."""
-        pin = self.device.type == "cuda"
+        `preprocess`, or uint8 from `pixels` or `tensor_pixels` (on any device)."""
+        pin = self.device.type == "cuda" and batch.device.type == "cpu"
         x = (batch.pin_memory() if pin else batch).to(self.device, non_blocking=pin)
         if x.dtype == torch.uint8:
             _, mean, std = self._split

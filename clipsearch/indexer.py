@@ -191,7 +191,9 @@ def _match_hash(entry: FileEntry, candidates: list[tuple[str, FileState]],
 @dataclass
 class IndexRun:
     """`load_encoder` is called only when something needs embedding: re-indexing an unchanged tree
-    then costs a directory walk and one catalog query, not the seconds it takes to load torch and a model."""
+    then costs a directory walk and one catalog query, not the seconds it takes to load torch and a model.
+    `decode_device` (a torch device, "cuda": nvJPEG) decodes plain JPEGs in the main process on that device
+    (devicejpeg.py); None decodes every file in the decode workers."""
 
     catalog: Catalog
     vectors: VectorIndex
@@ -202,6 +204,7 @@ class IndexRun:
     progress: Progress | None = None
     sampling: Sampling = field(default_factory=Sampling)
     options: Options = Options()
+    decode_device: str | None = None
     encoder: "Encoder | None" = field(default=None, init=False)
 
     def run(self, listing: Listing, started: float) -> IndexReport:
@@ -231,19 +234,24 @@ class IndexRun:
 
         self.encoder = self.load_encoder()
         device = self.encoder.device
-        in_workers = workers_can_encode(device)
+        in_workers = workers_can_encode(device) and self.decode_device is None
         workers = default_workers(gpu=device.type == "cuda") if self.workers is None else self.workers
         batch_size = self.batch_size or self.encoder.default_batch_size
         photos = [e for e in entries if not is_video(e.path)]
         videos = [e for e in entries if is_video(e.path)]
         return itertools.chain.from_iterable(
-            self._decoded(files, size, workers, in_workers)
-            for files, size in ((photos, batch_size), (videos, max(1, batch_size // self.sampling.max_frames)))
+            self._decoded(files, size, workers, in_workers, jpegs)
+            for files, size, jpegs in ((photos, batch_size, True),
+                                       (videos, max(1, batch_size // self.sampling.max_frames), False))
             if files)
 
-    def _decoded(self, entries: Sequence[FileEntry], batch_size: int, workers: int,
-                 in_workers: bool) -> Iterator["Batch"]:
-        from .pipeline import WORKER_BATCH, decoded_batches, shm_bytes_per_worker, shm_free, workers_for_shm
+    def _decoded(self, entries: Sequence[FileEntry], batch_size: int, workers: int, in_workers: bool,
+                 jpegs: bool) -> Iterator["Batch"]:
+        """`jpegs`: whether `entries` may hold JPEGs to decode on `decode_device` (photos do, videos do not)."""
+        import torch
+
+        from .pipeline import (WORKER_BATCH, OnDevice, decoded_batches, jpeg_bytes, shm_bytes_per_worker, shm_free,
+                               workers_for_shm)
 
         device = self.encoder.device
         if in_workers or not self.encoder.moves_uint8:
@@ -251,10 +259,13 @@ class IndexRun:
                                    pin_memory=device.type == "cuda",
                                    encode=self.encoder.encode_images if in_workers else None,
                                    sampling=self.sampling)
-        workers = workers_for_shm(workers, shm_bytes_per_worker(self.encoder.image_size), shm_free())
+        on_device = OnDevice(torch.device(self.decode_device), self.encoder.tensor_pixels) \
+            if self.decode_device is not None and jpegs else None
+        per_worker = shm_bytes_per_worker(self.encoder.image_size, file_bytes=jpeg_bytes(entries) if on_device else 0)
+        workers = workers_for_shm(workers, per_worker, shm_free())
         return decoded_batches(entries, self.encoder.pixels, self.encoder.image_size, batch_size, workers,
                                pin_memory=device.type == "cuda", worker_batch=WORKER_BATCH,
-                               sampling=self.sampling)
+                               sampling=self.sampling, on_device=on_device)
 
     def _vectors_of(self, batch: "Batch") -> np.ndarray:
         if batch.vectors is not None:

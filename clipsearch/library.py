@@ -72,6 +72,18 @@ def _checked_index_type(index_type: str) -> str:
     return index_type
 
 
+def _check_decode_device(device: str) -> None:
+    """A device JPEGs can be decoded on here (a CUDA device only where CUDA is available); BadOption otherwise."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise BadOption(f"Unknown decode device {device!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BadOption("--gpu-decode needs a CUDA device")
+
+
 class Library:
     """Open with `Library.open(path)`; hand in an `encoder` to reuse a loaded model, an `index_policy`
     to change when the vector index turns approximate (see vectorindex.py)."""
@@ -317,10 +329,13 @@ class Library:
         ocr: str | None = None,
         ocr_progress=None,
         video: Sampling = Sampling(),
+        decode_device: str | None = None,
     ) -> IndexReport:
         """Add, update, move and remove images and videos under `paths` so the library mirrors them.
 
-        `video` says how frames are sampled from videos (see video.py).
+        `video` says how frames are sampled from videos (see video.py). `decode_device` ("cuda": nvJPEG) decodes the
+        JPEGs that decoder turns into Pillow's picture on that torch device instead of in the decode workers, file
+        by file falling back to them (see devicejpeg.py); BadOption where there is no such device.
 
         Never removes what it cannot see: a path that looks offline (missing, empty, or more than half of its
         indexed files and at least `indexer.OFFLINE_MIN_LOST` gone at once) keeps its rows, listed in the
@@ -341,6 +356,8 @@ class Library:
         self._check_writable()
         if not paths:
             raise BadPath("Give at least one file or directory to index")
+        if decode_device is not None:
+            _check_decode_device(decode_device)
         existing, vanished = self._split_roots(paths)
         listing = list_images(existing, exclude, include_hidden, skip_dirs=[self.path])
         listing.roots += tuple(vanished)
@@ -374,7 +391,7 @@ class Library:
             # waits until the run's writes are committed. Searches meanwhile read the previous file.
             vectors = self.vectors
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
-                           progress, video, Options(reindex=reindex, rehash=rehash, prune=prune))
+                           progress, video, Options(reindex=reindex, rehash=rehash, prune=prune), decode_device)
             report = run.run(listing, started)
             if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
                 # every vector was made by this run (a --reindex of every folder, say): record how

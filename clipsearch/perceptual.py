@@ -19,6 +19,8 @@ from .video import Sampling, is_video, sample
 
 HASH_SIZE = 16
 HASH_BYTES = HASH_SIZE * HASH_SIZE // 8
+THUMBNAIL = 4 * HASH_SIZE
+"""The side of the grey thumbnail `imagehash.phash` takes the DCT of (its default highfreq_factor, 4)."""
 NEAR_BITS = 24
 """Up to this many differing bits (of 256), the same pixels: resized, re-encoded, brightness ±30%."""
 EDIT_BITS = 64
@@ -44,7 +46,7 @@ def fingerprint_of_file(path: str) -> bytes | None:
     if is_video(path):
         return None
     try:
-        image, _ = load(path, 4 * HASH_SIZE)
+        image, _ = load(path, THUMBNAIL)
     except BadImage:
         return None
     return fingerprint(image)

@@ -11,6 +11,10 @@ stage waits for the other, and no intra-op thread team competes with the decoder
 OpenMP team stalls whenever one of its threads is preempted; on 2 busy cores, 2 threads encoded
 slower than 1). The model's weights are shared with the forked workers, not copied.
 
+With `OnDevice` (`index --gpu-decode`), workers hand plain JPEGs over whole instead (their bytes, through shared
+memory), and the main process decodes those of each worker batch on the device (devicejpeg.py); a JPEG the device
+rejects is decoded there on the CPU, as workers decode every other file.
+
 The DataLoader's prefetch bounds how many batches are in memory at once, whatever the collection size.
 """
 from __future__ import annotations
@@ -27,7 +31,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .decode import ImageMeta, content_hash, decode
+from .decode import ImageMeta, content_hash, decode, plain_jpeg
+from .devicejpeg import Jpeg, decode_jpegs, thumbnail
 from .discover import FileEntry, read_entry
 from .errors import BadImage
 from .perceptual import fingerprint
@@ -46,6 +51,7 @@ class Decoded:
     transient: bool = False  # an I/O problem worth retrying next run, not a property of the content
     frames_ms: tuple[int, ...] = ()  # a video's sampled frames (times in ms), one preprocessed row each
     duration_s: float | None = None  # a video's length, where its container says
+    jpeg: Jpeg | None = None  # a JPEG left for the main process to decode on a device: no pixels nor pHash yet
 
     @property
     def rows(self) -> int:
@@ -73,23 +79,26 @@ class Batch:
 
 class _Files(Dataset):
     def __init__(self, entries: Sequence[FileEntry], preprocess: Callable[[Image.Image], torch.Tensor],
-                 min_side: int | None, sampling: Sampling):
+                 min_side: int | None, sampling: Sampling, keep_jpegs: bool):
         self.entries = entries
         self.preprocess = preprocess
         self.min_side = min_side
         self.sampling = sampling
+        self.keep_jpegs = keep_jpegs
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> tuple[Decoded, torch.Tensor | None]:
-        return load_entry(self.entries[i], self.preprocess, self.min_side, self.sampling)
+        return load_entry(self.entries[i], self.preprocess, self.min_side, self.sampling, self.keep_jpegs)
 
 
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
-               min_side: int | None, sampling: Sampling = Sampling()) -> tuple[Decoded, torch.Tensor | None]:
+               min_side: int | None, sampling: Sampling = Sampling(),
+               keep_jpegs: bool = False) -> tuple[Decoded, torch.Tensor | None]:
     """Read, hash, decode, perceptually hash and preprocess one file (a video: its sampled frames, stacked,
-    and their fingerprints, concatenated); the reason instead when it cannot be used.
+    and their fingerprints, concatenated); the reason instead when it cannot be used. With `keep_jpegs`, a plain
+    JPEG (`decode.plain_jpeg`) is only hashed and its header read: its bytes come back in `Decoded.jpeg`.
 
     Never raises for a file's sake: whatever reading, decoding or preprocessing one file raises
     becomes its reason, so one file never stops a batch, a run or a Ray shard.
@@ -98,18 +107,28 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
         if is_video(entry.path):
             return _load_video(entry, preprocess, min_side, sampling)
         entry, data = read_entry(entry)
+        plain = plain_jpeg(data) if keep_jpegs else None
+        if plain is not None:
+            meta, orientation = plain
+            jpeg = Jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation)
+            return Decoded(entry, content_hash(data), meta, jpeg=jpeg), None
         image, meta = decode(data, min_side, entry.path)
         return Decoded(entry, content_hash(data), meta, fingerprint(image)), preprocess(image)
-    except FileNotFoundError:
-        return Decoded(entry, error="vanished while indexing", transient=True), None
-    except OSError as e:
-        return Decoded(entry, error=e.strerror or str(e), transient=True), None
-    except BadImage as e:
-        return Decoded(entry, error=str(e)), None
-    except (ImportError, MemoryError) as e:  # the environment's fault, not the file's: retried next run
-        return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}", transient=True), None
-    except Exception as e:  # noqa: BLE001 - the per-file boundary: any other failure is this file's
-        return Decoded(entry, error=f"cannot preprocess: {type(e).__name__}: {e}"), None
+    except Exception as e:  # noqa: BLE001 - the per-file boundary: any failure is this file's
+        return _failed(entry, e), None
+
+
+def _failed(entry: FileEntry, error: Exception) -> Decoded:
+    """A file that cannot be used, with its reason; `transient` where a later run may succeed."""
+    if isinstance(error, FileNotFoundError):
+        return Decoded(entry, error="vanished while indexing", transient=True)
+    if isinstance(error, OSError):
+        return Decoded(entry, error=error.strerror or str(error), transient=True)
+    if isinstance(error, BadImage):
+        return Decoded(entry, error=str(error))
+    if isinstance(error, (ImportError, MemoryError)):  # the environment's fault, not the file's: retried next run
+        return Decoded(entry, error=f"cannot preprocess: {type(error).__name__}: {error}", transient=True)
+    return Decoded(entry, error=f"cannot preprocess: {type(error).__name__}: {error}")
 
 
 def _load_video(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
@@ -156,9 +175,19 @@ def default_workers(gpu: bool = False) -> int:
     return usable_cores() if gpu else max(1, min(usable_cores(), CPU_WORKER_CAP))
 
 
-def shm_bytes_per_worker(image_size: int, worker_batch: int = WORKER_BATCH) -> int:
-    """Shared memory one worker's batches in flight take: uint8 RGB pixels, `PREFETCH` batches."""
-    return PREFETCH * worker_batch * 3 * image_size * image_size
+def shm_bytes_per_worker(image_size: int, worker_batch: int = WORKER_BATCH, file_bytes: float = 0) -> int:
+    """Shared memory one worker's batches in flight take: uint8 RGB pixels, `PREFETCH` batches; with
+    `file_bytes` (the mean size of the files handed over whole: JPEGs decoded on a device), the larger of the two
+    per file."""
+    return int(PREFETCH * worker_batch * max(3 * image_size * image_size, file_bytes))
+
+
+def jpeg_bytes(entries: Sequence[FileEntry]) -> float:
+    """The mean size of the files among `entries` whose extension Pillow gives to JPEG (0 without any): what one
+    file handed over whole to be decoded on a device takes in shared memory."""
+    extensions = Image.registered_extensions()
+    sizes = [e.size for e in entries if extensions.get(os.path.splitext(e.path)[1].lower()) == "JPEG"]
+    return sum(sizes) / len(sizes) if sizes else 0.0
 
 
 def workers_for_shm(workers: int, per_worker: int, shm_free: int | None) -> int:
@@ -183,6 +212,15 @@ def workers_can_encode(device: torch.device) -> bool:
     return device.type == "cpu" and sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
 
 
+@dataclass(frozen=True)
+class OnDevice:
+    """JPEGs decoded in the main process on `device` (see devicejpeg.py), each cropped there by `crop`: a uint8
+    (3, H, W) picture in, the model's uint8 input out (`Encoder.tensor_pixels`)."""
+
+    device: torch.device
+    crop: Callable[[torch.Tensor], torch.Tensor]
+
+
 def decoded_batches(
     entries: Sequence[FileEntry],
     preprocess: Callable[[Image.Image], torch.Tensor],
@@ -193,18 +231,20 @@ def decoded_batches(
     encode: Encode | None = None,
     worker_batch: int | None = None,
     sampling: Sampling = Sampling(),
+    on_device: OnDevice | None = None,
 ) -> Iterator[Batch]:
     """Batches in input order; small jobs decode in-process, where starting workers costs more.
 
     With `encode` (a CPU model; see `workers_can_encode`), each batch is encoded where it was
     decoded and arrives with vectors instead of pixels. With a smaller `worker_batch`, workers
     decode batches of that many files, joined here into batches of at least `batch_size` images
-    (in pinned memory with `pin_memory`).
+    (in pinned memory with `pin_memory`). With `on_device`, plain JPEGs are decoded here on its
+    device, and every batch's pixels arrive on that device.
     """
     step = min(worker_batch or batch_size, batch_size)
     workers = workers if len(entries) > step else 0
     loader = DataLoader(
-        _Files(entries, preprocess, min_side, sampling),
+        _Files(entries, preprocess, min_side, sampling, keep_jpegs=on_device is not None),
         batch_size=step,
         num_workers=workers,
         collate_fn=partial(_collate, encode=encode),
@@ -212,7 +252,66 @@ def decoded_batches(
         pin_memory=pin_memory and step == batch_size,
         multiprocessing_context="fork" if workers and encode else None,
     )
-    yield from (loader if step == batch_size else joined(loader, batch_size, pin_memory))
+    batches: Iterable[Batch] = loader
+    if on_device is not None:
+        batches = (decoded_on(batch, on_device, preprocess, min_side) for batch in loader)
+    yield from (batches if step == batch_size else joined(batches, batch_size, pin_memory))
+
+
+def decoded_on(batch: Batch, on: OnDevice, preprocess: Callable[[Image.Image], torch.Tensor],
+               min_side: int | None) -> Batch:
+    """A worker batch with its JPEGs decoded on the device (a JPEG the device rejects: here on the CPU, with
+    `preprocess`, as a worker would), and all its pixels on the device, in the order of its items."""
+    pending = [d for d in batch.items if d.jpeg is not None]
+    done = iter(_decode_pending(pending, on, preprocess, min_side) if pending else ())
+    rows = [d.rows for d in batch.good if d.jpeg is None]
+    decoded_here = iter(batch.pixels.to(on.device).split(rows) if batch.pixels is not None else ())
+    items, parts = [], []
+    for d in batch.items:
+        pixels = None
+        if d.jpeg is not None:
+            d, pixels = next(done)
+        elif d.error is None:
+            pixels = next(decoded_here)
+        items.append(d)
+        if pixels is not None:
+            parts.append(pixels.to(on.device))  # a JPEG the device rejected was decoded on the CPU
+    return Batch(items, torch.cat(parts) if parts else None)
+
+
+def _decode_pending(pending: list[Decoded], on: OnDevice, preprocess: Callable[[Image.Image], torch.Tensor],
+                    min_side: int | None) -> list[tuple[Decoded, torch.Tensor | None]]:
+    """Each pending JPEG with its pHash and its pixels (1, 3, H, W): decoded on the device, else on the CPU."""
+    shaped = [_shaped(p, on.crop) for p in decode_jpegs([d.jpeg for d in pending], on.device)]
+    thumbnails = iter(torch.stack([s[1] for s in shaped if s]).cpu().numpy() if any(shaped) else ())
+    out = []
+    for d, s in zip(pending, shaped):
+        if s is None:
+            out.append(_decode_here(d, preprocess, min_side))
+        else:
+            out.append((replace(d, jpeg=None, phash=fingerprint(Image.fromarray(next(thumbnails)))), s[0][None]))
+    return out
+
+
+def _shaped(picture: torch.Tensor | None,
+            crop: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A decoded picture's model input and pHash thumbnail, both on its device; None where either fails."""
+    if picture is None:
+        return None
+    try:
+        return crop(picture), thumbnail(picture)
+    except Exception:  # noqa: BLE001 - the CPU decodes this file instead
+        return None
+
+
+def _decode_here(d: Decoded, preprocess: Callable[[Image.Image], torch.Tensor],
+                 min_side: int | None) -> tuple[Decoded, torch.Tensor | None]:
+    """A pending JPEG decoded on the CPU, as a worker decodes a file (its hash and metadata kept)."""
+    try:
+        image, _ = decode(d.jpeg.data.numpy().tobytes(), min_side, d.entry.path)
+        return replace(d, jpeg=None, phash=fingerprint(image)), preprocess(image)[None]
+    except Exception as e:  # noqa: BLE001 - the per-file boundary, as in `load_entry`
+        return _failed(d.entry, e), None
 
 
 def joined(batches: Iterable[Batch], size: int, pin_memory: bool = False) -> Iterator[Batch]:
@@ -235,5 +334,6 @@ def _join(batches: list[Batch], pin_memory: bool) -> Batch:
     if not parts:
         return Batch(items, None)
     shape = (sum(len(p) for p in parts), *parts[0].shape[1:])
-    pixels = torch.empty(shape, dtype=parts[0].dtype, pin_memory=pin_memory)
+    device = parts[0].device
+    pixels = torch.empty(shape, dtype=parts[0].dtype, device=device, pin_memory=pin_memory and device.type == "cpu")
     return Batch(items, torch.cat(parts, out=pixels))
