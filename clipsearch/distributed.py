@@ -196,6 +196,7 @@ def _columns(key: str, loaded: list[tuple[Decoded, Any]], pixel_shape: tuple[int
         "camera": text(m.camera if m else None for m in meta),
         "error": text(d.error for d in decoded),
         "transient": np.array([d.transient for d in decoded], bool),
+        "phash": np.array([d.phash for d in decoded], dtype=object),
         "pixels": pixels,
     }
 

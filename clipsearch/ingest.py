@@ -97,4 +97,5 @@ def _stale(state: FileState, record: dict) -> bool:
 
 def _new_image(record: dict, vector: np.ndarray) -> NewImage:
     return NewImage(record["path"], record["size"], record["mtime_ns"], record["hash"], record["width"],
-                    record["height"], record["format"], record["taken_at"], record["camera"], vector)
+                    record["height"], record["format"], record["taken_at"], record["camera"], vector,
+                    phash=record.get("phash"))  # shards written before fingerprints have none

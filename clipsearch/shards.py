@@ -104,7 +104,7 @@ def _schema(model: ModelSpec, dim: int) -> "pa.Schema":
         [("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("hash", pa.string()),
          ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()), ("taken_at", pa.string()),
          ("camera", pa.string()), ("vector", pa.list_(pa.float32(), dim)), ("error", pa.string()),
-         ("transient", pa.bool_())],
+         ("transient", pa.bool_()), ("phash", pa.binary())],
         metadata={METADATA_KEY: json.dumps(header).encode()},
     )
 
