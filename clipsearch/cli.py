@@ -171,13 +171,14 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     before = 0
     try:
-        with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
-                _progress(quiet, "Reading text") as ocr_progress:
+        with Library.open(db, create=True) as lib:
             before = lib.count()
-            report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                               reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
-                               progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
-                               ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames))
+            with _progress(quiet) as progress, _progress(quiet, "Reading text") as ocr_progress:
+                report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
+                                   reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size,
+                                   workers=workers, progress=progress, index_type=index_type,
+                                   ocr="off" if no_ocr else ocr, ocr_progress=ocr_progress,
+                                   video=Sampling(video_interval, video_max_frames), stage=_stages(quiet))
             _note(lib.demo_model_note())
             _warn(lib.preprocessing_warning())
     except KeyboardInterrupt:
@@ -207,25 +208,44 @@ def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
 
 
 class _progress:
-    """A click progress bar on a terminal; nothing otherwise."""
+    """Counts what a run reports done; on a terminal, unless quiet, shows it as a click progress bar
+    (count/total, ETA, images/s)."""
 
-    def __init__(self, quiet: bool, label: str = "Indexing"):
-        self.enabled = not quiet and sys.stderr.isatty()
+    def __init__(self, quiet: bool, label: str = "Indexing", unit: str = "images"):
+        self.enabled = not quiet and _on_terminal()
         self.label = label
-        self.bar = None
+        self.unit = unit
+        self.bar: Any = None
+        self.started = 0.0
+        self.done = 0
 
-    def __enter__(self) -> Callable[[int, int], None] | None:
-        return self.update if self.enabled else None
+    def __enter__(self) -> "_progress":
+        return self
 
-    def update(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int) -> None:
+        from time import monotonic
+
+        self.done += done
+        if not self.enabled:
+            return
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True,
+                                         show_eta=True, item_show_func=lambda rate: rate)
             self.bar.__enter__()
-        self.bar.update(done)
+            self.started = monotonic()
+        elapsed = monotonic() - self.started
+        self.bar.update(done, f"{(self.bar.pos + done) / elapsed:.1f} {self.unit}/s" if elapsed > 0 and self.done else None)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+def _stages(quiet: bool) -> Callable[[str], None] | None:
+    """What a long command is doing before its progress bar starts, a line each on a terminal."""
+    if quiet or not _on_terminal():
+        return None
+    return lambda what: click.echo(f"{what}…", err=True)
 
 
 def _summary(report: IndexReport, errors_file: str | None = None) -> str:
@@ -442,8 +462,15 @@ def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) 
     """
     from .library import Library
 
-    with Library.open(db) as lib, _progress(quiet, "Reading text") as progress:
-        report = lib.read_text(gate, progress=progress)
+    progress = _progress(quiet, "Reading text")
+    try:
+        with Library.open(db) as lib, progress:
+            report = lib.read_text(gate, progress=progress)
+    except KeyboardInterrupt:
+        images = "1 image" if progress.done == 1 else f"{progress.done} images"
+        click.echo(f"Interrupted: {images} read and saved; run the same command again to continue where it stopped",
+                   err=True)
+        click.get_current_context().exit(130)
     _write_skipped(errors_file, report.skipped)
     click.echo(_ocr_summary(report, errors_file))
 
@@ -454,6 +481,7 @@ def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) 
 def info(db: str | None, as_json: bool) -> None:
     """Show where the library is, its model, size and contents."""
     from .library import Library
+    from .models import human_size
 
     with Library.open(db) as lib:
         data = to_dict(lib.info())
@@ -467,9 +495,21 @@ def info(db: str | None, as_json: bool) -> None:
     if data.get("path_bytes_b64") is None:
         data.pop("path_bytes_b64", None)  # the path printed is exact
     for key, value in data.items():
+        if key == "size_bytes":
+            key, value = "size", human_size(value)
+        elif key == "last_indexed":
+            value = _local_time(value)
         click.echo(f"{key:13} {value}")
     for name, section in sections.items():
         click.echo(f"{name:13} " + ", ".join(f"{k}={v}" for k, v in section.items() if v is not None))
+
+
+def _local_time(iso: str | None) -> str | None:
+    """An ISO 8601 time as this computer's local time with its UTC offset: "2026-05-01 16:30:00+02:00 (CEST)"."""
+    if iso is None:
+        return None
+    local = datetime.fromisoformat(iso).astimezone()
+    return f"{local.isoformat(sep=' ', timespec='seconds')} ({local.tzname()})"
 
 
 @main.command()
@@ -501,40 +541,66 @@ def repair(db: str | None, index_type: str | None) -> None:
                + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 
 
-@main.command()
-@click.option("--cached", is_flag=True, help="Only models whose weights are available offline.")
+@main.command(epilog="""\b
+Examples:
+  clipsearch models --cached          what works offline
+  clipsearch models | grep ViT-B-32   the tags of one architecture""")
+@click.option("--cached", is_flag=True, help="Only models whose weights are in the local cache (usable offline).")
 def models(cached: bool) -> None:
-    """List the architectures and pretrained tags open_clip knows; * marks weights cached locally.
+    """List the models: * marks weights cached locally, (default) the default for a new library.
 
-    The default model for a new library is marked (default).
+    Each line: the mark, the architecture (--model), the pretrained tag (--pretrained) and the weights' size
+    (approximate until they are cached).
     """
-    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, list_available
+    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, human_size, list_available
 
     for m in list_available():
         if m.cached or not cached:
             default = "  (default)" if (m.arch, m.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else ""
-            click.echo(f"{'*' if m.cached else ' '} {m.arch:40} {m.pretrained}{default}")
+            size = human_size(m.size_bytes) if m.size_bytes else "?"
+            click.echo(f"{'*' if m.cached else ' '} {m.arch:30} {m.pretrained:34} {size:>7}{default}")
 
 
 @main.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback shows your photos to the network.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one.")
 def serve(db: str | None, host: str, port: int) -> None:
     """Search and browse the library in a web browser (JSON API under /api, docs at /docs)."""
-    import uvicorn
-
     from .library import Library
-    from .webapp import allowed_hosts, create_app
 
     host = host.strip("[]")  # an IPv6 address as in a URL
     with Library.open(db) as lib:
+        port = _free_port(host, port)
+        import uvicorn
+
+        from .webapp import allowed_hosts, create_app
+
         app = create_app(lib, allowed_hosts=allowed_hosts(host))
         url_host = f"[{host}]" if ":" in host else host
         click.echo(f"Serving {lib.path} at http://{url_host}:{port}/ (Ctrl+C to stop)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
+
+def _free_port(host: str, port: int) -> int:
+    """`port`, once a socket bound there as uvicorn binds it (0: the port the system picked); one clear error
+    when it is taken or `host` is not an address of this computer."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise click.ClickException(f"port {port} on {host} is already in use (another server?): stop it, "
+                                           "or choose another port with --port") from None
+            raise click.ClickException(f"cannot listen on {host} port {port}: {e.strerror or e}; check --host and "
+                                       "--port") from None
+        return sock.getsockname()[1]
 
 
 def _label_lines(file: BinaryIO) -> list[str]:
@@ -720,7 +786,7 @@ def ingest(shards_dir: str, db: str | None, errors_file: str | None, quiet: bool
     """Merge the embedding shards in SHARDS_DIR (from `clipsearch embed`) into a library."""
     from .library import Library
 
-    with Library.open(db, create=True) as lib, _progress(quiet) as progress:
+    with Library.open(db, create=True) as lib, _progress(quiet, "Merging", "shards") as progress:
         report = lib.ingest(shards_dir, progress=progress)
     _write_skipped(errors_file, report.skipped)
     click.echo(_with_reasons(
