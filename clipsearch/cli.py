@@ -111,13 +111,27 @@ def filter_options(f: Callable) -> Callable:
     return command
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def examples(*lines: str) -> str:
+    """A command's --help epilog: its examples, one a line, as written."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples(
+    "clipsearch index ~/Pictures               first: index a folder (downloads the model once)",
+    'clipsearch search "a dog on the beach"    then search it',
+    "clipsearch COMMAND --help                 each command's options and examples",
+))
 @click.version_option(package_name="clipsearch")
 def main() -> None:
     """Semantic image search: find photos by describing them or by example."""
 
 
-@main.command()
+@main.command(short_help="Index the images and videos under folders.", epilog=examples(
+    'clipsearch index ~/Pictures',
+    "clipsearch index ~/Pictures /mnt/photos --exclude '*/cache'",
+    'clipsearch index ~/Pictures --ocr          also read the text in images',
+    "clipsearch index ~/Pictures --prune        drop a folder's images once it is gone",
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @db_option
 @click.option("--model", help="open_clip architecture, or clipsearch-tiny  [default for a new library: ViT-B-32]")
@@ -302,7 +316,13 @@ def _listed(line: str, skipped: Sequence[Skip]) -> str:
     return "\n".join([line] + [f"  left {skip.path}: {skip.reason}" for skip in skipped])
 
 
-@main.command()
+@main.command(short_help="Find images by a description or an example image.", epilog=examples(
+    'clipsearch search "a dog on the beach"',
+    'clipsearch search ~/Pictures/IMG_0001.jpg -n 5',
+    'clipsearch search "sunset" --after 2023-06-01 --camera iphone --sort date',
+    'clipsearch search "mountains" --add "snow:0.5" --sub "people"',
+    'clipsearch search --text "invoice"          words read by `clipsearch ocr`',
+))
 @click.argument("query", nargs=-1)
 @db_option
 @click.option("--add", multiple=True, metavar="TERM[:W]", help="Add a text or image term (optional weight).")
@@ -366,7 +386,10 @@ def _warn(warning: str | None) -> None:
         click.echo(warning, err=True)
 
 
-@main.command()
+@main.command(short_help="Find images similar to an image or a video frame.", epilog=examples(
+    'clipsearch similar ~/Pictures/IMG_0001.jpg',
+    'clipsearch similar ~/Videos/trip.mp4@12.5 -n 5',
+))
 @click.argument("image", type=click.Path(dir_okay=False))
 @db_option
 @result_options
@@ -407,7 +430,9 @@ def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str])
         click.echo(line(item))
 
 
-@main.command()
+@main.command(short_help="Keep the library in step with folders as they change.", epilog=examples(
+    'clipsearch watch ~/Pictures /mnt/photos',
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
 @db_option
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
@@ -417,8 +442,6 @@ def watch(paths: Sequence[str], db: str | None, errors_file: str | None) -> None
 
     Each run is the normal incremental `index` (only changed files are decoded); a folder that disappears
     (an unmounted drive) keeps its images and is watched again when it comes back. Ctrl-C stops.
-
-    Example: clipsearch watch ~/Pictures /mnt/photos
     """
     from .library import Library
     from .watching import change_batches
@@ -447,7 +470,10 @@ def _watched(report: IndexReport, errors_file: str | None) -> None:
     click.echo(f"[{datetime.now():%H:%M:%S}] " + _summary(report, errors_file))
 
 
-@main.command()
+@main.command(short_help="Read the text in the indexed images, for text search.", epilog=examples(
+    'clipsearch ocr',
+    'clipsearch search --text "invoice"',
+))
 @db_option
 @click.option("--gate", type=click.Choice(GATES),
               help="auto: read the images CLIP finds text-like or in which the detector finds text; all: every "
@@ -475,7 +501,10 @@ def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) 
     click.echo(_ocr_summary(report, errors_file))
 
 
-@main.command()
+@main.command(short_help="Show the library's location, model, size and contents.", epilog=examples(
+    'clipsearch info',
+    'clipsearch info --json          raw bytes and UTC times',
+))
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(db: str | None, as_json: bool) -> None:
@@ -512,7 +541,9 @@ def _local_time(iso: str | None) -> str | None:
     return f"{local.isoformat(sep=' ', timespec='seconds')} ({local.tzname()})"
 
 
-@main.command()
+@main.command(short_help="Check that the catalog and the vector index agree.", epilog=examples(
+    'clipsearch check || clipsearch repair',
+))
 @db_option
 def check(db: str | None) -> None:
     """Verify that the catalog and the vector index agree; exit 1 on damage."""
@@ -525,7 +556,10 @@ def check(db: str | None) -> None:
     click.echo("ok")
 
 
-@main.command()
+@main.command(short_help="Rebuild the vector index from the catalog's vectors.", epilog=examples(
+    'clipsearch repair',
+    'clipsearch repair --index-type hnsw',
+))
 @db_option
 @click.option("--index-type", type=click.Choice(INDEX_TYPES),
               help="Rebuild as this type (kept for later runs)  [default: the recorded one, else auto]")
@@ -541,10 +575,10 @@ def repair(db: str | None, index_type: str | None) -> None:
                + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 
 
-@main.command(epilog="""\b
-Examples:
-  clipsearch models --cached          what works offline
-  clipsearch models | grep ViT-B-32   the tags of one architecture""")
+@main.command(short_help="List the models; mark the cached ones and the default.", epilog=examples(
+    "clipsearch models --cached          what works offline",
+    "clipsearch models | grep ViT-B-32   the tags of one architecture",
+))
 @click.option("--cached", is_flag=True, help="Only models whose weights are in the local cache (usable offline).")
 def models(cached: bool) -> None:
     """List the models: * marks weights cached locally, (default) the default for a new library.
@@ -561,7 +595,10 @@ def models(cached: bool) -> None:
             click.echo(f"{'*' if m.cached else ' '} {m.arch:30} {m.pretrained:34} {size:>7}{default}")
 
 
-@main.command()
+@main.command(short_help="Search and browse the library in a web browser.", epilog=examples(
+    'clipsearch serve                then open http://127.0.0.1:8000/',
+    'clipsearch serve --port 8080',
+))
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback shows your photos to the network.")
@@ -613,7 +650,11 @@ def _label_lines(file: BinaryIO) -> list[str]:
         raise click.ClickException(f"{readable(file.name)} is not UTF-8 or UTF-16 text ({e.reason} at byte "
                                    f"{e.start}); save it as UTF-8") from None
 
-@main.command()
+@main.command(short_help="Tag the images with the likeliest of your labels.", epilog=examples(
+    'clipsearch tag --labels "cat,dog,beach,screenshot"',
+    'clipsearch tag --labels-file labels.txt',
+    'clipsearch search "sleeping" --tag cat',
+))
 @db_option
 @click.option("--labels", metavar="A,B,...", help='Comma-separated labels, e.g. "cat,dog,beach,screenshot".')
 @click.option("--labels-file", type=click.File("rb"),
@@ -636,7 +677,10 @@ def tag(db: str | None, labels: str | None, labels_file: BinaryIO | None, top: i
                f"with {len(report.labels)} labels in {report.elapsed_s:.1f}s")
 
 
-@main.command()
+@main.command(short_help="List the labels and how many images carry each.", epilog=examples(
+    'clipsearch tags',
+    'clipsearch tags --json',
+))
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def tags(db: str | None, as_json: bool) -> None:
@@ -648,7 +692,11 @@ def tags(db: str | None, as_json: bool) -> None:
     _print_list(counts, as_json, lambda c: f"{c.images:7}  {c.label}")
 
 
-@main.command()
+@main.command(short_help="Find duplicate, near-duplicate and edited images.", epilog=examples(
+    'clipsearch dedup',
+    'clipsearch dedup --series --html report.html',
+    'clipsearch dedup --prefer ~/Pictures/originals --move-to ~/duplicates',
+))
 @db_option
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
               help="Cosine similarity at or above which two files are duplicates (near or edited)  [default: per "
@@ -721,7 +769,9 @@ def _series_threshold(threshold: float, series: bool, series_threshold: float | 
     return series_threshold
 
 
-@main.command("undo-move")
+@main.command("undo-move", short_help="Put back the files `dedup --move-to` moved.", epilog=examples(
+    'clipsearch undo-move ~/duplicates/clipsearch-moves-20250101-120000-000000.json',
+))
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def undo_move(manifest: str) -> None:
     """Move the files listed in a `dedup --move-to` MANIFEST back to where they were.
@@ -737,7 +787,10 @@ def undo_move(manifest: str) -> None:
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="Embed images on a Ray cluster into Parquet shards.", epilog=examples(
+    'clipsearch embed /data/photos -o /data/shards --ray-address auto',
+    'clipsearch ingest /data/shards',
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Folder for the Parquet embedding shards (created if missing; shards already there are kept).")
@@ -776,7 +829,9 @@ def embed(paths: Sequence[str], output: str, model: str, pretrained: str | None,
         f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)", report.skipped, errors_file))
 
 
-@main.command()
+@main.command(short_help="Merge the Parquet shards of `embed` into a library.", epilog=examples(
+    'clipsearch ingest /data/shards',
+))
 @click.argument("shards_dir", type=click.Path(file_okay=False))
 @db_option
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),

@@ -171,6 +171,25 @@ def fake_hub_cache(cache: Path, repo: str, filename: str) -> Path:
     return target
 
 
+@pytest.fixture
+def another_open_clip(monkeypatch):
+    """The installed open_clip is not the version clipsearch/pretrained.json was written for."""
+    import clipsearch.models
+
+    monkeypatch.setattr(clipsearch.models, "open_clip_version", lambda: "0.0.1")
+    pretrained_table.cache_clear()
+    yield
+    pretrained_table.cache_clear()
+
+
+def test_with_another_open_clip_its_own_table_is_read(another_open_clip):
+    table = pretrained_table()
+    assert ("ViT-B-32", "laion2b_s34b_b79k") in table and all(w.params is None for w in table.values())
+    lines = CliRunner().invoke(main, ["models"]).output.splitlines()
+    assert [line.split() for line in lines if "(default)" in line] == [["ViT-B-32", "laion2b_s34b_b79k", "?",
+                                                                       "(default)"]]
+
+
 def test_models_marks_cached_weights(isolated):
     target = fake_hub_cache(isolated / "hf" / "hub", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
                             "open_clip_model.safetensors")
