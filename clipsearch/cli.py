@@ -111,13 +111,27 @@ def filter_options(f: Callable) -> Callable:
     return command
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def examples(*lines: str) -> str:
+    """A command's --help epilog: its examples, one a line, as written."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples(
+    "clipsearch index ~/Pictures               first: index a folder (downloads the model once)",
+    'clipsearch search "a dog on the beach"    then search it',
+    "clipsearch COMMAND --help                 each command's options and examples",
+))
 @click.version_option(package_name="clipsearch")
 def main() -> None:
     """Semantic image search: find photos by describing them or by example."""
 
 
-@main.command()
+@main.command(short_help="Index the images and videos under folders.", epilog=examples(
+    'clipsearch index ~/Pictures',
+    "clipsearch index ~/Pictures /mnt/photos --exclude '*/cache'",
+    'clipsearch index ~/Pictures --ocr          also read the text in images',
+    "clipsearch index ~/Pictures --prune        drop a folder's images once it is gone",
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @db_option
 @click.option("--model", help="open_clip architecture, or clipsearch-tiny  [default for a new library: ViT-B-32]")
@@ -174,14 +188,15 @@ def index(paths: Sequence[str], db: str | None, model: str | None, pretrained: s
     spec = model_spec(model or "ViT-B-32", pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     before = 0
     try:
-        with Library.open(db, create=True) as lib, _progress(quiet) as progress, \
-                _progress(quiet, "Reading text") as ocr_progress:
+        with Library.open(db, create=True) as lib:
             before = lib.count()
-            report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
-                               reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size, workers=workers,
-                               progress=progress, index_type=index_type, ocr="off" if no_ocr else ocr,
-                               ocr_progress=ocr_progress, video=Sampling(video_interval, video_max_frames),
-                               decode_device="cuda" if gpu_decode else None)
+            with _progress(quiet) as progress, _progress(quiet, "Reading text") as ocr_progress:
+                report = lib.index(paths, model=spec, device=device, exclude=exclude, include_hidden=include_hidden,
+                                   reindex=reindex, rehash=rehash, prune=prune, batch_size=batch_size,
+                                   workers=workers, progress=progress, index_type=index_type,
+                                   ocr="off" if no_ocr else ocr, ocr_progress=ocr_progress,
+                                   video=Sampling(video_interval, video_max_frames), stage=_stages(quiet),
+                                   decode_device="cuda" if gpu_decode else None)
             _note(lib.demo_model_note())
             _warn(lib.preprocessing_warning())
     except KeyboardInterrupt:
@@ -211,25 +226,44 @@ def _write_skipped(errors_file: str | None, skipped: Iterable[Skip]) -> None:
 
 
 class _progress:
-    """A click progress bar on a terminal; nothing otherwise."""
+    """Counts what a run reports done; on a terminal, unless quiet, shows it as a click progress bar
+    (count/total, ETA, images/s)."""
 
-    def __init__(self, quiet: bool, label: str = "Indexing"):
-        self.enabled = not quiet and sys.stderr.isatty()
+    def __init__(self, quiet: bool, label: str = "Indexing", unit: str = "images"):
+        self.enabled = not quiet and _on_terminal()
         self.label = label
-        self.bar = None
+        self.unit = unit
+        self.bar: Any = None
+        self.started = 0.0
+        self.done = 0
 
-    def __enter__(self) -> Callable[[int, int], None] | None:
-        return self.update if self.enabled else None
+    def __enter__(self) -> "_progress":
+        return self
 
-    def update(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int) -> None:
+        from time import monotonic
+
+        self.done += done
+        if not self.enabled:
+            return
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True,
+                                         show_eta=True, item_show_func=lambda rate: rate)
             self.bar.__enter__()
-        self.bar.update(done)
+            self.started = monotonic()
+        elapsed = monotonic() - self.started
+        self.bar.update(done, f"{(self.bar.pos + done) / elapsed:.1f} {self.unit}/s" if elapsed > 0 and self.done else None)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+def _stages(quiet: bool) -> Callable[[str], None] | None:
+    """What a long command is doing before its progress bar starts, a line each on a terminal."""
+    if quiet or not _on_terminal():
+        return None
+    return lambda what: click.echo(f"{what}…", err=True)
 
 
 def _summary(report: IndexReport, errors_file: str | None = None) -> str:
@@ -286,7 +320,13 @@ def _listed(line: str, skipped: Sequence[Skip]) -> str:
     return "\n".join([line] + [f"  left {skip.path}: {skip.reason}" for skip in skipped])
 
 
-@main.command()
+@main.command(short_help="Find images by a description or an example image.", epilog=examples(
+    'clipsearch search "a dog on the beach"',
+    'clipsearch search ~/Pictures/IMG_0001.jpg -n 5',
+    'clipsearch search "sunset" --after 2023-06-01 --camera iphone --sort date',
+    'clipsearch search "mountains" --add "snow:0.5" --sub "people"',
+    'clipsearch search --text "invoice"          words read by `clipsearch ocr`',
+))
 @click.argument("query", nargs=-1)
 @db_option
 @click.option("--add", multiple=True, metavar="TERM[:W]", help="Add a text or image term (optional weight).")
@@ -350,7 +390,10 @@ def _warn(warning: str | None) -> None:
         click.echo(warning, err=True)
 
 
-@main.command()
+@main.command(short_help="Find images similar to an image or a video frame.", epilog=examples(
+    'clipsearch similar ~/Pictures/IMG_0001.jpg',
+    'clipsearch similar ~/Videos/trip.mp4@12.5 -n 5',
+))
 @click.argument("image", type=click.Path(dir_okay=False))
 @db_option
 @result_options
@@ -391,7 +434,9 @@ def _print_list(items: Iterable[Any], as_json: bool, line: Callable[[Any], str])
         click.echo(line(item))
 
 
-@main.command()
+@main.command(short_help="Keep the library in step with folders as they change.", epilog=examples(
+    'clipsearch watch ~/Pictures /mnt/photos',
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
 @db_option
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
@@ -401,8 +446,6 @@ def watch(paths: Sequence[str], db: str | None, errors_file: str | None) -> None
 
     Each run is the normal incremental `index` (only changed files are decoded); a folder that disappears
     (an unmounted drive) keeps its images and is watched again when it comes back. Ctrl-C stops.
-
-    Example: clipsearch watch ~/Pictures /mnt/photos
     """
     from .library import Library
     from .watching import change_batches
@@ -431,7 +474,10 @@ def _watched(report: IndexReport, errors_file: str | None) -> None:
     click.echo(f"[{datetime.now():%H:%M:%S}] " + _summary(report, errors_file))
 
 
-@main.command()
+@main.command(short_help="Read the text in the indexed images, for text search.", epilog=examples(
+    'clipsearch ocr',
+    'clipsearch search --text "invoice"',
+))
 @db_option
 @click.option("--gate", type=click.Choice(GATES),
               help="auto: read the images CLIP finds text-like or in which the detector finds text; all: every "
@@ -446,18 +492,29 @@ def ocr(db: str | None, gate: str | None, errors_file: str | None, quiet: bool) 
     """
     from .library import Library
 
-    with Library.open(db) as lib, _progress(quiet, "Reading text") as progress:
-        report = lib.read_text(gate, progress=progress)
+    progress = _progress(quiet, "Reading text")
+    try:
+        with Library.open(db) as lib, progress:
+            report = lib.read_text(gate, progress=progress)
+    except KeyboardInterrupt:
+        images = "1 image" if progress.done == 1 else f"{progress.done} images"
+        click.echo(f"Interrupted: {images} read and saved; run the same command again to continue where it stopped",
+                   err=True)
+        click.get_current_context().exit(130)
     _write_skipped(errors_file, report.skipped)
     click.echo(_ocr_summary(report, errors_file))
 
 
-@main.command()
+@main.command(short_help="Show the library's location, model, size and contents.", epilog=examples(
+    'clipsearch info',
+    'clipsearch info --json          raw bytes and UTC times',
+))
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(db: str | None, as_json: bool) -> None:
     """Show where the library is, its model, size and contents."""
     from .library import Library
+    from .models import human_size
 
     with Library.open(db) as lib:
         data = to_dict(lib.info())
@@ -471,12 +528,26 @@ def info(db: str | None, as_json: bool) -> None:
     if data.get("path_bytes_b64") is None:
         data.pop("path_bytes_b64", None)  # the path printed is exact
     for key, value in data.items():
+        if key == "size_bytes":
+            key, value = "size", human_size(value)
+        elif key == "last_indexed":
+            value = _local_time(value)
         click.echo(f"{key:13} {value}")
     for name, section in sections.items():
         click.echo(f"{name:13} " + ", ".join(f"{k}={v}" for k, v in section.items() if v is not None))
 
 
-@main.command()
+def _local_time(iso: str | None) -> str | None:
+    """An ISO 8601 time as this computer's local time with its UTC offset: "2026-05-01 16:30:00+02:00 (CEST)"."""
+    if iso is None:
+        return None
+    local = datetime.fromisoformat(iso).astimezone()
+    return f"{local.isoformat(sep=' ', timespec='seconds')} ({local.tzname()})"
+
+
+@main.command(short_help="Check that the catalog and the vector index agree.", epilog=examples(
+    'clipsearch check || clipsearch repair',
+))
 @db_option
 def check(db: str | None) -> None:
     """Verify that the catalog and the vector index agree; exit 1 on damage."""
@@ -489,7 +560,10 @@ def check(db: str | None) -> None:
     click.echo("ok")
 
 
-@main.command()
+@main.command(short_help="Rebuild the vector index from the catalog's vectors.", epilog=examples(
+    'clipsearch repair',
+    'clipsearch repair --index-type hnsw',
+))
 @db_option
 @click.option("--index-type", type=click.Choice(INDEX_TYPES),
               help="Rebuild as this type (kept for later runs)  [default: the recorded one, else auto]")
@@ -505,40 +579,69 @@ def repair(db: str | None, index_type: str | None) -> None:
                + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 
 
-@main.command()
-@click.option("--cached", is_flag=True, help="Only models whose weights are available offline.")
+@main.command(short_help="List the models; mark the cached ones and the default.", epilog=examples(
+    "clipsearch models --cached          what works offline",
+    "clipsearch models | grep ViT-B-32   the tags of one architecture",
+))
+@click.option("--cached", is_flag=True, help="Only models whose weights are in the local cache (usable offline).")
 def models(cached: bool) -> None:
-    """List the architectures and pretrained tags open_clip knows; * marks weights cached locally.
+    """List the models: * marks weights cached locally, (default) the default for a new library.
 
-    The default model for a new library is marked (default).
+    Each line: the mark, the architecture (--model), the pretrained tag (--pretrained) and the weights' size
+    (approximate until they are cached).
     """
-    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, list_available
+    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, human_size, list_available
 
     for m in list_available():
         if m.cached or not cached:
             default = "  (default)" if (m.arch, m.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else ""
-            click.echo(f"{'*' if m.cached else ' '} {m.arch:40} {m.pretrained}{default}")
+            size = human_size(m.size_bytes) if m.size_bytes else "?"
+            click.echo(f"{'*' if m.cached else ' '} {m.arch:30} {m.pretrained:34} {size:>7}{default}")
 
 
-@main.command()
+@main.command(short_help="Search and browse the library in a web browser.", epilog=examples(
+    'clipsearch serve                then open http://127.0.0.1:8000/',
+    'clipsearch serve --port 8080',
+))
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback shows your photos to the network.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one.")
 def serve(db: str | None, host: str, port: int) -> None:
     """Search and browse the library in a web browser (JSON API under /api, docs at /docs)."""
-    import uvicorn
-
     from .library import Library
-    from .webapp import allowed_hosts, create_app
 
     host = host.strip("[]")  # an IPv6 address as in a URL
     with Library.open(db) as lib:
+        port = _free_port(host, port)
+        import uvicorn
+
+        from .webapp import allowed_hosts, create_app
+
         app = create_app(lib, allowed_hosts=allowed_hosts(host))
         url_host = f"[{host}]" if ":" in host else host
         click.echo(f"Serving {lib.path} at http://{url_host}:{port}/ (Ctrl+C to stop)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
+
+def _free_port(host: str, port: int) -> int:
+    """`port`, once a socket bound there as uvicorn binds it (0: the port the system picked); one clear error
+    when it is taken or `host` is not an address of this computer."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise click.ClickException(f"port {port} on {host} is already in use (another server?): stop it, "
+                                           "or choose another port with --port") from None
+            raise click.ClickException(f"cannot listen on {host} port {port}: {e.strerror or e}; check --host and "
+                                       "--port") from None
+        return sock.getsockname()[1]
 
 
 def _label_lines(file: BinaryIO) -> list[str]:
@@ -551,7 +654,11 @@ def _label_lines(file: BinaryIO) -> list[str]:
         raise click.ClickException(f"{readable(file.name)} is not UTF-8 or UTF-16 text ({e.reason} at byte "
                                    f"{e.start}); save it as UTF-8") from None
 
-@main.command()
+@main.command(short_help="Tag the images with the likeliest of your labels.", epilog=examples(
+    'clipsearch tag --labels "cat,dog,beach,screenshot"',
+    'clipsearch tag --labels-file labels.txt',
+    'clipsearch search "sleeping" --tag cat',
+))
 @db_option
 @click.option("--labels", metavar="A,B,...", help='Comma-separated labels, e.g. "cat,dog,beach,screenshot".')
 @click.option("--labels-file", type=click.File("rb"),
@@ -574,7 +681,10 @@ def tag(db: str | None, labels: str | None, labels_file: BinaryIO | None, top: i
                f"with {len(report.labels)} labels in {report.elapsed_s:.1f}s")
 
 
-@main.command()
+@main.command(short_help="List the labels and how many images carry each.", epilog=examples(
+    'clipsearch tags',
+    'clipsearch tags --json',
+))
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def tags(db: str | None, as_json: bool) -> None:
@@ -586,7 +696,11 @@ def tags(db: str | None, as_json: bool) -> None:
     _print_list(counts, as_json, lambda c: f"{c.images:7}  {c.label}")
 
 
-@main.command()
+@main.command(short_help="Find duplicate, near-duplicate and edited images.", epilog=examples(
+    'clipsearch dedup',
+    'clipsearch dedup --series --html report.html',
+    'clipsearch dedup --prefer ~/Pictures/originals --move-to ~/duplicates',
+))
 @db_option
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
               help="Cosine similarity at or above which two files are duplicates (near or edited)  [default: per "
@@ -659,7 +773,9 @@ def _series_threshold(threshold: float, series: bool, series_threshold: float | 
     return series_threshold
 
 
-@main.command("undo-move")
+@main.command("undo-move", short_help="Put back the files `dedup --move-to` moved.", epilog=examples(
+    'clipsearch undo-move ~/duplicates/clipsearch-moves-20250101-120000-000000.json',
+))
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def undo_move(manifest: str) -> None:
     """Move the files listed in a `dedup --move-to` MANIFEST back to where they were.
@@ -675,7 +791,10 @@ def undo_move(manifest: str) -> None:
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="Embed images on a Ray cluster into Parquet shards.", epilog=examples(
+    'clipsearch embed /data/photos -o /data/shards --ray-address auto',
+    'clipsearch ingest /data/shards',
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Folder for the Parquet embedding shards (created if missing; shards already there are kept).")
@@ -714,7 +833,9 @@ def embed(paths: Sequence[str], output: str, model: str, pretrained: str | None,
         f"in {report.elapsed_s:.1f}s ({report.images_per_s:.1f} images/s)", report.skipped, errors_file))
 
 
-@main.command()
+@main.command(short_help="Merge the Parquet shards of `embed` into a library.", epilog=examples(
+    'clipsearch ingest /data/shards',
+))
 @click.argument("shards_dir", type=click.Path(file_okay=False))
 @db_option
 @click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True),
@@ -724,7 +845,7 @@ def ingest(shards_dir: str, db: str | None, errors_file: str | None, quiet: bool
     """Merge the embedding shards in SHARDS_DIR (from `clipsearch embed`) into a library."""
     from .library import Library
 
-    with Library.open(db, create=True) as lib, _progress(quiet) as progress:
+    with Library.open(db, create=True) as lib, _progress(quiet, "Merging", "shards") as progress:
         report = lib.ingest(shards_dir, progress=progress)
     _write_skipped(errors_file, report.skipped)
     click.echo(_with_reasons(

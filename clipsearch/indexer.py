@@ -233,6 +233,8 @@ class IndexRun:
         from .pipeline import default_workers, workers_can_encode
 
         self.encoder = self.load_encoder()
+        if self.progress:
+            self.progress(0, len(entries))  # the count to come, before the first batch is decoded
         device = self.encoder.device
         in_workers = workers_can_encode(device) and self.decode_device is None
         workers = default_workers(gpu=device.type == "cuda") if self.workers is None else self.workers

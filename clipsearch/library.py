@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -330,6 +330,7 @@ class Library:
         ocr_progress=None,
         video: Sampling = Sampling(),
         decode_device: str | None = None,
+        stage: Callable[[str], None] | None = None,
     ) -> IndexReport:
         """Add, update, move and remove images and videos under `paths` so the library mirrors them.
 
@@ -347,7 +348,9 @@ class Library:
         The library's own folder is never indexed. `index_type` ("auto", "flat", "ivf", "ivfpq", "hnsw") is
         recorded and kept for later runs; None keeps the recorded one. So is `ocr`: "auto" or "all" (the OCR
         gate, see ocr.py) reads the text in new images after embedding them, "off" stops doing so. Raises
-        ExtraNotInstalled, before any work, when OCR is on and its extra is missing.
+        ExtraNotInstalled, before any work, when OCR is on and its extra is missing. `stage`, when given, is
+        told what the run is doing before each step that can take a while before `progress` starts:
+        "listing files", "loading the model ...".
         """
         from .indexer import IndexRun, Options
         from .ocr import checked_gate, require_engine
@@ -358,19 +361,27 @@ class Library:
             raise BadPath("Give at least one file or directory to index")
         if decode_device is not None:
             _check_decode_device(decode_device)
+        from .models import weights_file
+
         existing, vanished = self._split_roots(paths)
-        listing = list_images(existing, exclude, include_hidden, skip_dirs=[self.path])
-        listing.roots += tuple(vanished)
         recorded = self.model
         wanted = model or recorded or model_spec()
         new_model = recorded is not None and not recorded.same_weights(wanted)
         if new_model and not reindex:
             check_same_model(recorded, wanted)
+        if new_model or recorded is None:
+            weights_file(wanted)  # weights neither cached nor downloadable fail now, not after listing the files
+        if stage:
+            stage("listing files")
+        listing = list_images(existing, exclude, include_hidden, skip_dirs=[self.path])
+        listing.roots += tuple(vanished)
         if new_model:
             self._check_covered(listing.roots, wanted)
 
         def encoder() -> "Encoder":
             if self._encoder is None or not self._encoder.spec.same_weights(wanted):
+                if stage:
+                    stage(f"loading the model {wanted.label}")
                 self._encoder = load_encoder(wanted, device)
             return self._encoder
 

@@ -7,6 +7,7 @@ cannot be reached, it fails fast with `ModelUnavailable` saying how to fix it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -120,8 +121,99 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
+PRETRAINED_TABLE = Path(__file__).parent / "pretrained.json"
+"""open_clip's pretrained table with each file's source and parameter count, for the open_clip version it names:
+written by scripts/pretrained_table.py, read without importing torch or open_clip."""
+BYTES_PER_PARAMETER = 4
+"""float32, as open_clip's hub weights are stored: the basis of `PretrainedWeights.size_bytes`."""
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """One open_clip pretrained tag: its config (hf_hub or url, mean, std, quick_gelu...) and where its file is."""
+
+    arch: str
+    tag: str
+    cfg: dict[str, Any]
+    hf_repo: str | None
+    """The Hugging Face repository, or None for a tag downloaded from `cfg["url"]`."""
+    files: tuple[str, ...]
+    """The file names open_clip tries, a safetensors alternative first; the last is the one its table names."""
+    params: int | None
+    """Parameters of the whole model, when scripts/pretrained_table.py could count them."""
+
+    @property
+    def source(self) -> str:
+        """The address of the weights file the table names."""
+        if self.hf_repo:
+            return f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.files[-1]}"
+        return self.cfg["url"]
+
+    @property
+    def size_bytes(self) -> int | None:
+        """The file's approximate size in bytes (its parameters as float32), None if not counted."""
+        return self.params * BYTES_PER_PARAMETER if self.params else None
+
+    def cached(self) -> str | None:
+        """The weights file in the local cache, without touching the network; None when there is none."""
+        if self.hf_repo is None:
+            name = self.files[-1]
+            paths = (os.path.join(hub_cache_dir(), name), os.path.join(os.path.expanduser("~/.cache/clip"), name))
+            return next((p for p in paths if os.path.isfile(p)), None)
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in self.files:
+            found = try_to_load_from_cache(self.hf_repo, filename, cache_dir=hub_cache_dir())
+            if isinstance(found, str):
+                return found
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PretrainedWeights":
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in d["cfg"].items()}  # JSON made tuples lists
+        return cls(d["arch"], d["tag"], cfg, d["hf_repo"], tuple(d["files"]), d["params"])
+
+
+def open_clip_pretrained(params: dict[str, int] | None = None) -> list[PretrainedWeights]:
+    """open_clip's pretrained table as installed (this imports open_clip, and so torch), with the parameter
+    counts by architecture in `params`."""
+    from open_clip.constants import HF_WEIGHTS_NAME
+    from open_clip.pretrained import _get_safe_alternatives, get_pretrained_cfg, list_pretrained
+
+    table = []
+    for arch, tag in list_pretrained():
+        cfg = get_pretrained_cfg(arch, tag)
+        repo, filename = os.path.split(cfg.get("hf_hub", ""))
+        if repo:
+            filename = filename or HF_WEIGHTS_NAME
+            files = (*_get_safe_alternatives(filename), filename)
+        else:
+            files = (os.path.basename(cfg["url"]),)
+        table.append(PretrainedWeights(arch, tag, cfg, repo or None, files, (params or {}).get(arch)))
+    return table
+
+
+@lru_cache(maxsize=1)
+def pretrained_table() -> dict[tuple[str, str], PretrainedWeights]:
+    """Every (architecture, tag) open_clip has weights for: from PRETRAINED_TABLE, or from open_clip itself
+    (seconds, and without sizes) when another open_clip version is installed than the one it was written for."""
+    data = json.loads(PRETRAINED_TABLE.read_text(encoding="utf-8"))
+    if data["open_clip"] == open_clip_version():
+        weights = [PretrainedWeights.from_dict(d) for d in data["weights"]]
+    else:
+        weights = open_clip_pretrained()
+    return {(w.arch, w.tag): w for w in weights}
+
+
 def weights_file(spec: ModelSpec) -> tuple[str | None, dict[str, Any]]:
-    """The local weights file for a spec (downloading it if the hub is reachable) and its tag config."""
+    """The local weights file for a spec (downloading it if the hub is reachable) and its tag config.
+
+    Imports neither torch nor open_clip unless it downloads, so a missing model fails at once.
+    Raises ModelUnavailable for an unknown tag, or weights neither cached nor downloadable.
+    """
     if spec.arch == TINY_MODEL and spec.pretrained == BUNDLED:
         return str(TINY_WEIGHTS), {}
     if spec.checkpoint:
@@ -130,44 +222,17 @@ def weights_file(spec: ModelSpec) -> tuple[str | None, dict[str, Any]]:
         return spec.checkpoint, {}
     if not spec.pretrained:
         return None, {}
-    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
-
-    cfg = get_pretrained_cfg(spec.arch, spec.pretrained)
-    if not cfg:
-        tags = ", ".join(list_pretrained_tags_by_model(spec.arch)) or "none"
+    table = pretrained_table()
+    weights = table.get((spec.arch, spec.pretrained))
+    if weights is None:
+        tags = ", ".join(tag for arch, tag in table if arch == spec.arch)
+        if not tags:
+            raise ModelUnavailable(f"open_clip has no pretrained weights for {spec.arch!r}: see `clipsearch models` "
+                                   "for the models it has, or pass --checkpoint FILE")
         raise ModelUnavailable(
             f"Unknown pretrained tag {spec.pretrained!r} for {spec.arch} (known tags: {tags}); see `clipsearch models`"
         )
-    return cached_weights(cfg) or _download(spec, cfg), cfg
-
-
-def _hub_location(cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
-    hub = cfg.get("hf_hub", "")
-    if not hub:
-        return None
-    from open_clip.constants import HF_WEIGHTS_NAME
-    from open_clip.pretrained import _get_safe_alternatives
-
-    repo, filename = os.path.split(hub)
-    filename = filename or HF_WEIGHTS_NAME
-    return repo, [*_get_safe_alternatives(filename), filename]
-
-
-def cached_weights(cfg: dict[str, Any]) -> str | None:
-    """The cached weights file for a pretrained tag config, without touching the network."""
-    location = _hub_location(cfg)
-    if location is None:
-        url = cfg.get("url", "")
-        path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
-        return path if url and os.path.isfile(path) else None
-    from huggingface_hub import try_to_load_from_cache
-
-    repo, filenames = location
-    for filename in filenames:
-        found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
-        if isinstance(found, str):
-            return found
-    return None
+    return weights.cached() or _download(spec, weights), weights.cfg
 
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -191,35 +256,48 @@ def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
     return None
 
 
-def _download(spec: ModelSpec, cfg: dict[str, Any]) -> str:
-    from open_clip.pretrained import download_pretrained
-
+def _download(spec: ModelSpec, weights: PretrainedWeights) -> str:
     reason = hub_unreachable()
     if reason:
-        raise ModelUnavailable(_offline_message(spec, reason))
+        raise ModelUnavailable(_offline_message(spec, weights, reason))
+    from open_clip.pretrained import download_pretrained
+
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter on stderr
     try:
-        path = download_pretrained(cfg, cache_dir=hub_cache_dir())
+        path = download_pretrained(weights.cfg, cache_dir=hub_cache_dir())
     except Exception as e:  # any download failure means the same thing to the user
-        raise ModelUnavailable(_offline_message(spec, e)) from None
+        raise ModelUnavailable(_offline_message(spec, weights, e)) from None
     if not path:
-        raise ModelUnavailable(_offline_message(spec, "no download location"))
+        raise ModelUnavailable(_offline_message(spec, weights, "no download location"))
     return path
 
 
-def _offline_message(spec: ModelSpec, cause: object) -> str:
+def _offline_message(spec: ModelSpec, weights: PretrainedWeights, cause: object) -> str:
     first_line = str(cause).strip().splitlines()[0][:160] if str(cause).strip() else type(cause).__name__
+    size = f" (about {human_size(weights.size_bytes)})" if weights.size_bytes else ""
     return (
         f"Model weights for {spec.arch} ({spec.pretrained}) are not in the cache at {hub_cache_dir()} "
         f"and could not be downloaded ({first_line}). Fix: run once with network access to cache them, "
-        f"or pass --checkpoint FILE with local open_clip weights."
+        f"or download {weights.files[-1]}{size} from {weights.source} and pass it as --checkpoint FILE; "
+        f"`clipsearch models --cached` lists the models available offline."
     )
 
 
+def human_size(n: int) -> str:
+    """Bytes for a person, in decimal units: 605 MB, 1.5 GB, 900 B."""
+    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n} B"
+
+
 def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = None) -> "Encoder":
-    """The one entry point that turns a spec into a ready encoder."""
+    """The one entry point that turns a spec into a ready encoder. The weights are looked for before torch is
+    imported: a missing model fails in a fraction of a second, not after seconds of imports."""
+    path, cfg = weights_file(spec)
     import open_clip
     import torch
 
@@ -229,7 +307,6 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = 
     if spec.arch not in open_clip.list_models():
         raise ModelUnavailable(f"Unknown model architecture {spec.arch!r}; see `clipsearch models`")
     dev = resolve_device(device)
-    path, cfg = weights_file(spec)
     precision = precision or ("fp16" if dev == "cuda" else "fp32")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -315,13 +392,16 @@ class ModelListing:
     arch: str
     pretrained: str
     cached: bool
+    size_bytes: int | None
+    """The weights file's size, approximate (see `PretrainedWeights.size_bytes`) unless cached."""
 
 
 def list_available() -> list[ModelListing]:
-    """Every (architecture, pretrained tag) open_clip knows, plus the bundled tiny model."""
-    from open_clip.pretrained import get_pretrained_cfg, list_pretrained
-
-    listings = [ModelListing(TINY_MODEL, BUNDLED, True)]
-    for arch, tag in list_pretrained():
-        listings.append(ModelListing(arch, tag, cached_weights(get_pretrained_cfg(arch, tag)) is not None))
+    """Every (architecture, pretrained tag) open_clip has weights for, plus the bundled tiny model; read without
+    importing torch or open_clip."""
+    listings = [ModelListing(TINY_MODEL, BUNDLED, True, TINY_WEIGHTS.stat().st_size)]
+    for (arch, tag), weights in pretrained_table().items():
+        path = weights.cached()
+        listings.append(ModelListing(arch, tag, path is not None,
+                                     os.path.getsize(path) if path else weights.size_bytes))
     return listings

@@ -1,13 +1,11 @@
 """The command line as a user runs it (CliRunner), mirroring the README's examples."""
 import json
+import shlex
 
 import pytest
 from click.testing import CliRunner
 
 from clipsearch.cli import main
-
-COMMANDS = ["index", "search", "similar", "info", "models"]
-
 
 def run(*args, ok=True):
     result = CliRunner().invoke(main, [str(a) for a in args])
@@ -22,10 +20,20 @@ def indexed(shape_tree, library_dir):
     return library_dir
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help(command):
-    result = run(command, "--help")
-    assert "Usage: " in result.output and command in result.output
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_has_a_whole_summary_and_examples_that_parse(command):
+    """The command list shows each summary whole on an 80-column terminal; every example names real options."""
+    summary = main.commands[command].get_short_help_str(limit=80 - 6 - max(map(len, main.commands)))
+    assert summary.endswith(".") and not summary.endswith("...")
+    help_text = CliRunner().invoke(main, [command, "--help"], prog_name="clipsearch", terminal_width=80).output
+    assert "Usage: clipsearch " in help_text and "Examples:" in help_text
+    examples = help_text.split("Examples:\n")[1].splitlines()
+    assert examples and all(line.startswith("    clipsearch ") for line in examples)
+    for example in examples:
+        words = shlex.split(example.strip().split("   ")[0].replace("||", ""))  # the command, not its comment
+        used = main.commands[words[1]]
+        known = {opt for param in used.params for opt in param.opts + param.secondary_opts}
+        assert {w for w in words if w.startswith("-")} <= known, example
 
 
 def test_index_prints_a_summary(shape_tree, library_dir):

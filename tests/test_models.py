@@ -1,4 +1,9 @@
-"""Model handling: offline failures, and embeddings equal to open_clip's own."""
+"""Model handling: offline failures, the model list, and embeddings equal to open_clip's own."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +17,7 @@ from clipsearch import Library
 from clipsearch.cli import main
 from clipsearch.decode import load
 from clipsearch.encoder import Encoder
-from clipsearch.models import ModelSpec, TINY_WEIGHTS, register_tiny
+from clipsearch.models import ModelSpec, TINY_WEIGHTS, pretrained_table, register_tiny
 
 SAMPLE_PHOTOS = sorted((Path(__file__).parent.parent / "sample_data" / "photos").glob("*.jpg"))
 
@@ -25,7 +30,58 @@ def test_uncached_weights_offline_fail_with_one_clear_line(shape_tree, library_d
     assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message
     assert str(isolated / "hf" / "hub") in message
     assert "network access" in message and "--checkpoint FILE" in message
+    assert ("download open_clip_pytorch_model.bin (about 605 MB) from https://huggingface.co/laion/"
+            "CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_pytorch_model.bin") in message
+    assert "`clipsearch models --cached`" in message
     assert not library_dir.exists()
+
+
+CLI_IN_A_FRESH_PROCESS = """
+import sys
+from clipsearch.cli import main
+try:
+    main(sys.argv[1:], prog_name="clipsearch")
+except SystemExit as done:
+    print("exit", done.code, "imported", sorted({"torch", "open_clip"} & set(sys.modules)), file=sys.stderr)
+"""
+
+
+def fresh_cli(*args, env=None):
+    """The CLI in a new interpreter (this one has torch loaded), without a proxy: its stdout, and its stderr ending
+    with what it imported."""
+    direct = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    result = subprocess.run([sys.executable, "-c", CLI_IN_A_FRESH_PROCESS, *map(str, args)], capture_output=True,
+                            text=True, env={**direct, **(env or {})}, timeout=120)
+    return result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable hub"])
+def test_the_default_model_missing_offline_fails_before_torch_is_imported(shape_tree, library_dir, offline):
+    env = {"HF_HUB_OFFLINE": "1"} if offline == "HF_HUB_OFFLINE" else {"HF_ENDPOINT": "http://127.0.0.1:9"}
+    out, err = fresh_cli("index", shape_tree, "--db", library_dir, env=env)
+    assert out == "" and err.endswith("exit 1 imported []\n") and len(err.splitlines()) == 2
+    assert err.startswith("Error: Model weights for ViT-B-32 (laion2b_s34b_b79k) are not in the cache")
+    assert not library_dir.exists()
+
+
+def test_models_lists_without_importing_torch():
+    out, err = fresh_cli("models")
+    assert err == "exit 0 imported []\n"
+    lines = out.splitlines()
+    assert len(lines) == 1 + len(pretrained_table()) and lines[0].split() == ["*", "clipsearch-tiny", "bundled",
+                                                                             "7.6", "MB"]
+    assert lines[1:] == [line for line in lines[1:] if line.startswith("  ")]  # nothing cached here
+
+
+def test_the_pretrained_table_is_open_clip_s():
+    """clipsearch/pretrained.json against the installed open_clip: run scripts/pretrained_table.py if this fails."""
+    from clipsearch.models import PRETRAINED_TABLE, open_clip_pretrained, open_clip_version
+
+    assert json.loads(PRETRAINED_TABLE.read_text())["open_clip"] == open_clip_version()
+    table = pretrained_table()
+    assert [replace(w, params=None) for w in table.values()] == open_clip_pretrained()
+    assert table[("ViT-B-32", "laion2b_s34b_b79k")].params == sum(
+        p.numel() for p in open_clip.create_model("ViT-B-32").parameters())
 
 
 def test_unknown_tag_names_the_known_ones(shape_tree, library_dir):
@@ -115,13 +171,29 @@ def fake_hub_cache(cache: Path, repo: str, filename: str) -> Path:
     return target
 
 
+@pytest.fixture
+def another_open_clip(monkeypatch):
+    """The installed open_clip is not the version clipsearch/pretrained.json was written for."""
+    import clipsearch.models
+
+    monkeypatch.setattr(clipsearch.models, "open_clip_version", lambda: "0.0.1")
+    pretrained_table.cache_clear()
+    yield
+    pretrained_table.cache_clear()
+
+
+def test_with_another_open_clip_its_own_table_is_read(another_open_clip):
+    table = pretrained_table()
+    assert ("ViT-B-32", "laion2b_s34b_b79k") in table and all(w.params is None for w in table.values())
+    lines = CliRunner().invoke(main, ["models"]).output.splitlines()
+    assert [line.split() for line in lines if "(default)" in line] == [["ViT-B-32", "laion2b_s34b_b79k", "?",
+                                                                       "(default)"]]
+
+
 def test_models_marks_cached_weights(isolated):
     target = fake_hub_cache(isolated / "hf" / "hub", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
                             "open_clip_model.safetensors")
-    from clipsearch.models import cached_weights
-    from open_clip.pretrained import get_pretrained_cfg
-
-    assert cached_weights(get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")) == str(target)
+    assert pretrained_table()[("ViT-B-32", "laion2b_s34b_b79k")].cached() == str(target)
     out = CliRunner().invoke(main, ["models", "--cached"]).output.splitlines()
-    assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled"],
-                                             ["*", "ViT-B-32", "laion2b_s34b_b79k", "(default)"]]
+    assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled", "7.6", "MB"],
+                                             ["*", "ViT-B-32", "laion2b_s34b_b79k", "7", "B", "(default)"]]

@@ -298,3 +298,26 @@ def test_query_words_drop_punctuation_and_fold_full_width_letters(query, words):
     from clipsearch.textsearch import query_words
 
     assert query_words(query) == words
+
+
+def test_ctrl_c_during_ocr_says_how_many_were_read_and_a_rerun_continues(shape_tree, tmp_path, monkeypatch):
+    from clipsearch import ocr
+
+    run("index", shape_tree, "--db", tmp_path / "lib", "--model", "clipsearch-tiny")
+    calls = []
+
+    def read_two_then_interrupt(reader, row, force):
+        calls.append(row["path"])
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt
+        return "read", []
+
+    interrupt = True
+    monkeypatch.setattr(ocr, "CHUNK", 1)
+    monkeypatch.setattr(ocr, "_read_one", read_two_then_interrupt)
+    result = run("ocr", "--db", tmp_path / "lib", "--gate", "all", ok=False)
+    assert result.exit_code == 130 and "Aborted" not in result.output
+    assert result.stderr == ("Interrupted: 2 images read and saved; run the same command again to continue where it "
+                             "stopped\n")
+    interrupt = False
+    assert "text: read 6, gated out 0" in run("ocr", "--db", tmp_path / "lib", "--gate", "all").stdout

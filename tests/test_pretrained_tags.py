@@ -11,7 +11,8 @@ import torch
 from open_clip.pretrained import _PRETRAINED, _pcfg
 from open_clip.transformer import QuickGELU
 
-from clipsearch.models import TINY_WEIGHTS, ModelSpec, load_encoder, model_spec, preprocessing_of, register_tiny
+from clipsearch.models import (TINY_WEIGHTS, ModelSpec, load_encoder, model_spec, open_clip_pretrained, preprocessing_of,
+                               pretrained_table, register_tiny)
 from clipsearch.shapes import ShapeSpec, render
 
 WIRING = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "interpolation": "bilinear", "resize_mode": "squash",
@@ -58,6 +59,8 @@ def embed(model, preprocess, tokenizer):
 def test_every_preprocessing_setting_of_a_tag_is_wired_as_open_clip_wires_it(offline, monkeypatch):
     register_tiny()
     monkeypatch.setitem(_PRETRAINED, "clipsearch-tiny", {"wiring": _pcfg(hf_hub="clipsearch/wiring-test/", **WIRING)})
+    wiring = next(w for w in open_clip_pretrained() if w.arch == "clipsearch-tiny")
+    monkeypatch.setitem(pretrained_table(), ("clipsearch-tiny", "wiring"), wiring)
     hub_file(offline, "clipsearch/wiring-test/", TINY_WEIGHTS)
     ours = load_encoder(ModelSpec("clipsearch-tiny", "wiring"), device="cpu")
     # open_clip applies a tag's mean, std, interpolation and resize mode itself, but only warns when the tag was

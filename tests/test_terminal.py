@@ -1,10 +1,14 @@
-"""What a user sees in the terminal around a mistaken query, a long query, an interrupted index and the
-demo model (CliRunner; stderr is read apart from stdout)."""
+"""What a user sees in the terminal around a mistaken query, a long query, an interrupted index, the demo model,
+the progress of an index, `info`, and `serve` on a taken port (CliRunner; stderr is read apart from stdout)."""
+import json
+import re
+
 import pytest
 from click.testing import CliRunner
 
 import clipsearch.library
 from clipsearch.cli import main
+from clipsearch.models import human_size
 
 
 def run(*args, ok=True):
@@ -153,7 +157,7 @@ def test_a_library_of_the_demo_model_says_so_once_on_a_terminal(indexed, shape_t
     assert run(*[a.format(tree=shape_tree) for a in command], "--db", indexed).stderr == ""  # a script, a pipe
     monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
     result = run(*[a.format(tree=shape_tree) for a in command], "--db", indexed)
-    assert result.stderr == DEMO_NOTE
+    assert result.stderr.replace("listing files…\n", "") == DEMO_NOTE
 
 
 def test_a_library_of_another_model_has_no_demo_note(indexed, monkeypatch):
@@ -185,4 +189,88 @@ def test_sort_by_date_prints_the_dates_it_sorts_by(indexed, shape_tree, command)
 def test_models_marks_the_default():
     lines = run("models").stdout.splitlines()
     defaults = [line for line in lines if line.endswith("(default)")]
-    assert len(defaults) == 1 and defaults[0].split()[-3:-1] == ["ViT-B-32", "laion2b_s34b_b79k"]
+    assert len(defaults) == 1 and defaults[0].split() == ["ViT-B-32", "laion2b_s34b_b79k", "605", "MB", "(default)"]
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """stderr as a terminal, to the CLI and to click's progress bar."""
+    import click._termui_impl
+
+    import clipsearch.cli
+
+    monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
+    monkeypatch.setattr(click._termui_impl, "isatty", lambda stream: True)
+
+
+def test_index_on_a_terminal_says_what_it_does_then_counts_with_a_rate(shape_tree, library_dir, terminal):
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny", "--batch-size", "2",
+                 "--workers", "0")
+    lines = result.stderr.split("\n")
+    assert lines[:2] == ["listing files…", "loading the model clipsearch-tiny (bundled)…"]
+    frames = lines[2].split("\r")
+    assert "0/8" in frames[1] and "images/s" not in frames[1]  # the bar, before the first batch
+    assert all(f"{n}/8" in "".join(frames) for n in (2, 4, 6, 8))
+    assert re.search(r"\[#+\]  8/8  [0-9.]+ images/s", frames[-1])
+    assert "added 8," in result.stdout
+
+
+@pytest.mark.parametrize("terminal_or_not", ["quiet on a terminal", "not a terminal"])
+def test_index_quiet_or_in_a_script_shows_no_progress(shape_tree, library_dir, monkeypatch, terminal_or_not):
+    quiet = []
+    if terminal_or_not == "quiet on a terminal":
+        monkeypatch.setattr("clipsearch.cli._on_terminal", lambda: True)
+        quiet = ["-q"]
+    result = run("index", shape_tree, "--db", library_dir, "--model", "clipsearch-tiny", *quiet)
+    assert result.stderr == (DEMO_NOTE if quiet else "") and result.stdout.startswith("added 8,")
+
+
+@pytest.fixture
+def india(monkeypatch):
+    """Local time is UTC+05:30."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_info_shows_sizes_and_local_times_for_people_and_raw_values_as_json(indexed, india):
+    from datetime import datetime, timedelta
+
+    raw = json.loads(run("info", "--db", indexed, "--json").stdout)
+    assert isinstance(raw["size_bytes"], int) and raw["last_indexed"].endswith("+00:00")
+    lines = dict(line.split(None, 1) for line in run("info", "--db", indexed).stdout.splitlines())
+    assert "size_bytes" not in lines and lines["size"] == human_size(raw["size_bytes"])
+    local = datetime.fromisoformat(raw["last_indexed"]) + timedelta(hours=5, minutes=30)
+    assert lines["last_indexed"] == f"{local:%Y-%m-%d %H:%M:%S}+05:30 (IST)"
+
+
+@pytest.mark.parametrize("n, shown", [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (17_174_991, "17 MB"),
+                                      (605_109_252, "605 MB"), (1_500_000_000, "1.5 GB"), (3 * 10**12, "3.0 TB")])
+def test_human_sizes(n, shown):
+    assert human_size(n) == shown
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_serve_on_a_port_in_use_fails_in_one_line_before_serving(indexed, monkeypatch, host):
+    import socket
+
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("started serving"))
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as taken:
+        taken.bind((host, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--db", indexed, "--host", host, "--port", port, ok=False)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (f"Error: port {port} on {host} is already in use (another server?): stop it, or choose "
+                             "another port with --port\n")
+
+
+def test_serve_on_port_0_shows_the_port_it_got(indexed, monkeypatch):
+    served = []
+    monkeypatch.setattr("uvicorn.run", lambda app, host, port, **options: served.append(port))
+    result = run("serve", "--db", indexed, "--port", 0)
+    assert served[0] > 0 and f"at http://127.0.0.1:{served[0]}/" in result.stdout
