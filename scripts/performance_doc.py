@@ -159,7 +159,8 @@ def machine_line(record: dict[str, Any]) -> str:
         parts.append(f"{number(m['memory_gib'])} GiB")
     parts.append(", ".join(m["gpu"]) if m.get("gpu") else "no GPU")
     load = m.get("load_average_start")
-    parts.append(f"load average {number(load)} at the start (1, 5, 15 min)" if load else "load average not recorded")
+    parts.append(f"load average {number(load)} at the start (1, 5, 15 min)" if load else
+                 f"load average {m['load']}" if m.get("load") else "load average not recorded")
     if m.get("load_average_end"):
         parts.append(f"{number(m['load_average_end'])} at the end")
     return ", ".join(parts)
@@ -217,9 +218,9 @@ def headline_row(headline: Headline, record: dict[str, Any]) -> str | None:
         if other is not None:
             shown += f"; {headline.beside[0]}: {cell(other)}"
     m = record.get("machine") or {}
-    load = m.get("load_average_start")
-    machine = ", ".join(p for p in (m.get("cpu"), f"{m['cores']} cores" if m.get("cores") else None,
-                                    f"load {number(load[0])}" if load else None) if p)
+    load = f"load {number(m['load_average_start'][0])}" if m.get("load_average_start") else \
+        f"load {m['load']}" if m.get("load") else None
+    machine = ", ".join(p for p in (m.get("cpu"), f"{m['cores']} cores" if m.get("cores") else None, load) if p)
     return f"| {headline.what} | {shown} | `{record['command']}` | {machine}; {record.get('date', '')[:10]} |"
 
 
