@@ -55,7 +55,7 @@ HEADLINES = (
 
 # --- numbers ---------------------------------------------------------------------------------------------------
 def number(value: Any) -> str:
-    """A figure as printed: ints with thousands separators, floats to 3 significant digits (3 decimals below 1)."""
+    """A figure as printed: ints with thousands separators, floats to about 3 significant digits (3 decimals below 1)."""
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -63,10 +63,11 @@ def number(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if abs(value) >= 1000:
+        if abs(value) >= 100:
             return f"{value:,.0f}"
-        shown = round(value, 3) if abs(value) < 1 and round(value, 3) else float(f"{value:.3g}")
-        return repr(shown)
+        if abs(value) >= 10:
+            return repr(round(value, 1))
+        return repr(float(f"{value:.3g}") if abs(value) >= 1 or not round(value, 3) else round(value, 3))
     if isinstance(value, list):
         return ", ".join(number(v) for v in value)
     return str(value).replace("|", "\\|").replace("\n", " ")
@@ -125,13 +126,14 @@ def similar(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return flat and len(a.keys() & b.keys()) * 2 >= min(len(a), len(b))
 
 
+def heading(path: tuple[str, ...]) -> list[str]:
+    return [f"**{' › '.join(map(label, path))}**", ""] if path else []
+
+
 def tables(figures: dict[str, Any], title: tuple[str, ...] = ()) -> list[str]:
     """Markdown tables of a benchmark's figures: leaves in a figure/value table, similar branches side by side."""
-    out: list[str] = []
-    heading = [f"**{' › '.join(map(label, title))}**", ""] if title else []
     leaves = {k: v for k, v in figures.items() if not is_branch(v)}
-    if leaves:
-        out += [*heading, *kv_table(leaves), ""]
+    out = [*heading(title), *kv_table(leaves), ""] if leaves else []
     groups: list[dict[str, dict[str, Any]]] = []
     for key, value in figures.items():
         if is_branch(value):
@@ -141,11 +143,12 @@ def tables(figures: dict[str, Any], title: tuple[str, ...] = ()) -> list[str]:
             else:
                 group[key] = value
     for group in groups:
-        if len(group) > 1:
-            out += [*(heading if not leaves else []), *wide_table(group), ""]
-        else:
+        if len(group) == 1:
             key, value = next(iter(group.items()))
             out += tables(value, (*title, key))
+        else:
+            alone = not leaves and len(groups) == 1  # the title alone says what the table is
+            out += [*heading(title if alone else (*title, ", ".join(map(label, group)))), *wide_table(group), ""]
     return out
 
 
