@@ -55,7 +55,7 @@ HEADLINES = (
 
 # --- numbers ---------------------------------------------------------------------------------------------------
 def number(value: Any) -> str:
-    """A figure as printed: ints with thousands separators, floats to about 3 significant digits (3 decimals below 1)."""
+    """A figure as printed: ints with thousands separators, floats to about 3 significant digits."""
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -201,7 +201,8 @@ def append_unshown(text: str, names: list[str]) -> str:
     if not names:
         return text
     if f"\n## {UNSHOWN}" not in text:
-        text = text.rstrip("\n") + f"\n\n## {UNSHOWN}\n\nResults saved under benchmarks/results/ that no section above shows yet.\n"
+        text = text.rstrip("\n") + (f"\n\n## {UNSHOWN}\n\n"
+                                     "Results saved under benchmarks/results/ that no section above shows yet.\n")
     for name in names:
         text = text.rstrip("\n") + f"\n\n### {name}\n\n<!-- results: {name} -->\n<!-- /results -->\n"
     return text
@@ -229,7 +230,7 @@ def headline_row(headline: Headline, record: dict[str, Any]) -> str | None:
 
 def headlines(results: dict[str, dict[str, Any]]) -> str:
     rows = [row for h in HEADLINES if h.result in results and (row := headline_row(h, results[h.result]))]
-    table = ["| figure | median (min–max) | command | machine; date |", "|---|---|---|---|", *rows] if rows else \
+    table = ["| figure | result | command | machine; date |", "|---|---|---|---|", *rows] if rows else \
         ["_No benchmark results saved yet._"]
     return "\n".join(["<!-- performance:begin -->", *table, "<!-- performance:end -->"])
 
