@@ -40,6 +40,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 ARCH = "ViT-B-32-256"
 RCLIP_MODEL_SUBDIR = "ViT-B-32-256-datacomp_s34b_b86k"  # where rclip looks for its ONNX files
@@ -217,6 +218,7 @@ def main() -> None:
     parser.add_argument("--rclip-venv", type=Path, help="a virtual environment with rclip installed")
     parser.add_argument("--work", type=Path, help="keep the photos, libraries and models here (a second run "
                         "reuses them: the weights are seeded, so an index run there finds nothing to do)")
+    add_save_option(parser)
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-cold-"))
@@ -267,7 +269,7 @@ def main() -> None:
     print("  phases of a new-text query (clipsearch):")
     for name, seconds in c["phases_s"].items():
         print(f"    {name:32s} {seconds * 1000:7.0f} ms")
-    print(json.dumps(figures))
+    emit(figures, args)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from PIL import Image, ImageEnhance
 from clipsearch import Library, model_spec
 from clipsearch.catalog import Catalog, NewImage
 from clipsearch.duplicates import DEFAULT_THRESHOLD, default_series_threshold, default_threshold, find_duplicates
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 SAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "sample_data" / "photos"
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
@@ -358,6 +359,7 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, help="timed groupings of the synthetic catalog")
     parser.add_argument("--group-catalog", type=Path, help=argparse.SUPPRESS)
+    add_save_option(parser)
     args = parser.parse_args()
     if args.group_catalog:
         return group_catalog(args.group_catalog)
@@ -377,7 +379,7 @@ def main() -> None:
               f"original's group: {s['copies_recall']:.3%}; members below the threshold of their keeper: "
               f"{s['chained_members']}")
     sys.stdout.flush()
-    print(json.dumps(figures))
+    emit(figures, args)
 
 
 if __name__ == "__main__":

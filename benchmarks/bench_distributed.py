@@ -36,6 +36,7 @@ from clipsearch.distributed import embed
 from clipsearch.models import TINY_MODEL, ModelSpec, load_encoder, model_spec
 from clipsearch.pipeline import usable_cores
 from clipsearch.shapes import generate
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 320
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--model", default=TINY_MODEL, help="clipsearch-tiny, or an open_clip arch (random init)")
     parser.add_argument("--shard-size", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
+    add_save_option(parser)
     args = parser.parse_args()
 
     import ray
@@ -106,7 +108,7 @@ def main() -> None:
     print(f"single machine: {figures['single_ips']} images/s; Ray: {figures['ray_ips']} images/s embed "
           f"+ {ingest_s:.2f}s ingest (cluster start {init_s:.1f}s, first {args.shard_size}-file job "
           f"{warmup_s:.1f}s); overhead ratio {figures['ray_overhead_ratio']}", file=sys.stderr)
-    print(json.dumps(figures))
+    emit(figures, args)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 from clipsearch.catalog import Catalog, NewImage
 from clipsearch.filters import Filters
 from clipsearch.vectorindex import rebuild
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 CAMERAS = ["iPhone 12", "iPhone 13 Pro", "Canon EOS R5", "Pixel 7", None]
 FILTERS = {
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("-k", type=int, default=20)
+    add_save_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         catalog = Catalog.open(Path(tmp), create=True)
@@ -87,7 +89,7 @@ def main() -> None:
                   f"  {found} returned")
         catalog.close()
     print(f"unfiltered search {figures['unfiltered_ms']:.2f} ms")
-    print(json.dumps(figures))
+    emit(figures, args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from generated import write_clip, write_dng  # noqa: E402
 
 from clipsearch.decode import content_hash, decode  # noqa: E402
 from clipsearch.video import Sampling, file_hash, sample  # noqa: E402
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 FAST_ENCODE = {"heic": {"enc_params": {"preset": "ultrafast"}}, "avif": {"speed": 10}}
 """Encoder settings that make generating the files minutes faster; decoding costs the same."""
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--video-seconds", type=int, default=60)
     parser.add_argument("--video-size", default="1280x720")
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench-cache" / "formats")
+    add_save_option(parser)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     figures: dict[str, object] = {"n": args.n, "size": args.size, "min_side": args.min_side, "repeat": args.repeat}
@@ -130,7 +132,7 @@ def main() -> None:
                        video_frames_per_s=summary([r[1] for r in runs]))
         print(f"video         {statistics.median([r[0] for r in runs]):7.2f} videos/s, "
               f"{statistics.median([r[1] for r in runs]):.2f} frames/s", flush=True)
-    print(json.dumps(figures))
+    emit(figures, args)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from clipsearch.pipeline import (WORKER_BATCH, decoded_batches, default_workers,
                                  shm_free, workers_for_shm)
 from clipsearch.textexport import export_text_model  # noqa: E402
 from clipsearch.textmodel import text_model_dir  # noqa: E402
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SIZE = (341, 256)  # pre-resized to a 256 px short side, as clip-retrieval's inputs
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="[from the GPU's free memory]")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".bench-cache" / "gpu")
+    add_save_option(parser)
     args = parser.parse_args()
 
     cores = default_workers(gpu=True)
@@ -147,7 +149,7 @@ def main() -> None:
                      f"{row['end_to_end_gpu_decode_ips']['median']:,.0f} img/s = "
                      f"{row['gpu_decode_ratio_to_min_e_d']:.2f} x min(E, D GPU decode)")
         print(line)
-    print(json.dumps(figures))
+    emit(figures, args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from clipsearch.decode import decode, plain_jpeg  # noqa: E402
 from clipsearch.devicejpeg import Jpeg, decode_jpegs, thumbnail  # noqa: E402
 from clipsearch.models import ModelSpec, load_encoder, model_spec  # noqa: E402
 from clipsearch.perceptual import distances, fingerprint  # noqa: E402
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 SIZES = ((640, 480), (1600, 1200), (4000, 3000))
 
@@ -60,6 +61,7 @@ def main() -> None:
                         "with random weights [clipsearch-tiny]")
     parser.add_argument("--device", default="cpu", help="where the GPU path decodes: cpu or cuda [cpu]")
     parser.add_argument("--n", type=int, default=4, help="JPEGs per size [4]")
+    add_save_option(parser)
     args = parser.parse_args()
 
     spec = model_spec(args.model) if args.model == "clipsearch-tiny" else ModelSpec(args.model, None)
@@ -86,7 +88,7 @@ def main() -> None:
               f"vs a full decode max {size['max_vs_full']} (mean {size['mean_vs_full']:.2f}); cosine vs CPU path "
               f"≥ {size['min_cos_vs_cpu']:.5f}, vs full decode ≥ {size['min_cos_vs_full']:.5f} (CPU path vs full "
               f"≥ {size['min_cos_cpu_vs_full']:.5f}); pHash ≤ {size['max_phash_bits_vs_cpu']} bits")
-    print(json.dumps(figures))
+    emit(figures, args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ from clipsearch.library import DEFAULT_BATCH
 from clipsearch.models import ModelSpec, load_encoder, model_spec
 from clipsearch.pipeline import (WORKER_BATCH, OnDevice, decoded_batches, default_workers, jpeg_bytes,
                                  shm_bytes_per_worker, shm_free, workers_for_shm)
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO_SIZE = (4000, 3000)
@@ -305,6 +306,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000, help="small images for memory and re-index [10000]")
     parser.add_argument("--skip-memory", action="store_true", help="only measure throughput")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported [3]")
+    add_save_option(parser)
     args = parser.parse_args()
 
     spec, model_args = model_choice(args)
@@ -372,7 +374,7 @@ def main() -> None:
             print(f"  peak RSS, {args.small:>6} small  {many['peak_rss_mb']:8.0f} MB  (tiny model)")
             print(f"  re-index {args.small} unchanged   {many['reindex_s']:6.2f} s  in-process, "
                   f"{cli:.2f} s as a command")
-    print(json.dumps(rounded(figures)))
+    emit(rounded(figures), args)
 
 
 def rounded(value: object) -> object:

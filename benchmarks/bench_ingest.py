@@ -27,6 +27,7 @@ from pathlib import Path
 from bench_search import DIM, mixture, sample
 from clipsearch.models import ModelSpec
 from clipsearch.shards import write_shard
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, action="append", help="vectors (repeatable) [1000000]")
     parser.add_argument("--runs", type=int, default=1, help="ingest runs per size (fresh library each)")
     parser.add_argument("--shard-rows", type=int, default=10_000)
+    add_save_option(parser)
     args = parser.parse_args()
     results = {}
     for n in args.n or [1_000_000]:
@@ -91,7 +93,7 @@ def main() -> None:
             results[str(n)] = {"runs": args.runs, "seconds": spread([r["seconds"] for r in runs]),
                                "peak_rss_mb": spread([r["peak_rss_mb"] for r in runs]), "index": runs[-1]["index"]}
     print(f"{os.cpu_count()} CPU cores", flush=True)
-    print(json.dumps(results))
+    emit(results, args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from clipsearch import Library, model_spec
 from clipsearch.decode import load
 from clipsearch.ocr import OCR_SIDE, Gate, shared_reader
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 LATIN_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=12, help="rendered text images")
     parser.add_argument("--photo-mp", type=float, default=0,
                         help="enlarge the photos to this many megapixels (JPEG quality 90); 0: as they are")
+    add_save_option(parser)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ocr-"))
     try:
@@ -156,14 +158,14 @@ def main() -> None:
     print(f"gate share (sent to OCR): {overall:.3f} overall; per kind {share}; "
           f"CLIP stage alone {float(np.mean(clip)):.3f}, detector stage alone {float(np.mean(detector)):.3f}")
     print(f"word recall: {word_recall}")
-    print(json.dumps({
+    emit({
         "benchmark": "ocr", "model": args.model, "cpu": cpu, "images": len(kinds), "runs": args.runs,
         "photo_mp": args.photo_mp,
         "images_per_s": {"auto": spread(passes["auto"]), "all": spread(passes["all"])},
         "gate_share": round(overall, 3), "gate_share_by_kind": share,
         "clip_stage_share": round(float(np.mean(clip)), 3), "detector_stage_share": round(float(np.mean(detector)), 3),
         "word_recall": word_recall, "text_images": len(words_of),
-    }))
+    }, args)
 
 
 if __name__ == "__main__":

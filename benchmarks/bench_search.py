@@ -75,6 +75,7 @@ from clipsearch.discover import FileEntry, Listing
 from clipsearch.indexer import plan
 from clipsearch.textcache import TEXT_CACHE_FILE
 from clipsearch.vectorindex import INDEX_FILE, KINDS, ArraySource, VectorIndex, build, wanted_kind
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM, TINY_DIM, K, QUERIES, CLUSTERS = 512, 64, 10, 200, 3000
@@ -456,6 +457,7 @@ def main() -> None:
     parser.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold command")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".bench-cache" / "search")
     parser.add_argument("--recall-only", action="store_true", help="only calibration and recall, vectors in memory")
+    add_save_option(parser)
     args = parser.parse_args()
     types = [t for t in args.types.split(",") if t]
     print(f"{os.cpu_count()} CPU cores; index types {', '.join(types)}", flush=True)
@@ -466,12 +468,12 @@ def main() -> None:
             for kind in types:
                 f = results.setdefault(str(n), {})[kind] = in_child(measure_recall, n, kind, args.cache_dir)
                 print(f"  {n:,} {kind}: " + ", ".join(f"{k} {v}" for k, v in rounded(f).items()), flush=True)
-        print(json.dumps(rounded(results)))
+        emit(rounded(results), args)
         return
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.cache_dir) as work:
         for n in args.n or [100_000, 1_000_000]:
             results[str(n)] = run_size(n, types, args.cache_dir, Path(work), args.isotropic, args.cold)
-    print(json.dumps(rounded(results)))
+    emit(rounded(results), args)
 
 
 if __name__ == "__main__":

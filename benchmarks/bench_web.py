@@ -26,6 +26,7 @@ from clipsearch import Library, model_spec
 from clipsearch.catalog import NewImage
 from clipsearch.shapes import generate
 from clipsearch.webapp import create_app
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 
 def build(root: Path, images: int, extra: int) -> Library:
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="generated images to index")
     parser.add_argument("--extra", type=int, default=0, help="random vectors added to the catalog")
     parser.add_argument("--repeat", type=int, default=50)
+    add_save_option(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +98,7 @@ def main() -> None:
     for name, f in figures.items():
         print(f"{name:13} median {f['median_ms']:7.2f} ms   p95 {f['p95_ms']:7.2f} ms")
     print(f"{'startup':13} {startup_s:.2f} s (model and index loaded), {total} images in the catalog")
-    print(json.dumps({"images": total, "startup_s": round(startup_s, 2), **figures}))
+    emit({"images": total, "startup_s": round(startup_s, 2), **figures}, args)
 
 
 if __name__ == "__main__":

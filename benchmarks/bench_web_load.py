@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch import Library, model_spec
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 
 def make_photos(folder: Path, count: int, megapixels: float, fmt: str) -> list[Path]:
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--format", choices=["jpeg", "png"], default="jpeg")
     parser.add_argument("--pattern", choices=["one", "spread"], nargs="+", default=["one", "spread"])
     parser.add_argument("--runs", type=int, default=3, help="runs of each level and pattern (fresh server each)")
+    add_save_option(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,8 +156,8 @@ def main() -> None:
                       f"+{r['peak_rss_mb']['median']:.0f} MB (min {r['peak_rss_mb']['min']:.0f}, "
                       f"max {r['peak_rss_mb']['max']:.0f}); {r['wall_s']['median']:.1f} s; "
                       f"answers {[run['answers'] for run in runs]}", flush=True)
-    print(json.dumps({"megapixels": args.megapixels, "format": args.format, "photos": args.photos,
-                      "runs": args.runs, "cpu": cpu_name(), "cpus": os.cpu_count(), **results}))
+    emit({"megapixels": args.megapixels, "format": args.format, "photos": args.photos,
+                      "runs": args.runs, "cpu": cpu_name(), "cpus": os.cpu_count(), **results}, args)
 
 
 if __name__ == "__main__":

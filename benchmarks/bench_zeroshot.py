@@ -31,6 +31,7 @@ from clipsearch.discover import list_images
 from clipsearch.models import load_encoder, model_spec
 from clipsearch.pipeline import decoded_batches, default_workers
 from clipsearch.tagging import SINGLE_TEMPLATE, TEMPLATES, label_vectors
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 
 def generate_shapes(root: Path, per_class: int, seed: int = 2024) -> Path:
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=25, help="Generated images per class [default: 25]")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=default_workers())
+    add_save_option(parser)
     args = parser.parse_args()
 
     spec = model_spec(args.model, args.pretrained, args.checkpoint)
@@ -104,11 +106,11 @@ def main() -> None:
                          "top5": round(accuracy(images, labels, targets, 5), 4), "templates": len(templates)}
         print(f"{name:9} ({len(templates):2} templates)  top-1 {figures[name]['top1']:.2%}  "
               f"top-5 {figures[name]['top5']:.2%}")
-    print(json.dumps({
+    emit({
         "model": spec.label, "data": str(args.data) if args.data else f"generated shapes ({args.per_class}/class)",
         "classes": len(classes), "images": len(targets), "device": encoder.device.type,
         "images_per_s": round(len(targets) / encode_s, 1), **figures,
-    }))
+    }, args)
 
 
 if __name__ == "__main__":
