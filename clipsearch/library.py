@@ -533,9 +533,8 @@ class Library:
         `good_only` keeps only those (BadQuery with an image term). Afterwards
         `query_notes` says which texts were longer than the model's context (only their beginning counts)."""
         self.query_notes = []
-        texts_only = not images and not any(os.path.isfile(t) for t in
-                                            ([query] if query is not None else []) + [split_weight(t)[0]
-                                                                                       for t in (*add, *sub)])
+        named = ([query] if query is not None else []) + [split_weight(t)[0] for t in (*add, *sub)]
+        texts_only = not images and not any(map(os.path.isfile, named))
         if good_only and not texts_only:
             raise BadQuery("Only text queries are judged good matches or not: give no image with --good-only")
         terms = []
@@ -570,6 +569,8 @@ class Library:
         with self.catalog.snapshot():
             ids = {path: state.id for path, state in self.catalog.states_of([r.path for r in results]).items()}
             kept = [r for r in results if r.path in ids]
+            if not kept:  # removed from the catalog since: nothing to judge them by
+                return [replace(r, good=bool(r.snippet)) for r in results]
             vectors = self.catalog.vectors_for([ids[r.path] for r in kept])
             for n, r in enumerate(kept):
                 if r.time_s is not None:  # a video is scored at its best-matching frame: judged there too
