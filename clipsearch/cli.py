@@ -335,15 +335,22 @@ def _listed(line: str, skipped: Sequence[Skip]) -> str:
 @click.option("--text", "words", metavar="WORDS",
               help="Only images whose recognised text (see `clipsearch ocr`) holds every one of WORDS, any case; "
                    "scored by BM25. Instead of QUERY.")
+@click.option("--good-only", is_flag=True,
+              help="Only the good matches (see docs/relevance.md): none when nothing matches the query well.")
 @result_options
 @filter_options
 def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequence[str], images: Sequence[str],
-           words: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None, sort: str,
-           as_json: bool) -> None:
+           words: str | None, good_only: bool, limit: int, group_pairs: bool, filters: Filters,
+           min_score: float | None, sort: str, as_json: bool) -> None:
     """Find images matching QUERY (text, or the path of an image file).
 
     Where text was read in the images (`clipsearch ocr`), a text QUERY also finds the images whose text holds
     its words, ranked together with CLIP by reciprocal rank fusion; the matching words are shown.
+
+    A text query's good matches (those it describes better than generic captions do) come first, then a line
+    such as "-- 3 good matches, then weaker ones --".
+
+    Example: clipsearch search "a red star" -n 5 --good-only
     """
     from .library import Library
 
@@ -351,6 +358,8 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
     if words is not None and (text or add or sub or images or min_score is not None):
         raise click.UsageError("--text searches only the words in images: give it without QUERY, --add, --sub, "
                                "--image or --min-score")
+    if good_only and (words is not None or images):
+        raise click.UsageError("--good-only judges text queries: give it without --text or --image")
     for term in ([text] if text else []) + [split_weight(t)[0] for t in (*add, *sub)]:
         _warn_path_like(term)
     with Library.open(db) as lib:
@@ -358,7 +367,7 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
             results = lib.search_text(words, k=limit, filters=filters, sort=sort)
         else:
             results = lib.search(text, k=limit, add=add, sub=sub, images=images, filters=filters,
-                                 min_score=min_score, sort=sort, group_pairs=group_pairs)
+                                 min_score=min_score, sort=sort, group_pairs=group_pairs, good_only=good_only)
             for note in lib.query_notes:
                 _warn(note)
         _note(lib.demo_model_note())
@@ -409,7 +418,29 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score") -> None:
-    _print_list(results, as_json, functools.partial(_result_line, dated=sort == "date"))
+    """A line per result; for a judged text query (see `Library.judge`) in score order, the good matches first,
+    then a line saying how many they are, then the weaker ones; in date order, that line first."""
+    results = list(results)
+    line = functools.partial(_result_line, dated=sort == "date")
+    if as_json or not results or any(r.good is None for r in results):
+        _print_list(results, as_json, line)
+        return
+    good = [r for r in results if r.good]
+    weaker = [r for r in results if not r.good]
+    if sort == "date":
+        click.echo(f"-- {len(good)} of {len(results)} are good matches (marked *) --" if good
+                   else "-- no good match --")
+        for r in results:
+            click.echo(("* " if r.good else "  ") + line(r))
+        return
+    if not good:
+        click.echo("-- no good match; closest: --")
+    for r in good:
+        click.echo(line(r))
+    if good and weaker:
+        click.echo(f"-- {len(good)} good match{'' if len(good) == 1 else 'es'}, then weaker ones --")
+    for r in weaker:
+        click.echo(line(r))
 
 
 def _result_line(result: SearchResult, dated: bool = False) -> str:

@@ -537,11 +537,17 @@ class Library:
         min_score: float | None = None,
         sort: str = "score",
         group_pairs: bool = False,
+        good_only: bool = False,
     ) -> list[SearchResult]:
         """Text and/or image query; `add`/`sub` terms take an optional ':weight' suffix; `group_pairs`:
-        see `nearest`. Afterwards
+        see `nearest`. When every term is text, each result says whether it is a good match (see `judge`);
+        `good_only` keeps only those (BadQuery with an image term). Afterwards
         `query_notes` says which texts were longer than the model's context (only their beginning counts)."""
         self.query_notes = []
+        named = ([query] if query is not None else []) + [split_weight(t)[0] for t in (*add, *sub)]
+        texts_only = not images and not any(map(os.path.isfile, named))
+        if good_only and not texts_only:
+            raise BadQuery("Only text queries are judged good matches or not: give no image with --good-only")
         terms = []
         if query is not None:
             if not query.strip():
@@ -552,9 +558,39 @@ class Library:
         terms += [(1.0, self.image_vector(p)) for p in images]
         vector = combine(terms)
         if query is not None and not os.path.isfile(query):
-            return self.fused(query, vector, k=k, filters=filters, min_score=min_score, sort=sort,
-                              group_pairs=group_pairs)
-        return self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort, group_pairs=group_pairs)
+            results = self.fused(query, vector, k=k, filters=filters, min_score=min_score, sort=sort,
+                                 group_pairs=group_pairs)
+        else:
+            results = self.nearest(vector, k=k, filters=filters, min_score=min_score, sort=sort,
+                                   group_pairs=group_pairs)
+        if not texts_only:
+            return results
+        judged = self.judge(results)
+        return [r for r in judged if r.good] if good_only else judged
+
+    def judge(self, results: Sequence[SearchResult]) -> list[SearchResult]:
+        """The results of a text query with `good` set: a good match scores above the neutral captions on its
+        image by the model's margin, or holds the query's words (a snippet); see relevance.py. The captions'
+        vectors are encoded on the first call for a library and model, then read from the library folder."""
+        from .relevance import good_matches, neutral_vectors, rule_for
+
+        model = self.model
+        if not results or model is None:
+            return list(results)
+        with self.catalog.snapshot():
+            ids = {path: state.id for path, state in self.catalog.states_of([r.path for r in results]).items()}
+            kept = [r for r in results if r.path in ids]
+            if not kept:  # removed from the catalog since: nothing to judge them by
+                return [replace(r, good=bool(r.snippet)) for r in results]
+            vectors = self.catalog.vectors_for([ids[r.path] for r in kept])
+            for n, r in enumerate(kept):
+                if r.time_s is not None:  # a video is scored at its best-matching frame: judged there too
+                    times, frames = self.catalog.frames_of(ids[r.path])
+                    vectors[n] = frames[int(np.argmin(np.abs(times - r.time_s * 1000)))]
+        neutral = neutral_vectors(self.path, model, self._encode_texts, write=not self.readonly)
+        good = good_matches(np.array([r.score for r in kept]), vectors, neutral, rule_for(model.arch))
+        flags = dict(zip((r.path for r in kept), good.tolist()))
+        return [replace(r, good=bool(r.snippet) or flags.get(r.path, False)) for r in results]
 
     def fused(
         self,
@@ -703,6 +739,16 @@ class Library:
         if not written:
             self._write_text_model()
         return vector, encoder.context_length if encoder.truncated(text) else None
+
+    def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts' vectors (len(texts), dim): by the library's ONNX text tower when the model is not loaded and the
+        tower is written (see textmodel.py), else by the model."""
+        model = self.model
+        if self._encoder is None and model is not None:
+            self._text_model = self._text_model or TextModel.load(self.path, model)
+            if self._text_model is not None:
+                return self._text_model.encode(texts)
+        return self.encoder.encode_texts(texts)
 
     def _write_text_model(self) -> None:
         """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""

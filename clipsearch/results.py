@@ -25,6 +25,9 @@ class SearchResult:
     """The reciprocal rank fusion score results are ordered by when CLIP and the text were ranked together."""
     time_s: float | None = None
     """For a video: its best-matching moment, in seconds from the start (None for a photo)."""
+    good: bool | None = None
+    """Whether it is a good match for a text query: its score beats generic captions' on the same image by the
+    model's margin, or the words were found in it (see relevance.py); None when not judged (image queries)."""
 
 
 @dataclass(frozen=True)

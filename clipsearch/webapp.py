@@ -196,15 +196,23 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     @app.get("/api/search", summary="Search by text")
     def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count,
                group_pairs: bool = Pairs,
-               words: bool = Query(False, description="Only the words read in the images (OCR), all of them")
+               words: bool = Query(False, description="Only the words read in the images (OCR), all of them"),
+               good_only: bool = Query(False, description="Only the good matches (see docs/relevance.md)")
                ) -> Results:
         """Always text: unlike the CLI, a query naming a file on the server is not read as an image. Where text
-        was read in the images, CLIP and that text are ranked together (see `clipsearch search`)."""
+        was read in the images, CLIP and that text are ranked together (see `clipsearch search`). Each hit's
+        `good` says whether it is a good match (with `words`: null, every hit holds the words)."""
         if not q.strip():
             raise BadQuery("Empty query: type what you are looking for")
         if words:
             return answer(lambda: library.search_text(q, k=k))
-        return answer(lambda: library.fused(q, combine([(1.0, library.text_vector(q))]), k=k, group_pairs=group_pairs))
+
+        def query() -> list[SearchResult]:
+            judged = library.judge(library.fused(q, combine([(1.0, library.text_vector(q))]), k=k,
+                                                 group_pairs=group_pairs))
+            return [r for r in judged if r.good] if good_only else judged
+
+        return answer(query)
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
     def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count,

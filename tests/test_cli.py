@@ -45,7 +45,7 @@ def test_index_prints_a_summary(shape_tree, library_dir):
 
 def test_search_prints_score_and_path(indexed, shape_tree):
     lines = run("search", "a red star", "--db", indexed, "-n", "3").output.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4 and lines[1] == "-- 1 good match, then weaker ones --"  # see test_relevance.py
     score, path = lines[0].split("  ", 1)
     assert float(score) > 0 and path == str(shape_tree / "a" / "red_star.png")
 
@@ -54,7 +54,7 @@ def test_search_json_schema(indexed):
     results = json.loads(run("search", "a blue circle", "--db", indexed, "--json", "-n", "2").output)
     assert len(results) == 2
     assert set(results[0]) == {"path", "path_bytes_b64", "score", "width", "height", "taken_at", "date", "snippet",
-                               "highlights", "fused", "time_s"}
+                               "highlights", "fused", "time_s", "good"}
     assert results[0]["path_bytes_b64"] is None  # the path is valid UTF-8, so `path` is exact
     assert results[0]["path"].endswith("blue_circle.png")
 
@@ -110,7 +110,7 @@ def test_models_lists_the_bundled_model_and_open_clip_tags():
 
 
 @pytest.mark.parametrize("args,code,stdout_lines", [
-    (["search", "a red star", "-n", "2"], 0, 2),
+    (["search", "a red star", "-n", "2"], 0, 3),  # the good match, a line, the weaker one
     (["similar", "{tree}/a/red_star.png", "-n", "2"], 0, 2),
     (["search", " "], 1, 0),
 ])

@@ -213,7 +213,7 @@ def test_cli_filters_and_sort(library):
     assert [r["path"].rsplit("/", 1)[-1] for r in json.loads(out)] == ["red_circle.jpg", "blue_star.jpeg",
                                                                        "green_triangle.jpg"]
     out = run("search", "a shape", "--db", db, "--ext", "png", "--min-width", "100", "--min-height", "100").output
-    assert [line.rsplit("/", 1)[-1] for line in out.splitlines()] == ["blue_circle.png"]
+    assert [line.rsplit("/", 1)[-1] for line in out.splitlines() if not line.startswith("-- ")] == ["blue_circle.png"]
     query = library.catalog.db.execute("SELECT path FROM images WHERE path LIKE '%red_star%'").fetchone()[0]
     out = run("similar", query, "--db", db, "--camera", "canon", "--ext", "jpg").output
     assert [line.rsplit("/", 1)[-1] for line in out.splitlines()] == ["green_square.jpg"]
