@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .decode import MAX_PIXELS, decode
 from .duplicates import SERIES_GAP
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
-from .filters import Filters, parse_when
+from .filters import Filters, image_date, parse_when
 from .library import Library
 from .paths import path_fields
 from .ranking import combine
@@ -181,6 +181,8 @@ class ImageDetail(BaseModel):
     height: int
     format: str
     taken_at: str | None
+    date: str
+    """Date taken, else the file's modification time (local time)."""
     camera: str | None
     indexed_at: str
     text: str | None = None
@@ -339,7 +341,8 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         row = catalog_row(image_id)
         with lock:
             read = text_of(library.catalog, image_id)
-        return ImageDetail(**{**row, **path_fields(row["path"])}, text=read[0] if read else None)
+        return ImageDetail(**{**row, **path_fields(row["path"])}, date=image_date(row["taken_at"], row["mtime_ns"]),
+                           text=read[0] if read else None)
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
     def similar(image_id: int, k: int = Count, group_pairs: bool = Pairs) -> Results:
