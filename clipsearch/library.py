@@ -15,15 +15,15 @@ from .discover import list_images
 from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
                      LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
-from .filters import Filters, by_date, image_date
+from .filters import Filters, by_date, count_passing, facets, image_date, newest_ids
 from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, load_encoder,
                      model_spec, open_clip_version, preprocessing_of)
 from .paths import readable
 from .quarantine import PlannedMove, move_to
 from .ranking import combine, exhausted, split_weight, top_k, unit
 from .raw import is_pair, is_raw, shot_of
-from .results import (DedupReport, IndexReport, IngestReport, LibraryInfo, MoveReport, OcrReport, SearchResult, TagCount,
-                      TagReport)
+from .results import (DedupReport, FilterValues, IndexReport, IngestReport, LibraryInfo, ListedImage, MoveReport,
+                      OcrReport, SearchResult, TagCount, TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
 from .textmodel import TextModel, text_model_written
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
@@ -970,6 +970,28 @@ class Library:
         if rows[image_a]["hash"] == rows[image_b]["hash"]:
             raise BadQuery("These files hold the same bytes: they are duplicates")
         self.catalog.dismiss_pair(rows[image_a]["hash"], rows[image_b]["hash"])
+
+    def newest(self, filters: Filters = Filters(), *, offset: int = 0, limit: int = 40) -> list[ListedImage]:
+        """Browsing without a query: the images passing `filters`, newest first by date taken (else file time),
+        `limit` of them from position `offset` (0-based)."""
+        if limit < 1 or offset < 0:
+            raise BadQuery("The number of results must be at least 1 and the offset at least 0")
+        with self.catalog.snapshot():
+            ids = newest_ids(self.catalog, filters, offset, limit)
+            rows = self.catalog.rows(ids)
+        return [ListedImage(r["path"], r["width"], r["height"], r["taken_at"], image_date(r["taken_at"], r["mtime_ns"]),
+                            r["camera"]) for r in (rows[i] for i in ids if i in rows)]
+
+    def matching(self, filters: Filters) -> int:
+        """How many images pass `filters`."""
+        return count_passing(self.catalog, filters)
+
+    def filter_values(self) -> FilterValues:
+        """The cameras, extensions and tags the library's images have, each with its number of images."""
+        with self.catalog.snapshot():
+            cameras, extensions = facets(self.catalog)
+            tags = tag_counts(self.catalog)
+        return FilterValues(tuple(cameras), tuple(extensions), tuple((t.label, t.images) for t in tags))
 
     def count(self) -> int:
         """The number of images in the library; 0 for one not created yet (nothing is written)."""

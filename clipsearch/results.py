@@ -31,6 +31,30 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class ListedImage:
+    """An image listed without a query (`Library.newest`)."""
+
+    path: str
+    width: int
+    height: int
+    taken_at: str | None
+    date: str
+    """Date taken, else the file's modification time: what the list is ordered by."""
+    camera: str | None
+
+
+@dataclass(frozen=True)
+class FilterValues:
+    """The values the camera, extension and tag filters can take in a library, each with its number of
+    images, most common first."""
+
+    cameras: tuple[tuple[str, int], ...]
+    extensions: tuple[tuple[str, int], ...]
+    """Lower case without the dot; "" for files without one."""
+    tags: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class Skip:
     path: str
     reason: str

@@ -8,19 +8,22 @@ Request bodies are cut off at MAX_UPLOAD_BYTES as they are read, whatever their 
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import mimetypes
 import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 from urllib.parse import quote
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
@@ -31,10 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .decode import MAX_PIXELS, decode
 from .duplicates import SERIES_GAP
 from .errors import BadImage, BadPath, BadQuery, ClipsearchError, LibraryLocked, LibraryNotFound
+from .filters import Filters, image_date, parse_when
 from .library import Library
 from .paths import path_fields
 from .ranking import combine
-from .results import LibraryInfo, SearchResult, to_dict
+from .results import FilterValues, LibraryInfo, ListedImage, SearchResult, to_dict
 from .textsearch import text_of
 from .thumbnails import THUMBS_DIR, Thumbnails
 
@@ -53,7 +57,13 @@ DECODE_BYTES = MAX_PIXELS * 8
 
 STATUS = {BadQuery: 400, BadImage: 415, BadPath: 404, LibraryNotFound: 404, LibraryLocked: 409}
 
+UPLOADS_KEPT = 64
+"""How many uploaded images' vectors the server keeps, so that a search by upload survives a reload."""
+MAX_OFFSET = 10_000
+"""The deepest page a ranked search serves: results from this position on are not ranked."""
+
 Count = Query(20, ge=1, le=500, description="Number of results")
+Offset = Query(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging): the `next_offset` of the previous page")
 Pairs = Query(True, description="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown")
 
 
@@ -66,9 +76,58 @@ class Hit(SearchResult):
 
 
 @dataclass(frozen=True)
+class Upload:
+    key: str
+    """Names the uploaded image's vector kept by the server: `GET /api/search/upload/{key}` searches again."""
+    name: str
+
+
+@dataclass(frozen=True)
 class Results:
     results: list[Hit]
     elapsed_ms: float
+    total: int | None = None
+    """How many images pass the filters: all of them are ranked, so paging can go on that far."""
+    next_offset: int | None = None
+    """The `offset` of the next page; null on the last one."""
+    upload: Upload | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listed(ListedImage):
+    id: int
+    path_bytes_b64: str | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    results: list[Listed]
+    elapsed_ms: float
+    total: int
+    """How many images pass the filters."""
+    next_offset: int | None
+    """The `offset` of the next page; null on the last one."""
+
+
+def filter_params(
+    under: list[str] = Query([], description="Only images inside this folder (repeatable)"),
+    after: str | None = Query(None, description="Taken on or after this date (2021-05-01 or an ISO datetime): "
+                              "the EXIF date taken, else the file time"),
+    before: str | None = Query(None, description="Taken before this date"),
+    camera: list[str] = Query([], description="Camera model name contains this, any case (repeatable: any)"),
+    min_width: int | None = Query(None, ge=1, le=MAX_ID, description="At least this many pixels wide"),
+    min_height: int | None = Query(None, ge=1, le=MAX_ID, description="At least this many pixels high"),
+    ext: list[str] = Query([], description="File extension, e.g. jpg (repeatable: any)"),
+    tag: str | None = Query(None, description="Tagged with this label (see `clipsearch tag`)"),
+) -> Filters:
+    """The metadata filters of `clipsearch search` as query parameters; empty values are left out. Raises
+    BadQuery (400) for a date that is not one."""
+    return Filters(tuple(u for u in under if u), parse_when(after) if after else None,
+                   parse_when(before) if before else None, tuple(c for c in camera if c), min_width, min_height,
+                   tuple(e for e in ext if e), tag or None)
+
+
+Filtered = Depends(filter_params)
 
 
 class DuplicateImage(BaseModel):
@@ -122,6 +181,8 @@ class ImageDetail(BaseModel):
     height: int
     format: str
     taken_at: str | None
+    date: str
+    """Date taken, else the file's modification time (local time)."""
     camera: str | None
     indexed_at: str
     text: str | None = None
@@ -165,13 +226,22 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
     def library_error(request: Request, exc: ClipsearchError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=STATUS.get(type(exc), 500))
 
-    def answer(query: Callable[[], list[SearchResult]]) -> Results:
+    uploads: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()  # the last UPLOADS_KEPT, by content
+
+    def answer(query: Callable[[int], list[SearchResult]], filters: Filters, offset: int, k: int,
+               upload: Upload | None = None) -> Results:
+        """The page of `k` results from `offset` of `query(number of results wanted)`."""
         started = time.perf_counter()
         with lock:
+            found = query(offset + k)
+            total = library.matching(filters)
             # Fields as they are (tuples stay tuples, as Hit declares them), the path as output names files
             hits = [Hit(id=row["id"], **{**vars(r), **path_fields(r.path)})
-                    for r in query() if (row := library.catalog.row_by_path(r.path))]
-        return Results(results=hits, elapsed_ms=round((time.perf_counter() - started) * 1000, 2))
+                    for r in found[offset:] if (row := library.catalog.row_by_path(r.path))]
+        end = offset + k
+        more = len(found) >= end and end < total and end <= MAX_OFFSET
+        return Results(results=hits, elapsed_ms=round((time.perf_counter() - started) * 1000, 2), total=total,
+                       next_offset=end if more else None, upload=upload)
 
     def catalog_row(image_id: int) -> dict[str, Any]:
         if not 0 <= image_id <= MAX_ID:
@@ -190,60 +260,107 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         return row
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/info", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/image/{image_id:int}", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/upload/{key}", response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> str:
+        """The page, at every address it shows (the page reads what to show from its URL)."""
         return page
 
     @app.get("/api/search", summary="Search by text")
     def search(q: str = Query(..., description="What to look for, e.g. 'a dog on a beach'"), k: int = Count,
-               group_pairs: bool = Pairs,
+               offset: int = Offset, group_pairs: bool = Pairs,
                words: bool = Query(False, description="Only the words read in the images (OCR), all of them"),
-               good_only: bool = Query(False, description="Only the good matches (see docs/relevance.md)")
-               ) -> Results:
+               good_only: bool = Query(False, description="Only the good matches (see docs/relevance.md)"),
+               filters: Filters = Filtered) -> Results:
         """Always text: unlike the CLI, a query naming a file on the server is not read as an image. Where text
         was read in the images, CLIP and that text are ranked together (see `clipsearch search`). Each hit's
         `good` says whether it is a good match (with `words`: null, every hit holds the words)."""
         if not q.strip():
             raise BadQuery("Empty query: type what you are looking for")
         if words:
-            return answer(lambda: library.search_text(q, k=k))
+            return answer(lambda n: library.search_text(q, k=n, filters=filters), filters, offset, k)
 
-        def query() -> list[SearchResult]:
-            judged = library.judge(library.fused(q, combine([(1.0, library.text_vector(q))]), k=k,
+        def query(n: int) -> list[SearchResult]:
+            judged = library.judge(library.fused(q, combine([(1.0, library.text_vector(q))]), k=n, filters=filters,
                                                  group_pairs=group_pairs))
             return [r for r in judged if r.good] if good_only else judged
 
-        return answer(query)
+        return answer(query, filters, offset, k)
+
+    @app.get("/api/browse", summary="Every image, newest first, without a query")
+    def browse(k: int = Count, offset: int = Query(0, ge=0, le=MAX_ID, description="Images to skip (paging)"),
+               filters: Filters = Filtered) -> Listing:
+        """Newest first by date taken (EXIF), else by file time."""
+        started = time.perf_counter()
+        with lock:
+            listed = library.newest(filters, offset=offset, limit=k)
+            total = library.matching(filters)
+            ids = {r.path: library.catalog.row_by_path(r.path) for r in listed}
+        results = [Listed(id=row["id"], **{**vars(r), **path_fields(r.path)}) for r in listed if (row := ids[r.path])]
+        end = offset + len(listed)
+        return Listing(results=results, elapsed_ms=round((time.perf_counter() - started) * 1000, 2), total=total,
+                       next_offset=end if len(listed) == k and end < total else None)
+
+    @app.get("/api/filters", summary="The cameras, extensions and tags the filters can take")
+    def filter_values() -> FilterValues:
+        with lock:
+            return library.filter_values()
 
     @app.post("/api/search/image", summary="Search by example: upload an image")
     def search_image(file: UploadFile = File(..., description="An image file"), k: int = Count,
-                     group_pairs: bool = Pairs) -> Results:
-        """The upload is decoded in memory and never written to the library."""
+                     offset: int = Offset, group_pairs: bool = Pairs, filters: Filters = Filtered) -> Results:
+        """The upload is decoded in memory and never written to the library; its vector is kept in memory (the
+        last UPLOADS_KEPT uploads) under the `upload.key` of the answer, for `GET /api/search/upload/{key}`."""
         data = file.file.read()
+        name = file.filename or "the upload"
         try:
             with decode_slots:
                 picture, _ = decode(data, library.encoder.image_size, file.filename or "")
         except Exception as e:  # noqa: BLE001 - whatever an upload makes Pillow raise, it is the upload's fault
             reason = str(e) if isinstance(e, BadImage) else f"{type(e).__name__}: {e}"
             raise BadImage(f"{file.filename or 'The upload'} is not a usable image ({reason})") from None
-        return answer(lambda: library.nearest(library.encoder.encode_pil([picture])[0], k=k, group_pairs=group_pairs))
+        key = hashlib.sha256(data).hexdigest()[:20]
+        with lock:
+            vector = library.encoder.encode_pil([picture])[0]
+            uploads[key] = (name, vector)
+            uploads.move_to_end(key)
+            while len(uploads) > UPLOADS_KEPT:
+                uploads.popitem(last=False)
+        return answer(lambda n: library.nearest(vector, k=n, filters=filters, group_pairs=group_pairs), filters,
+                      offset, k, Upload(key, name))
+
+    @app.get("/api/search/upload/{key}", summary="Search again by an image uploaded before")
+    def search_upload(key: str, k: int = Count, offset: int = Offset, group_pairs: bool = Pairs,
+                      filters: Filters = Filtered) -> Results:
+        """404 once the server no longer keeps the upload (restarted, or UPLOADS_KEPT newer uploads since)."""
+        with lock:
+            kept = uploads.get(key)
+        if kept is None:
+            raise HTTPException(404, "The server no longer has this uploaded image: upload it again")
+        name, vector = kept
+        return answer(lambda n: library.nearest(vector, k=n, filters=filters, group_pairs=group_pairs), filters,
+                      offset, k, Upload(key, name))
 
     @app.get("/api/images/{image_id:int}", summary="An image's metadata and the text read in it")
     def image(image_id: int) -> ImageDetail:
         row = catalog_row(image_id)
         with lock:
             read = text_of(library.catalog, image_id)
-        return ImageDetail(**{**row, **path_fields(row["path"])}, text=read[0] if read else None)
+        return ImageDetail(**{**row, **path_fields(row["path"])}, date=image_date(row["taken_at"], row["mtime_ns"]),
+                           text=read[0] if read else None)
 
     @app.get("/api/images/{image_id:int}/similar", summary="Images similar to a catalog image")
     def similar(image_id: int, k: int = Count, group_pairs: bool = Pairs) -> Results:
-        def query() -> list[SearchResult]:
+        def query(n: int) -> list[SearchResult]:
             with library.catalog.snapshot():
                 if not 0 <= image_id <= MAX_ID or image_id not in library.catalog.rows([image_id]):
                     raise HTTPException(404, f"No image with id {image_id} in the catalog")
                 vector = library.catalog.vectors_for([image_id])[0]
-                return library.nearest(vector, k=k, exclude={image_id}, group_pairs=group_pairs)
+                return library.nearest(vector, k=n, exclude={image_id}, group_pairs=group_pairs)
 
-        return answer(query)
+        return answer(query, Filters(), 0, k)
 
     @app.get("/api/images/{image_id:int}/thumb", response_class=FileResponse, summary="A JPEG thumbnail")
     def thumb(image_id: int, size: Literal["small", "large"] = "small",

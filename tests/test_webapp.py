@@ -572,3 +572,78 @@ def test_a_read_only_library_is_served_without_writing_into_it(lib, library_dir,
         assert client.get(f"/api/images/{star}/thumb").status_code == 200
         assert client.get("/api/search", params={"q": "a red star", "k": 2}).status_code == 200
     assert not (library_dir / webapp.THUMBS_DIR).exists()
+
+
+def test_browse_lists_every_image_newest_first_page_by_page(client, lib, shape_tree):
+    newest = shape_tree / "b" / "blue_star.png"
+    touch_later(newest)
+    lib.index([shape_tree], workers=0)
+    first = client.get("/api/browse", params={"k": 3}).json()
+    assert name(first["results"][0]) == "blue_star.png" and first["total"] == 8 and first["next_offset"] == 3
+    assert set(first["results"][0]) == {"id", "path", "path_bytes_b64", "width", "height", "taken_at", "date", "camera"}
+    pages, offset = [first], 3
+    while offset is not None:
+        pages.append(client.get("/api/browse", params={"k": 3, "offset": offset}).json())
+        offset = pages[-1]["next_offset"]
+    listed = [h for page in pages for h in page["results"]]
+    assert len(listed) == 8 and len({h["id"] for h in listed}) == 8
+    assert [h["date"] for h in listed] == sorted((h["date"] for h in listed), reverse=True)
+
+
+def test_search_pages_beyond_the_first_and_counts_the_matches(client, lib):
+    whole = client.get("/api/search", params={"q": "a red star", "k": 8}).json()
+    assert whole["total"] == 8 and whole["next_offset"] is None
+    first = client.get("/api/search", params={"q": "a red star", "k": 5}).json()
+    second = client.get("/api/search", params={"q": "a red star", "k": 5, "offset": 5}).json()
+    assert first["next_offset"] == 5 and second["next_offset"] is None
+    assert [h["id"] for h in first["results"] + second["results"]] == [h["id"] for h in whole["results"]]
+
+
+@pytest.mark.parametrize("params,expected", [
+    ({"under": "{root}/a"}, {"red_star.png", "green_square.png", "red_circle.png", "green_triangle.png"}),
+    ({"ext": "png", "min_width": 100, "camera": ""}, {f"{c}_{s}.png" for c, s in SHAPE_TREE}),
+    ({"min_width": 129}, set()),
+    ({"after": "2999-01-01"}, set()),
+    ({"before": "2999-01-01", "ext": "jpg"}, set()),
+])
+def test_the_cli_filters_narrow_browsing_and_search(client, shape_tree, params, expected):
+    params = {k: v.format(root=shape_tree) if isinstance(v, str) else v for k, v in params.items()}
+    for url, extra in [("/api/browse", {}), ("/api/search", {"q": "a shape"})]:
+        body = client.get(url, params={**params, **extra, "k": 20}).json()
+        assert {name(h) for h in body["results"]} == expected and body["total"] == len(expected)
+
+
+def test_a_bad_filter_is_400_or_422(client):
+    assert client.get("/api/browse", params={"after": "yesterday"}).status_code == 400
+    assert "Not a date" in client.get("/api/search", params={"q": "x", "before": "31/12"}).json()["detail"]
+    assert client.get("/api/browse", params={"min_width": 0}).status_code == 422
+    assert client.get("/api/search", params={"q": "x", "offset": -1}).status_code == 422
+
+
+def test_tags_filter_and_filter_values(client, lib):
+    lib.tag(["star", "circle"])
+    values = client.get("/api/filters").json()
+    assert values["extensions"] == [["png", 8]] and values["cameras"] == []
+    tags = dict(values["tags"])
+    assert set(tags) <= {"star", "circle"} and tags
+    label, count = values["tags"][0]
+    assert client.get("/api/browse", params={"tag": label}).json()["total"] == count
+
+
+def test_an_uploaded_image_is_searched_again_by_its_key(client, shape_tree):
+    picture = (shape_tree / "b" / "yellow_square.png").read_bytes()
+    posted = client.post("/api/search/image", params={"k": 3}, files={"file": ("query.png", picture, "image/png")}).json()
+    assert posted["upload"]["name"] == "query.png" and posted["next_offset"] == 3
+    again = client.get(f"/api/search/upload/{posted['upload']['key']}", params={"k": 3}).json()
+    assert [h["id"] for h in again["results"]] == [h["id"] for h in posted["results"]]
+    narrowed = client.get(f"/api/search/upload/{posted['upload']['key']}", params={"k": 3, "under": str(shape_tree / "a")})
+    assert "yellow_square.png" not in {name(h) for h in narrowed.json()["results"]}
+    gone = client.get("/api/search/upload/0123456789abcdef0123", params={"k": 3})
+    assert gone.status_code == 404 and "upload it again" in gone.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/", "/?q=a+red+star&after=2020-01-01", "/duplicates", "/info", "/image/1",
+                                  "/upload/abc"])
+def test_the_page_is_served_at_each_of_its_addresses(client, path):
+    response = client.get(path)
+    assert response.status_code == 200 and "<title>clipsearch</title>" in response.text
