@@ -101,7 +101,7 @@ def test_names_that_are_not_utf8_are_indexed_searched_and_shown(odd_tree, librar
 
     ok("dedup", "--db", library_dir, "--csv", tmp_path / "d.csv", "--json", tmp_path / "d.json")
     with open(tmp_path / "d.csv", newline="", encoding="utf-8") as f:
-        assert next(csv.reader(f))[-1] == "path_bytes_b64"
+        assert "path_bytes_b64" in next(csv.reader(f))
 
 
 def test_odd_names_are_moved_and_removed(odd_tree, library_dir):
