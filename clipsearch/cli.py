@@ -409,7 +409,8 @@ def _warn(warning: str | None) -> None:
 @filter_options
 def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None,
             sort: str, as_json: bool) -> None:
-    """Find images similar to IMAGE (indexed or not), or to a video's frame given as VIDEO@SECONDS."""
+    """Find images similar to IMAGE (indexed or not), or to a video's frame given as VIDEO@SECONDS
+    (or VIDEO@HH:MM:SS, as search prints moments)."""
     from .library import Library
 
     with Library.open(db) as lib:

@@ -30,7 +30,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", "
 SCENE_CHANGE = 0.15
 """Total variation distance (0 to 1) between two frames' colour histograms (4 levels per channel) that marks a cut."""
 _KEYFRAME = 1  # AVINDEX_KEYFRAME
-_MOMENT = re.compile(r"^(?P<path>.+)@(?P<seconds>\d+(\.\d*)?)$", re.S)
+_MOMENT = re.compile(r"^(?P<path>.+)@(?P<at>(\d+:)?\d{1,2}:\d{2}(\.\d*)?|\d+(\.\d*)?)$", re.S)
 _HASH_CHUNK = 1 << 22
 
 
@@ -74,11 +74,15 @@ def file_hash(path: str) -> str:
 
 
 def parse_moment(query: str) -> tuple[str, float] | None:
-    """'clip.mp4@83.5' -> ('clip.mp4', 83.5) for a video file name; None for anything else."""
+    """'clip.mp4@83.5' or 'clip.mp4@00:01:23.5' (as `clock` prints moments) -> ('clip.mp4', 83.5) for a video
+    file name; None for anything else."""
     match = _MOMENT.match(query)
     if match is None or not is_video(match["path"]):
         return None
-    return match["path"], float(match["seconds"])
+    seconds = 0.0
+    for part in match["at"].split(":"):
+        seconds = seconds * 60 + float(part)
+    return match["path"], seconds
 
 
 def clock(ms: int) -> str:
@@ -164,10 +168,20 @@ def _keyframe_times(container: av.container.InputContainer, stream: av.video.str
     start = stream.start_time or 0
     entries = stream.index_entries
     if entries and not all(e.flags & _KEYFRAME for e in entries):
-        times = [float((e.timestamp - start) * base) for e in entries if e.flags & _KEYFRAME]
+        shift = _reorder_delay(container, stream)
+        times = [float((e.timestamp + shift - start) * base) for e in entries if e.flags & _KEYFRAME]
     else:
         times = [float((p.pts - start) * base) for p in container.demux(stream) if p.is_keyframe and p.pts is not None]
     return sorted(set(t for t in times if t >= 0)) or [0.0]
+
+
+def _reorder_delay(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """How much later a keyframe is shown than decoded (pts − dts, the B-frame reorder delay), in the stream's
+    time base: an index lists decoding times. 0 where the first keyframe packet does not say."""
+    for packet in container.demux(stream):
+        if packet.is_keyframe and packet.pts is not None and packet.dts is not None:
+            return int(packet.pts - packet.dts)
+    return 0
 
 
 def _spread(times: list[float], duration: float | None, limit: int) -> list[float]:

@@ -49,9 +49,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 """Host names a server on a loopback address answers to (Host headers; IPv6 in brackets)."""
 MAX_ID = 2**63 - 1
 """SQLite's largest integer: no catalog id is above it."""
-MIME_TYPES = {"MPO": "image/jpeg"}
-"""Types browsers know for formats Pillow names otherwise: an MPO (many cameras' JPEGs) is a JPEG
-with more pictures after the first."""
+MIME_TYPES = {"MPO": "image/jpeg", "3GP": "video/3gpp", "DNG": "image/x-adobe-dng"}
+"""Types for formats Pillow names otherwise or Python guesses wrong: an MPO (many cameras' JPEGs) is a JPEG
+with more pictures after the first; a phone's .3gp is a video (Python's table says audio)."""
 DECODE_BYTES = MAX_PIXELS * 8
 """Memory one decode may need at worst: the largest image decode accepts, twice as RGBA."""
 
@@ -364,7 +364,7 @@ def create_app(library: Library, *, allowed_hosts: Sequence[str] = LOOPBACK_HOST
 
     @app.get("/api/images/{image_id:int}/thumb", response_class=FileResponse, summary="A JPEG thumbnail")
     def thumb(image_id: int, size: Literal["small", "large"] = "small",
-              t: float | None = Query(None, ge=0, description="For a video: the moment shown, in seconds")
+              t: float | None = Query(None, ge=0, le=10**7, description="For a video: the moment shown, in seconds")
               ) -> FileResponse:
         """Fits in 320 (small) or 1280 (large) pixels, EXIF orientation applied; cached on disk."""
         path = file_of(image_id)["path"]

@@ -102,10 +102,12 @@ CODECS = {".mp4": "libx264", ".mov": "libx264", ".m4v": "libx264", ".mkv": "libx
 
 
 def write_clip(path: Path, scenes: list[np.ndarray], seconds_each: float = 1.5, fps: int = 10,
-               creation_time: str | None = "2022-07-08T09:10:11Z", gop: int = 1000, crf: int | None = None) -> Path:
+               creation_time: str | None = "2022-07-08T09:10:11Z", gop: int = 1000, crf: int | None = None,
+               preset: str = "ultrafast") -> Path:
     """A clip, one picture (uint8 RGB, H x W x 3, even sides) per scene sliding slowly sideways, each scene
     starting on a keyframe (and one every `gop` frames), written with a codec its container holds (H.264 at
-    constant quality `crf` where given: higher, fewer bytes)."""
+    constant quality `crf` where given: higher, fewer bytes; x264's `preset`: "ultrafast" writes no B-frames,
+    "medium", as phones and cameras do, writes them, so frames are decoded out of display order)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def write_clip(path: Path, scenes: list[np.ndarray], seconds_each: float = 1.5, 
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.gop_size = gop
         if stream.codec_context.name == "libx264":
-            stream.codec_context.options = {"forced-idr": "1", "preset": "ultrafast",
+            stream.codec_context.options = {"forced-idr": "1", "preset": preset,
                                             **({"crf": str(crf)} if crf is not None else {})}
         frames_each = int(round(seconds_each * fps))
         for scene, picture in enumerate(scenes):
@@ -129,4 +131,23 @@ def write_clip(path: Path, scenes: list[np.ndarray], seconds_each: float = 1.5, 
                     frame.pict_type = av.video.frame.PictureType.I
                 container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return path
+
+
+def transcode(source: Path, path: Path, width: int, height: int, crf: int = 30) -> Path:
+    """Decode a clip and encode it again (H.264 with B-frames, x264 preset "medium", at another size and
+    quality), as a messenger or an editor's export does to a phone's video."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(source)) as reader, av.open(str(path), "w") as writer:
+        stream = writer.add_stream("libx264", rate=reader.streams.video[0].average_rate or 10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.options = {"preset": "medium", "crf": str(crf)}
+        for frame in reader.decode(video=0):
+            picture = frame.to_image().resize((width, height))
+            out = av.VideoFrame.from_image(picture)
+            out.pts = None
+            writer.mux(stream.encode(out))
+        writer.mux(stream.encode(None))
     return path

@@ -38,6 +38,17 @@ def test_a_frame_per_scene_from_every_container(ext, tmp_path):
     assert clip.duration_s == pytest.approx(3.0, abs=0.2)
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".mov", ".m4v", ".mkv"])
+def test_b_frames_do_not_shift_the_keyframes_sampled(ext, tmp_path):
+    """With B-frames an index lists decoding times, a reorder delay before the times shown: each scene must still
+    be sampled at its own first frame, the last one included."""
+    scenes = [shape("red", "star"), shape("blue", "circle"), shape("green", "square")]
+    path = write_clip(tmp_path / f"clip{ext}", scenes, preset="medium")
+    frames = sample(str(path), Sampling(interval_s=5, max_frames=50)).frames
+    assert [f.ms for f in frames] == [0, 1500, 3000]
+    assert [int(np.argmax(np.asarray(f.image).reshape(-1, 3).mean(0))) for f in frames] == [0, 2, 1]
+
+
 def test_at_most_one_frame_per_interval_within_a_scene(tmp_path):
     still = shape("green", "square")
     path = write_clip(tmp_path / "still.mp4", [still] * 4, seconds_each=1.0)  # a keyframe each second, no cut
@@ -73,7 +84,8 @@ def videos(tmp_path, library_dir):
 
 
 def test_search_returns_a_video_once_at_its_best_moment(videos, library_dir):
-    lines = cli("search", "a red star", "--db", library_dir).splitlines()
+    lines = [line for line in cli("search", "a red star", "--db", library_dir).splitlines()
+             if not line.startswith("--")]  # "-- 1 good match, then weaker ones --"
     assert len(lines) == 3 and lines[0].endswith("a.mp4  00:00:00")
     results = json.loads(cli("search", "a green square", "--db", library_dir, "--json"))
     assert sorted(r["path"].rsplit("/", 1)[1] for r in results) == ["a.mp4", "b.mkv", "photo.png"]
@@ -88,6 +100,8 @@ def test_similar_takes_a_moment_of_a_video(videos, library_dir):
     results = json.loads(cli("similar", f"{videos / 'a.mp4'}@2", "--db", library_dir, "--json"))
     assert results[0]["path"].endswith("b.mkv") and results[0]["time_s"] == 1.5
     assert not any(r["path"].endswith("a.mp4") for r in results)  # the video itself is left out
+    as_printed = json.loads(cli("similar", f"{videos / 'a.mp4'}@00:00:02", "--db", library_dir, "--json"))
+    assert [r["path"] for r in as_printed] == [r["path"] for r in results]  # the moment as search prints it
     at_start = json.loads(cli("similar", f"{videos / 'a.mp4'}@0.5", "--db", library_dir, "--json", "-n", "1"))
     assert at_start[0]["path"].endswith(("b.mkv", "photo.png"))
     missing = CliRunner().invoke(main, ["similar", f"{videos / 'nope.mp4'}@3", "--db", str(library_dir)])
@@ -168,11 +182,14 @@ def test_the_web_ui_shows_the_moment_and_serves_the_video(videos, library_dir, t
         frame = client.get(f"/api/images/{hit['id']}/thumb", params={"t": hit["time_s"]})
         start = client.get(f"/api/images/{hit['id']}/thumb")
         full = client.get(f"/api/images/{hit['id']}/full")
+        endless = [client.get(f"/api/images/{hit['id']}/thumb", params={"t": t}).status_code
+                   for t in ("inf", "1e308", "nan", "-1")]
         page = client.get("/").text
     blue = [np.asarray(Image.open(io.BytesIO(r.content)))[..., 2].mean() for r in (frame, start)]
     assert frame.headers["content-type"] == "image/jpeg" and blue[0] > blue[1]
     assert full.headers["content-type"] == "video/mp4" and full.content == (videos / "a.mp4").read_bytes()
     assert "#t=${hit.time_s}" in page
+    assert endless == [422] * 4
 
 
 def test_a_library_from_before_videos_gains_the_frame_table(tmp_path, library_dir, tiny):

@@ -209,3 +209,23 @@ def test_video_copies_are_listed_moved_and_restored(tmp_path):
                                       (600.0, 610.0, True), (600.0, 630.0, False), (None, 3.0, True)])
 def test_lengths_agree_within_half_a_second_or_two_percent(a, b, same):
     assert same_length(a, b) is same and same_length(b, a) is same
+
+
+def test_a_phone_clip_decoded_and_encoded_again_is_a_near_copy(tmp_path, library_dir):
+    """Real pictures (the sample photos), written at 640x480, then decoded and encoded again at half the size and
+    lower quality with B-frames: the same pixels, so a near copy, reclaimable; a clip of other photos is not."""
+    from pathlib import Path
+
+    from generated import transcode
+
+    photos = sorted((Path(__file__).resolve().parent.parent / "sample_data" / "photos").glob("*.jpg"))
+    frames = [np.asarray(Image.open(p).convert("RGB").resize((640, 480))) for p in photos]
+    original = write_clip(tmp_path / "phone/IMG_0001.mp4", frames[:3], preset="medium")
+    transcode(original, tmp_path / "shared/IMG_0001.mp4", 320, 240, crf=32)
+    write_clip(tmp_path / "phone/IMG_0002.mp4", frames[3:6], preset="medium")
+    cli("index", tmp_path / "phone", tmp_path / "shared", "--db", library_dir, "--model", "clipsearch-tiny", "-q")
+    cli("dedup", "--db", library_dir, "--json", tmp_path / "report.json")
+    [group] = json.loads((tmp_path / "report.json").read_text())["groups"]
+    tiers = {m["path"].split(str(tmp_path) + "/")[1]: m["tier"] for m in group["members"]}
+    assert tiers == {"phone/IMG_0001.mp4": "keeper", "shared/IMG_0001.mp4": "near"}
+    assert group["reclaimable_bytes"] == (tmp_path / "shared/IMG_0001.mp4").stat().st_size
