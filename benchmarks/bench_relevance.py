@@ -29,6 +29,7 @@ from clipsearch.calibration import SUBJECTS
 from clipsearch.models import load_encoder, model_spec
 from clipsearch.relevance import DEFAULT_RULE, NEUTRAL_CAPTIONS, Rule, good_matches, rule_for
 from clipsearch.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapeSpec, article, render
+from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 HELD_OUT_SEED = 2024  # as benchmarks/bench_zeroshot.py: renders the training never drew
 
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--pretrained")
     parser.add_argument("--checkpoint")
     parser.add_argument("--per-class", type=int, default=10, help="Held-out images per colour and shape [10]")
+    add_save_option(parser)
     args = parser.parse_args()
 
     spec = model_spec(args.model, args.pretrained, args.checkpoint)
@@ -105,8 +107,8 @@ def main() -> None:
         rows.append(row)
         print(f"{rule:16} {row['param']:>22} {row['precision']:9.1%} {row['recall']:7.1%} "
               + " ".join(f"{v:21.1%}" for k, v in row.items() if k.startswith("none_")))
-    print(json.dumps({"model": spec.label, "images": len(shapes),
-                      "chosen": {"margin": chosen.margin, "floor": chosen.floor}, "rules": rows}))
+    emit({"model": spec.label, "images": len(shapes), "chosen": {"margin": chosen.margin, "floor": chosen.floor},
+          "rules": rows}, args)
 
 
 def _recall_plus_rejects(good: np.ndarray, relevant: np.ndarray, scores: dict, images: np.ndarray,

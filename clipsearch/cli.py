@@ -419,27 +419,27 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score") -> None:
-    """A line per result; for a judged text query (see `Library.judge`) in score order, the good matches first,
-    then a line saying how many they are, then the weaker ones; in date order, that line first."""
+    """A line per result on stdout; for a judged text query (see `Library.judge`) in score order, the good
+    matches first, then the weaker ones. On a terminal, a line on stderr between them says how many are good
+    (in date order, before them); a script or a pipe reads the results alone."""
     results = list(results)
     line = functools.partial(_result_line, dated=sort == "date")
-    if as_json or not results or any(r.good is None for r in results):
+    if as_json or not results or any(r.good is None for r in results) or not _on_terminal():
         _print_list(results, as_json, line)
         return
     good = [r for r in results if r.good]
     weaker = [r for r in results if not r.good]
     if sort == "date":
-        click.echo(f"-- {len(good)} of {len(results)} are good matches (marked *) --" if good
-                   else "-- no good match --")
-        for r in results:
-            click.echo(("* " if r.good else "  ") + line(r))
+        click.echo(f"-- {len(good)} of {len(results)} are good matches (--good-only lists only them) --" if good
+                   else "-- no good match --", err=True)
+        _print_list(results, False, line)
         return
     if not good:
-        click.echo("-- no good match; closest: --")
+        click.echo("-- no good match; closest: --", err=True)
     for r in good:
         click.echo(line(r))
     if good and weaker:
-        click.echo(f"-- {len(good)} good match{'' if len(good) == 1 else 'es'}, then weaker ones --")
+        click.echo(f"-- {len(good)} good match{'' if len(good) == 1 else 'es'}, then weaker ones --", err=True)
     for r in weaker:
         click.echo(line(r))
 

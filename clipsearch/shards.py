@@ -113,7 +113,7 @@ def write_shard(path: Path, columns: Mapping[str, Sequence[Any] | np.ndarray], m
     """Write one shard atomically: a temporary file, fsync, then rename into place.
 
     `columns` holds the schema's columns; "vector" is an (n, dim) array whose rows are ignored
-    (stored as null) where "error" is set.
+    (stored as null) where "error" is set; "phash" (perceptual fingerprints) may be left out: null.
     """
     pa, pq = _arrow()
     schema = _schema(model, dim)
@@ -121,7 +121,8 @@ def write_shard(path: Path, columns: Mapping[str, Sequence[Any] | np.ndarray], m
     failed = np.array([e is not None for e in columns["error"]], dtype=bool)
     arrays = [
         pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), type=field.type, mask=pa.array(failed))
-        if field.name == "vector" else pa.array(list(columns[field.name]), type=field.type)
+        if field.name == "vector" else pa.array(list(columns[field.name]) if field.name in columns
+                                                else [None] * len(vectors), type=field.type)
         for field in schema
     ]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -61,15 +61,23 @@ def test_a_nonsense_query_has_no_good_match(shapes, query):
     assert len(hits) == 10 and not any(h["good"] for h in hits)
 
 
-def test_text_output_puts_a_line_after_the_good_matches(shapes):
-    lines = run("search", "a red star", "--db", shapes, "-n", "5").output.splitlines()
+def test_text_output_puts_a_line_after_the_good_matches(shapes, monkeypatch):
+    """The line is on stderr, on a terminal only: it shows between the results; a pipe reads the results alone."""
+    import clipsearch.cli
+
+    assert run("search", "a red star", "--db", shapes, "-n", "5").stderr == ""  # a script, a pipe
+    monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
+    result = run("search", "a red star", "--db", shapes, "-n", "5")
+    lines = [line for line in result.output.splitlines() if not line.startswith("note: ")]  # the demo model's
     assert sorted(stem(line.split()[-1]) for line in lines[:2]) == ["red_star", "red_star_2"]
     assert lines[2] == "-- 2 good matches, then weaker ones --" and len(lines) == 6
-    none = run("search", "a dog on a beach", "--db", shapes, "-n", "3").output.splitlines()
+    assert "-- 2 good matches, then weaker ones --\n" in result.stderr and len(result.stdout.splitlines()) == 5
+    none = [line for line in run("search", "a dog on a beach", "--db", shapes, "-n", "3").output.splitlines()
+            if not line.startswith("note: ")]
     assert none[0] == "-- no good match; closest: --" and len(none) == 4
-    dated = run("search", "a red star", "--db", shapes, "-n", "4", "--sort", "date").output.splitlines()
-    assert dated[0] == "-- 2 of 4 are good matches (marked *) --"
-    assert sum(line.startswith("* ") for line in dated[1:]) == 2
+    dated = run("search", "a red star", "--db", shapes, "-n", "4", "--sort", "date")
+    assert "-- 2 of 4 are good matches (--good-only lists only them) --\n" in dated.stderr
+    assert len(dated.stdout.splitlines()) == 4
 
 
 def test_good_only_returns_only_the_good_matches(shapes):

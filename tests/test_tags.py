@@ -221,7 +221,7 @@ def test_cli_tag_tags_and_search_by_tag(lib, tmp_path):
     lines = run("tags", "--db", db).output.splitlines()
     assert {line.split()[-1] for line in lines} == set(COLOURS)
     assert {line.split()[-1]: int(line.split()[0]) for line in lines} == {c.label: c.images for c in lib.tags()}
-    out = run("search", "a shape", "--db", db, "--tag", "green").output
+    out = run("search", "a shape", "--db", db, "--tag", "green").stdout
     found = {line.rsplit("/", 1)[-1] for line in out.splitlines()}
     assert {"green_square.png", "green_triangle.png"} <= found and len(found) == dict(
         (c.label, c.images) for c in lib.tags())["green"]

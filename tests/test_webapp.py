@@ -61,7 +61,7 @@ def test_text_search_answers_what_the_library_answers(client, lib, colour, shape
     assert [h["score"] for h in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
     assert body["elapsed_ms"] >= 0
     assert set(body["results"][0]) == {"id", "path", "path_bytes_b64", "score", "width", "height", "taken_at", "date",
-                                       "snippet", "highlights", "fused", "time_s"}
+                                       "snippet", "highlights", "fused", "time_s", "good"}
     assert [lib.catalog.row_by_path(h["path"])["id"] for h in body["results"]] == [h["id"] for h in body["results"]]
 
 
@@ -282,7 +282,7 @@ def test_queries_work_while_an_index_run_writes(client, library_dir, tiny, tmp_p
 
     with Library.open(library_dir, encoder=tiny) as writer:
         writer.index([more], batch_size=2, workers=0, progress=query_mid_run)
-    assert seen == [10, 12, 14]  # each committed batch is searchable at once
+    assert seen == [8, 10, 12, 14]  # before the first batch (the progress bar's 0/N), then each batch at once
 
     with sqlite3.connect(library_dir / "catalog.db") as other:  # a write transaction left open
         other.execute("BEGIN IMMEDIATE")
