@@ -318,9 +318,10 @@ class Catalog:
         if create and not readonly and not path.exists():
             _create(path)
         try:
-            # The web app calls one Library from worker threads, one call at a time (its own lock).
+            # The web app calls one Library from worker threads, one call at a time (its own lock). No
+            # sqlite-utils plugins: they are not the catalog's, and finding them reads every installed package.
             db = sqlite_utils.Database(_connect_read_only(path) if readonly
-                                       else sqlite3.connect(path, check_same_thread=False))
+                                       else sqlite3.connect(path, check_same_thread=False), execute_plugins=False)
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA foreign_keys = ON")  # a deleted image takes its tags with it
             if not readonly:
