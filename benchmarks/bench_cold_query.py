@@ -3,7 +3,8 @@
 A collection of generated photos (640x480 JPEGs of coloured shapes) is indexed by
 `clipsearch index` with a randomly initialised ViT-B-32-256 (saved as a checkpoint: no weights
 are reachable offline, and the compute is that of rclip's trained ViT-B-32-256), then each
-command is timed from process start to exit, in fresh processes:
+command is timed from process start to exit, in fresh processes (clipsearch's modules byte-compiled first, as
+an installed package's are):
 
 - new text: `clipsearch search TEXT -n 20`, a text never searched before (a different one each run);
 - repeated text: the same command again (answered from the library's text cache);
@@ -86,6 +87,16 @@ def make_photos(folder: Path, n: int) -> list[Path]:
         spec = ShapeSpec(COLOURS[i % 4], SHAPES[(i // 4) % 4], "white")
         render(spec, random.Random(i), size=480).resize((640, 480)).save(path, quality=90)
     return paths
+
+
+def byte_compile_clipsearch() -> None:
+    """Write clipsearch's bytecode, as installing it does: a checkout run with PYTHONDONTWRITEBYTECODE=1 would
+    otherwise compile every clipsearch module in every timed process (rclip, installed by pip, has its bytecode)."""
+    import compileall
+
+    import clipsearch
+
+    compileall.compile_dir(Path(clipsearch.__file__).parent, quiet=1)
 
 
 def random_model(work: Path):
@@ -221,6 +232,7 @@ def main() -> None:
     add_save_option(parser)
     args = parser.parse_args()
 
+    byte_compile_clipsearch()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-cold-"))
     work.mkdir(parents=True, exist_ok=True)
     photos = work / "photos"

@@ -12,9 +12,7 @@ from typing import Iterable
 from .catalog import CATALOG_FILE
 from .errors import BadPath
 from .paths import readable
-from .raw import RAW_EXTENSIONS
 from .results import Skip
-from .video import VIDEO_EXTENSIONS
 
 ALIASES = {".jif": "JPEG", ".jfi": "JPEG"}
 """Common extensions of formats Pillow decodes that its registry does not list."""
@@ -33,6 +31,8 @@ def image_extensions() -> frozenset[str]:
     from PIL import Image, ImageFile
 
     from . import decode  # noqa: F401 - registers the optional plugins' formats
+    from .raw import RAW_EXTENSIONS
+    from .video import VIDEO_EXTENSIONS
 
     def decodable(fmt: str) -> bool:
         if fmt == "MPO":  # multi-picture JPEGs, opened by the JPEG opener
@@ -52,7 +52,10 @@ def looks_like_path(term: str) -> bool:
     if os.path.isfile(term):
         return False
     separator = any(sep in term for sep in {os.sep, "/", os.altsep} - {None}) and not any(c.isspace() for c in term)
-    return os.path.isdir(term) or separator or os.path.splitext(term.strip())[1].lower() in image_extensions()
+    extension = os.path.splitext(term.strip())[1].lower()
+    # Pillow's registry imports all its plugins (a fifth of a cold search): read for a term ending like a name only
+    named = extension[1:].isalnum() and extension in image_extensions()
+    return os.path.isdir(term) or separator or named
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -12,16 +12,13 @@ import numpy as np
 
 from .catalog import CATALOG_FILE, Catalog, IndexedVectors, now_iso
 from .discover import list_images
-from .duplicates import default_threshold, find_duplicates
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
                      LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, count_passing, facets, image_date, newest_ids
 from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, load_encoder,
                      model_spec, open_clip_version, preprocessing_of)
 from .paths import readable
-from .quarantine import PlannedMove, move_to
 from .ranking import combine, exhausted, split_weight, top_k, unit
-from .raw import is_pair, is_raw, shot_of
 from .results import (DedupReport, FilterValues, IndexReport, IngestReport, LibraryInfo, ListedImage, MoveReport,
                       OcrReport, SearchResult, TagCount, TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
@@ -30,6 +27,8 @@ from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, 
                           rebuild_reason, wanted_kind)
 from .video import Sampling, frame_at, is_video, parse_moment, sample
 
+# The stages that read pixels (decode, raw) and those of one verb alone (indexer, duplicates, quarantine, ocr...)
+# are imported by the methods that use them, so that a search never imports them (see clipsearch/__init__.py).
 if TYPE_CHECKING:
     from .encoder import Encoder
 
@@ -761,8 +760,6 @@ class Library:
 
     def image_vector(self, image: str | os.PathLike[str]) -> np.ndarray:
         """The stored vector when the file is indexed and unchanged, else a fresh embedding."""
-        from .decode import identify, load
-
         path = os.path.abspath(os.fspath(image))
         if not os.path.exists(path):
             raise BadPath(f"No such file: {readable(os.fspath(image))}")
@@ -770,6 +767,13 @@ class Library:
         st = os.stat(path)
         if row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
             return np.frombuffer(row["vector"], dtype=np.float32)
+        return self._embed_file(path, os.fspath(image))
+
+    def _embed_file(self, path: str, given: str) -> np.ndarray:
+        """The embedding (dim,) of the image or video at `path` (`given` as the user named it, for errors)."""
+        from .decode import identify, load
+        from .raw import is_raw
+
         try:
             if is_video(path):  # not indexed: the mean of its sampled frames, as indexing would store
                 clip = sample(path, Sampling(), self.encoder.image_size)
@@ -779,9 +783,9 @@ class Library:
             picture, _ = load(path, self.encoder.image_size)
             pixels = self.encoder.preprocess(picture)
         except BadImage as e:
-            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({e})") from None
+            raise BadImage(f"{readable(given)} is not a usable image ({e})") from None
         except Exception as e:  # noqa: BLE001 - whatever preprocessing raises, the file is not usable
-            raise BadImage(f"{readable(os.fspath(image))} is not a usable image ({type(e).__name__}: {e})") from None
+            raise BadImage(f"{readable(given)} is not a usable image ({type(e).__name__}: {e})") from None
         return self.encoder.encode_images(pixels[None])[0]
 
     def nearest(
@@ -858,6 +862,8 @@ class Library:
                       exclude: set[int]) -> list[tuple[int, float]]:
         """`chosen` with each RAW+JPEG pair reduced to its rendered file, at the pair's best score; the rows
         of files shown instead of their RAW are added to `rows`."""
+        from .raw import is_pair, is_raw, shot_of
+
         shots = {i: shot_of(rows[i]["path"]) for i, _ in chosen}
         left_out = {shot_of(r["path"]) for r in self.catalog.rows(exclude).values()}
         members = self.catalog.shots(set(shots.values()) | left_out)
@@ -942,6 +948,8 @@ class Library:
         files from their content hashes alone (no model, no vectors). Files under a `prefer` folder win as
         keepers. Only reads the catalog: no file is ever deleted or moved.
         """
+        from .duplicates import default_threshold, find_duplicates
+
         if exact_only:
             threshold, series_threshold = None, None
         elif threshold is None:
@@ -954,6 +962,8 @@ class Library:
     def quarantine(self, report: DedupReport, folder: str | os.PathLike[str]) -> MoveReport:
         """Move the exact and near members of the report's groups into `folder` (see quarantine.py), each
         only if it and its keeper still hold the bytes they were indexed with; writes the undo manifest."""
+        from .quarantine import PlannedMove, move_to
+
         wanted = [m.id for g in report.groups for m in (g.keeper, *g.reclaimable)]
         hashes = {i: row["hash"] for i, row in self.catalog.rows(wanted).items()}
         return move_to([PlannedMove(m.path, hashes.get(m.id, ""), g.keeper.path, hashes.get(g.keeper.id, ""))

@@ -31,10 +31,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from .catalog import Catalog
-from .decode import content_hash, decode, read_file
 from .errors import BadImage, BadOption, ExtraNotInstalled
 from .results import OcrReport, Skip
 from .tagging import logit_scale, probabilities
@@ -42,6 +40,8 @@ from .textsearch import TextLine, count_pending, ensure_fts, pending, write_text
 from .video import file_hash, frame_at, is_video
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from .encoder import Encoder
 
 GATES = ("auto", "all")
@@ -170,11 +170,15 @@ def read_catalog(catalog: Catalog, encoder: Callable[[], "Encoder"], gate: str =
 def _picture(path: str, data: bytes | None, side: int) -> Image.Image:
     """What OCR reads of a file: its picture (the name marks RAW files), or a video's (`data` None) first frame,
     at least `side` px a side where the file allows. Raises BadImage."""
+    from .decode import decode
+
     return frame_at(path, 0.0, side) if data is None else decode(data, side, path)[0]
 
 
 def _read_one(reader: Reader, row: dict[str, Any], force: bool) -> tuple[str, Sequence[TextLine]] | Skip:
     """("read", lines) or ("gated", []) for one catalog row, or why it was skipped."""
+    from .decode import content_hash, read_file
+
     path = row["path"]
     try:
         data = None if is_video(path) else read_file(path)  # a video is never read whole into memory

@@ -10,12 +10,15 @@ A video's fingerprint is that of each of its sampled frames, concatenated in tim
 """
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image, ImageOps
+from typing import TYPE_CHECKING
 
-from .decode import load
+import numpy as np
+
 from .errors import BadImage
 from .video import Sampling, is_video, sample
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 HASH_SIZE = 16
 HASH_BYTES = HASH_SIZE * HASH_SIZE // 8
@@ -33,6 +36,7 @@ SERIES_BITS = 96
 def fingerprint(image: Image.Image) -> bytes:
     """The pHash of a decoded picture and of its mirror image: 2 × 32 bytes."""
     import imagehash
+    from PIL import ImageOps
 
     def bits(picture: Image.Image) -> bytes:
         return np.packbits(imagehash.phash(picture, hash_size=HASH_SIZE).hash.ravel()).tobytes()
@@ -43,6 +47,8 @@ def fingerprint(image: Image.Image) -> bytes:
 def fingerprint_of_file(path: str) -> bytes | None:
     """The fingerprint of an image file (EXIF orientation applied); None when it cannot be read or decoded, and
     for a video (see `clip_fingerprint_of_file`)."""
+    from .decode import load
+
     if is_video(path):
         return None
     try:

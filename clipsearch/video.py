@@ -19,12 +19,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from .errors import BadImage
 
 if TYPE_CHECKING:
     import av
+    from PIL import Image
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".3gp"})
 SCENE_CHANGE = 0.15
@@ -214,6 +214,8 @@ def _frame_near(container: av.container.InputContainer, stream: av.video.stream.
 
 def _colours(image: Image.Image) -> np.ndarray:
     """A frame's colour histogram: 64 bins (4 levels per channel) over a 32×32 thumbnail, summing to 1."""
+    from PIL import Image
+
     levels = np.asarray(image.resize((32, 32), Image.BILINEAR), dtype=np.uint8) // 64
     bins = (levels[..., 0].astype(np.int64) * 16 + levels[..., 1] * 4 + levels[..., 2]).ravel()
     return np.bincount(bins, minlength=64) / bins.size

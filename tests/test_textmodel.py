@@ -15,7 +15,7 @@ from clipsearch import Library, model_spec
 from clipsearch.cli import main
 from clipsearch.models import ModelSpec, load_encoder
 from clipsearch.textexport import export_text_model
-from clipsearch.textmodel import TEXT_MODEL_PREFIX, TextModel, text_model_dir, text_model_written
+from clipsearch.textmodel import GRAPH_FILE, TEXT_MODEL_PREFIX, TextModel, text_model_dir, text_model_written
 
 TEXTS = [
     "a red star", "", "   ", "a", "Hello, World! It's I'M 'S 're", "x " * 100, "word" * 60,
@@ -134,7 +134,7 @@ def test_new_text_search_and_similar_never_import_torch(indexed, shape_tree):
 def test_a_missing_or_damaged_tower_falls_back_to_open_clip_and_is_written_again(indexed, tiny):
     folder = text_model_dir(indexed, tiny.spec)
     expected = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3"]).output
-    for damage in (lambda: shutil.rmtree(folder), lambda: (folder / "text.onnx").write_bytes(b"not onnx")):
+    for damage in (lambda: shutil.rmtree(folder), lambda: (folder / GRAPH_FILE).write_bytes(b"not onnx")):
         damage()
         (indexed / "text-vectors.db").unlink(missing_ok=True)
         result = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3"])
