@@ -121,8 +121,8 @@ def main() -> None:
         passes: dict[str, list[float]] = {"auto": [], "all": []}
         for gate in ("auto", "all"):
             for run in range(args.runs):
-                with lib.catalog.db:
-                    lib.catalog.db.execute("DELETE FROM ocr_text")
+                with lib.catalog.db.conn:
+                    lib.catalog.db.conn.execute("DELETE FROM ocr_text")
                 report = lib.read_text(gate)
                 passes[gate].append(report.images_per_s)
                 print(f"{gate:4} run {run + 1}: read {report.read}, gated out {report.gated_out}, "

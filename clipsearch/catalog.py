@@ -10,16 +10,20 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .errors import LibraryCorrupt, LibraryVersionError
 from .paths import catalog_text, from_catalog
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 CATALOG_FILE = "catalog.db"
 
@@ -283,8 +287,24 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     raise sqlite3.DatabaseError(f"cannot be opened read-only ({error})")
 
 
+def _import_sqlite_utils() -> Any:
+    """sqlite_utils, imported here rather than with the module (`clipsearch --help` opens no library), and
+    without pandas: where pandas is installed, sqlite_utils imports it (0.3 s of a cold query) only to
+    type pandas timestamps, which clipsearch never stores."""
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+    return sqlite_utils
+
+
 class Catalog:
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
     @classmethod
@@ -292,17 +312,20 @@ class Catalog:
         """Open (with `create`, first create) the catalog in `directory`; `readonly` opens it without writing
         anything (SQLite `mode=ro`, else `immutable=1` where not even that can be opened, e.g. a WAL
         catalog on read-only media), and runs no migration."""
+        sqlite_utils = _import_sqlite_utils()
+
         path = directory / CATALOG_FILE
         if create and not readonly and not path.exists():
             _create(path)
         try:
-            # The web app calls one Library from worker threads, one call at a time (its own lock).
-            db = _connect_read_only(path) if readonly else sqlite3.connect(path, check_same_thread=False)
+            # The web app calls one Library from worker threads, one call at a time (its own lock). No
+            # sqlite-utils plugins: they are not the catalog's, and finding them reads every installed package.
+            db = sqlite_utils.Database(_connect_read_only(path) if readonly
+                                       else sqlite3.connect(path, check_same_thread=False), execute_plugins=False)
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA foreign_keys = ON")  # a deleted image takes its tags with it
-            db.execute("PRAGMA recursive_triggers = ON")  # a row replaced by INSERT OR REPLACE is counted out
             if not readonly:
-                db.execute("PRAGMA journal_mode = WAL")
+                db.enable_wal()
                 db.execute("PRAGMA synchronous = NORMAL")
             catalog = cls(db)
             catalog._migrate(readonly)
@@ -317,7 +340,7 @@ class Catalog:
                 f"This library was written by a newer clipsearch (schema {version}, this one knows "
                 f"{SCHEMA_VERSION}); upgrade clipsearch to use it"
             )
-        if version == 0 and not self.has_table("images"):
+        if version == 0 and "images" not in self.db.table_names():
             raise LibraryCorrupt("The catalog has no clipsearch tables")
         if readonly and version < SCHEMA_VERSION:
             raise LibraryVersionError(
@@ -326,16 +349,12 @@ class Catalog:
                 f"(e.g. `clipsearch index` on one of its folders)"
             )
         for number in range(version, SCHEMA_VERSION):
-            with self.db:
-                script = _script(MIGRATIONS[number], self.db)
-                self.db.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {number + 1}; COMMIT;")
+            with self.db.conn:
+                script = _script(MIGRATIONS[number], self.db.conn)
+                self.db.conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {number + 1}; COMMIT;")
 
     def close(self) -> None:
         self.db.close()
-
-    def has_table(self, name: str) -> bool:
-        found = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name])
-        return found.fetchone() is not None
 
     # --- meta ---------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -343,7 +362,7 @@ class Catalog:
         return json.loads(row[0]) if row else default
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self.db:
+        with self.db.conn:
             self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [key, json.dumps(value)])
 
     # --- reading ------------------------------------------------------------
@@ -449,7 +468,7 @@ class Catalog:
 
     def version(self) -> tuple[int, int]:
         """Changes whenever the catalog does, by this connection or another one (cheap: no table is read)."""
-        return self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes
+        return self.db.execute("PRAGMA data_version").fetchone()[0], self.db.conn.total_changes
 
     def hashes(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, content hashes) of every image, in id order (the order of `iter_vectors`)."""
@@ -500,9 +519,9 @@ class Catalog:
 
     def dismiss_pair(self, hash_a: str, hash_b: str) -> None:
         """Remember that the pictures with these content hashes are not duplicates (either order)."""
-        with self.db:
-            self.db.execute("INSERT OR IGNORE INTO dismissed_pairs(hash_a, hash_b, created_at) VALUES (?, ?, ?)",
-                            (*sorted((hash_a, hash_b)), now_iso()))
+        with self.db.conn:
+            self.db.conn.execute("INSERT OR IGNORE INTO dismissed_pairs(hash_a, hash_b, created_at) VALUES (?, ?, ?)",
+                                 (*sorted((hash_a, hash_b)), now_iso()))
 
     def by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         sql = "SELECT hash, id FROM images WHERE hash IN ({})"
@@ -514,20 +533,20 @@ class Catalog:
     ) -> list[int]:
         """Insert new images (dropping the rows they replace) and record failures, atomically."""
         stamp = now_iso()
-        with self.db:
+        with self.db.conn:
             self._delete(replaced_ids)
-            self.db.executemany(
+            self.db.conn.executemany(
                 "DELETE FROM failures WHERE path = ?", [(catalog_text(im.path),) for im in images]
             )
             ids = [self._insert(im, stamp) for im in images]
-            self.db.executemany(
+            self.db.conn.executemany(
                 "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
                 [(catalog_text(p), size, mtime, reason) for p, size, mtime, reason in failures]
             )
         return ids
 
     def _insert(self, im: NewImage, stamp: str) -> int:
-        cursor = self.db.execute(
+        cursor = self.db.conn.execute(
             "INSERT INTO images(path, size, mtime_ns, hash, width, height, format, taken_at, camera, indexed_at, vector,"
             " phash, duration_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (catalog_text(im.path), im.size, im.mtime_ns, im.hash, im.width, im.height, im.format, im.taken_at,
@@ -535,7 +554,7 @@ class Catalog:
         )
         image_id = int(cursor.lastrowid)
         self._identify([(image_id, im)])
-        self.db.executemany(
+        self.db.conn.executemany(
             "INSERT INTO video_frames(image_id, frame_ms, vector) VALUES (?, ?, ?)",
             [(image_id, ms, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for ms, v in im.frames],
         )
@@ -543,14 +562,14 @@ class Catalog:
 
     def _identify(self, files: Sequence[tuple[int, FileStamp]]) -> None:
         """Record the identity of the files of these rows, where known."""
-        self.db.executemany(
+        self.db.conn.executemany(
             "INSERT OR REPLACE INTO file_identity(image_id, dev, inode, ctime_ns) VALUES (?, ?, ?, ?)",
             [(i, f.dev, f.inode, f.ctime_ns) for i, f in files if f.inode is not None])
 
     def move(self, moves: Sequence[tuple[int, FileStamp]]) -> None:
         """Point rows at new paths: (id, the file now holding its content)."""
-        with self.db:
-            self.db.executemany(
+        with self.db.conn:
+            self.db.conn.executemany(
                 "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
                 [(catalog_text(f.path), f.size, f.mtime_ns, i) for i, f in moves],
             )
@@ -558,39 +577,39 @@ class Catalog:
 
     def touch(self, updates: Sequence[tuple[int, FileStamp]]) -> None:
         """Record the new size/mtime/identity of rows whose content did not change: (id, its file)."""
-        with self.db:
-            self.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
-                                [(f.size, f.mtime_ns, i) for i, f in updates])
+        with self.db.conn:
+            self.db.conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
+                                     [(f.size, f.mtime_ns, i) for i, f in updates])
             self._identify(updates)
 
     def delete(self, ids: Sequence[int], failure_paths: Sequence[str] = ()) -> None:
-        with self.db:
+        with self.db.conn:
             self._delete(ids)
-            self.db.executemany("DELETE FROM failures WHERE path = ?", [(catalog_text(p),) for p in failure_paths])
+            self.db.conn.executemany("DELETE FROM failures WHERE path = ?", [(catalog_text(p),) for p in failure_paths])
 
     def _delete(self, ids: Sequence[int]) -> None:
-        self.db.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])
+        self.db.conn.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])
 
     def reset(self, meta: dict[str, Any]) -> None:
         """Empty the catalog and record new metadata (e.g. another model) in one transaction."""
-        with self.db:
-            self.db.execute("DELETE FROM images")
-            self.db.execute("DELETE FROM failures")
-            self.db.execute("DELETE FROM label_sets")
-            self.db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                                [(k, json.dumps(v)) for k, v in meta.items()])
+        with self.db.conn:
+            self.db.conn.execute("DELETE FROM images")
+            self.db.conn.execute("DELETE FROM failures")
+            self.db.conn.execute("DELETE FROM label_sets")
+            self.db.conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                     [(k, json.dumps(v)) for k, v in meta.items()])
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: every read inside sees one consistent state, even while a writer commits."""
-        if self.db.in_transaction:
+        if self.db.conn.in_transaction:
             yield
             return
-        self.db.execute("BEGIN")
+        self.db.conn.execute("BEGIN")
         try:
             yield
         finally:
-            self.db.execute("COMMIT")
+            self.db.conn.execute("COMMIT")
 
     def integrity_problems(self) -> list[str]:
         rows = self.db.execute("PRAGMA integrity_check").fetchall()
@@ -607,8 +626,8 @@ class Catalog:
 
     def recount(self) -> None:
         """Set the running image count from the rows themselves (see the last migration)."""
-        with self.db:
-            self.db.execute("UPDATE image_count SET n = (SELECT count(*) FROM images)")
+        with self.db.conn:
+            self.db.conn.execute("UPDATE image_count SET n = (SELECT count(*) FROM images)")
 
 
 class IndexedVectors:

@@ -115,10 +115,10 @@ def label_set_id(catalog: Catalog, labels: Sequence[str], settings: dict) -> int
     row = catalog.db.execute("SELECT id, settings FROM label_sets WHERE labels = ?", [key]).fetchone()
     if row and row[1] == wanted:
         return int(row[0])
-    with catalog.db:
+    with catalog.db.conn:
         if row:
-            catalog.db.execute("DELETE FROM label_sets WHERE id = ?", [row[0]])
-        cursor = catalog.db.execute(
+            catalog.db.conn.execute("DELETE FROM label_sets WHERE id = ?", [row[0]])
+        cursor = catalog.db.conn.execute(
             "INSERT INTO label_sets(labels, settings, created_at) VALUES (?, ?, ?)", [key, wanted, now_iso()]
         )
     return int(cursor.lastrowid)
@@ -147,8 +147,8 @@ def untagged(catalog: Catalog, set_id: int, chunk: int = IMAGE_CHUNK) -> Iterato
 def write_tags(catalog: Catalog, set_id: int, ids: np.ndarray, labels: Sequence[str], probs: np.ndarray,
                top: int, min_probability: float) -> None:
     rows, columns, p, ranks = top_labels(probs, top, min_probability)
-    with catalog.db:
-        catalog.db.executemany(
+    with catalog.db.conn:
+        catalog.db.conn.executemany(
             "INSERT INTO image_tags(image_id, label_set_id, label, probability, rank) VALUES (?, ?, ?, ?, ?)",
             [(int(ids[r]), set_id, labels[c], round(float(q), 6), int(k)) for r, c, q, k in zip(rows, columns, p, ranks)],
         )

@@ -82,7 +82,7 @@ class Snippet:
 
 # --- storage --------------------------------------------------------------------------
 def has_fts(catalog: Catalog) -> bool:
-    return catalog.has_table("ocr_fts")
+    return "ocr_fts" in catalog.db.table_names()
 
 
 def ensure_fts(catalog: Catalog) -> bool:
@@ -92,9 +92,9 @@ def ensure_fts(catalog: Catalog) -> bool:
     if sqlite3.sqlite_version_info < TRIGRAM_SQLITE:
         return False
     try:
-        catalog.db.executescript(f"BEGIN IMMEDIATE; {_FTS} COMMIT;")
+        catalog.db.conn.executescript(f"BEGIN IMMEDIATE; {_FTS} COMMIT;")
     except sqlite3.OperationalError:  # FTS5 not compiled in
-        catalog.db.rollback()
+        catalog.db.conn.rollback()
         return False
     return True
 
@@ -107,9 +107,9 @@ def write_text(catalog: Catalog, results: Sequence[tuple[int, str, Sequence[Text
              json.dumps([{"text": line.text, "score": round(line.score, 4), "box": line.box} for line in lines],
                         ensure_ascii=False), stamp)
             for image_id, status, lines in results]
-    with catalog.db:
-        catalog.db.executemany("DELETE FROM ocr_text WHERE image_id = ?", [(r[0],) for r in rows])
-        catalog.db.executemany(
+    with catalog.db.conn:
+        catalog.db.conn.executemany("DELETE FROM ocr_text WHERE image_id = ?", [(r[0],) for r in rows])
+        catalog.db.conn.executemany(
             "INSERT INTO ocr_text(image_id, status, text, lines, read_at) VALUES (?, ?, ?, ?, ?)", rows)
 
 

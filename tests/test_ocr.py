@@ -268,11 +268,11 @@ def test_matching_with_and_without_the_trigram_index(tmp_path, monkeypatch, trig
     if not trigram:
         monkeypatch.setattr(textsearch.sqlite3, "sqlite_version_info", (3, 31, 1))
     catalog = Catalog.open(tmp_path, create=True)
-    with catalog.db:
+    with catalog.db.conn:
         for i in (1, 2, 3):
-            catalog.db.execute("INSERT INTO images(id, path, size, mtime_ns, hash, width, height, format, "
-                               "indexed_at, vector) VALUES (?, ?, 1, 1, 'h', 1, 1, 'PNG', 'now', x'00')",
-                               [i, f"/p/{i}.png"])
+            catalog.db.conn.execute("INSERT INTO images(id, path, size, mtime_ns, hash, width, height, format, "
+                                    "indexed_at, vector) VALUES (?, ?, 1, 1, 'h', 1, 1, 'PNG', 'now', x'00')",
+                                    [i, f"/p/{i}.png"])
     assert textsearch.ensure_fts(catalog) is trigram
     line = textsearch.TextLine
     textsearch.write_text(catalog, [(1, "read", [line("Blue Bottle 100%", 0.9, ((0, 0),) * 4)]),

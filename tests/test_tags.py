@@ -197,9 +197,9 @@ def test_reindexing_forgets_the_tags_of_the_images_it_re_embeds(lib, shape_tree)
 def test_a_library_from_before_tags_gains_the_tag_tables(lib, shape_tree):
     """Schema 1 (no tag tables) is migrated on open; its images stay, and tagging works."""
     db = lib.catalog.db
-    with db:
-        db.executescript("DROP TABLE image_tags; DROP TABLE label_sets; DROP INDEX images_filters;"
-                         " PRAGMA user_version = 1;")
+    with db.conn:
+        db.conn.executescript("DROP TABLE image_tags; DROP TABLE label_sets; DROP INDEX images_filters;"
+                              " PRAGMA user_version = 1;")
     lib.close()
     with Library.open(lib.path) as reopened:
         assert reopened.catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -301,16 +301,16 @@ def test_the_catalog_keeps_a_running_count_that_check_verifies_and_repair_restor
     lib.vectors
     lib.save_index()
     assert lib.check() == []
-    with lib.catalog.db:
-        lib.catalog.db.execute("UPDATE image_count SET n = 5")
+    with lib.catalog.db.conn:
+        lib.catalog.db.conn.execute("UPDATE image_count SET n = 5")
     assert "the catalog counts 5 images but holds 47" in lib.check()
     lib.repair()
     assert lib.check() == [] and lib.catalog.count() == 47
-    with lib.catalog.db:  # a catalog from before the count (schema 3) gains it on open (the later
+    with lib.catalog.db.conn:  # a catalog from before the count (schema 3) gains it on open (the later
         # migrations run again: the one that adds a column needs it gone)
-        lib.catalog.db.executescript("DROP TRIGGER images_counted; DROP TRIGGER images_uncounted;"
-                                     " DROP TABLE image_count; ALTER TABLE images DROP COLUMN phash;"
-                                     " PRAGMA user_version = 3;")
+        lib.catalog.db.conn.executescript("DROP TRIGGER images_counted; DROP TRIGGER images_uncounted;"
+                                          " DROP TABLE image_count; ALTER TABLE images DROP COLUMN phash;"
+                                          " PRAGMA user_version = 3;")
     lib.close()
     lib = Library.open(tmp_path / "lib")
     assert lib.catalog.count() == 47 and lib.check() == []
@@ -333,7 +333,7 @@ def test_chosen_index_type_is_kept_and_filtered_library_search_is_complete(tmp_p
     from clipsearch import Filters
 
     lib.catalog.db.execute("UPDATE images SET width = 500 WHERE id % 97 = 0")
-    lib.catalog.db.commit()
+    lib.catalog.db.conn.commit()
     wide = Filters(min_width=500)
     results = lib.nearest(clustered(rng, 1)[0], k=50, filters=wide)
     assert len(results) == len(wide.allowed_ids(lib.catalog)) == 10

@@ -205,7 +205,7 @@ def test_a_library_from_before_videos_gains_the_frame_table(tmp_path, library_di
     Image.fromarray(shape("yellow", "triangle")).save(root / "photo.png")
     with Library.open(library_dir, create=True, encoder=tiny) as lib:
         lib.index([root], model=model_spec("clipsearch-tiny"))
-        with lib.catalog.db as conn:
+        with lib.catalog.db.conn as conn:
             conn.executescript("DROP TABLE video_frames; DROP TABLE frame_count;"
                                " DELETE FROM sqlite_sequence WHERE name = 'video_frames';"
                                f" PRAGMA user_version = {frames_migration};")

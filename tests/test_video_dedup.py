@@ -156,7 +156,7 @@ def test_videos_indexed_before_fingerprints_are_sampled_at_dedup_time(media, tmp
     root, library = media
     old = shutil.copytree(library, tmp_path / "old-library")
     catalog = Catalog.open(old)
-    with catalog.db as conn:
+    with catalog.db.conn as conn:
         conn.execute("UPDATE images SET phash = NULL, duration_s = NULL WHERE path LIKE '%/shared/clip.m%'"
                      " OR path LIKE '%/longer.mp4' OR path LIKE '%/held.mp4'")
     catalog.close()
