@@ -45,11 +45,20 @@ HEADLINES = (
              ("100000", "ivf", "text_recall_at_10")),
     Headline("A text never searched before, as a fresh `clipsearch search` process", "bench_cold_query",
              ("clipsearch", "new_text"), ("rclip 3.3.0", ("rclip", "new_text"))),
+    Headline("The same text again (answered from the library's text cache), fresh process", "bench_cold_query",
+             ("clipsearch", "repeated_text")),
     Headline("`clipsearch similar` to an indexed photo, fresh process", "bench_cold_query",
              ("clipsearch", "similar"), ("rclip 3.3.0, which encodes the photo again",
                                          ("rclip", "similar_photo_encoded_again"))),
     Headline("Decoding 3 MP HEIC photos as `index` does, images/s", "bench_formats-3mp",
              ("heic_images_per_s",), ("JPEG", ("jpeg_images_per_s",))),
+    Headline("Decoding 3 MP camera RAW (DNG) as `index` does, images/s: its JPEG preview", "bench_formats-3mp",
+             ("raw_preview_images_per_s",), ("without a preview (half-size demosaic)",
+                                             ("raw_demosaic_images_per_s",))),
+    Headline("Sampling 30 s 720p H.264 videos as `index` does, videos/s", "bench_formats-3mp",
+             ("video_videos_per_s",), ("frames/s", ("video_frames_per_s",))),
+    Headline("Duplicate groups among 1,000,000 images (512-d), seconds", "bench_dedup-1m",
+             ("speed", "seconds"), ("peak RSS, GB", ("speed", "peak_rss_gb"))),
 )
 
 
