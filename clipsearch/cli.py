@@ -785,7 +785,7 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
                 write(report, file)
         if delete_file:
             write_delete_list(report, delete_file, null)
-        click.echo(summary(report))
+        click.echo(summary(report, moving=bool(move_dir)))
         if move_dir:
             moved = lib.quarantine(report, move_dir)
             click.echo(_listed(f"moved {len(moved.moved)} files to {move_dir}, left {len(moved.skipped)} where they "

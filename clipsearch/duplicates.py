@@ -85,6 +85,10 @@ KEEPER_REASONS = ("it is under a --prefer folder", "its name looks original (the
                   "it has the highest bitrate (a video)", "it is the oldest", "it has the highest resolution",
                   "it is the largest file", "it comes first by path (otherwise equal)")
 """Why a keeper won, by the first part of `keeper_key` that sets it apart from the runner-up."""
+KEEPER_AMONG = ("under a --prefer folder", "whose names look original", "with camera EXIF data",
+                "of the highest resolution", "of the highest bitrate", "as old as it", "of its resolution",
+                "of its size")
+"""Per part of `keeper_key`, the files that tie with the keeper there: the runner-up's reason holds among them."""
 TIER_ORDER = ("exact", "near", "edited", "series")
 ALL_BITS = 8 * HASH_BYTES
 """A pHash distance no pair reaches a link with: videos of different lengths, or a video's mirror image."""
@@ -150,11 +154,19 @@ def _tolerance(length_s: float) -> float:
     return max(LENGTH_TOLERANCE_S, LENGTH_TOLERANCE * length_s)
 
 
-def keeper_reason(keeper: tuple, runner_up: tuple | None) -> str:
-    if runner_up is None:
+def keeper_reason(keeper: tuple, contenders: Sequence[tuple]) -> str:
+    """Why `keeper` (a `keeper_key`) ranks before every other contender's key: the part that sets it apart from
+    the runner-up (the contender closest to it), said among the files that tie with it on the parts before,
+    where others lost earlier (e.g. "it has the highest resolution (a video) among the files whose names
+    look original" when a derived copy has more pixels)."""
+    if not contenders:
         return "it is the only file in its group that is not an alias or pair"
-    part = next((n for n, (a, b) in enumerate(zip(keeper, runner_up)) if a != b), len(KEEPER_REASONS) - 1)
-    return KEEPER_REASONS[part]
+    parts = [next((n for n, (a, b) in enumerate(zip(keeper, other)) if a != b), len(KEEPER_REASONS) - 1)
+             for other in contenders]
+    part = max(parts)
+    earlier = sorted({p for p in parts if p < part})
+    among = " and ".join(KEEPER_AMONG[p] for p in earlier)
+    return KEEPER_REASONS[part] + (f" among the files {among}" if among else "")
 
 
 # --- candidate pairs ---------------------------------------------------------------------------------
@@ -625,14 +637,16 @@ class _Builder:
         if not kinds and "pair" not in tiers.values():
             return None
         copies = [t for t in kinds if t != "series"]
-        contenders = [self.keys[f] for f in ordered if tiers[f] not in ("keeper", "alias", "pair")]
+        # Why it keeps over the other pictures; over its own byte copies only where there is nothing else.
+        contenders = ([self.keys[f] for f in ordered if tiers[f] not in ("keeper", "alias", "pair", "exact")]
+                      or [self.keys[f] for f in ordered if tiers[f] == "exact"])
         members = [self._member(keeper, tiers)] + [
             self._member(f, tiers) for f in ordered if f != keeper]
         members[1:] = sorted(members[1:], key=lambda m: (_tier_rank(m.tier), -m.similarity, m.path))
         return DuplicateGroup(
             tier=max(copies, key=TIER_ORDER.index) if copies else "series" if kinds else "pair",
             members=tuple(members),
-            keeper_reason=(keeper_reason(self.keys[keeper], contenders[0] if contenders else None)
+            keeper_reason=(keeper_reason(self.keys[keeper], contenders)
                            if keeper == linked_keeper else "a symlink to it ranked first; a symlink never keeps"),
             reclaimable_bytes=sum(m.size for m in members if m.tier in ("exact", "near")),
         )

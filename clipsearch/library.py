@@ -25,7 +25,7 @@ from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalo
 from .textmodel import TextModel, text_model_written
 from .vectorindex import (DEFAULT_POLICY, INDEX_FILE, INDEX_TYPES, BuildRecord, IndexPolicy, VectorIndex, build,
                           rebuild_reason, wanted_kind)
-from .video import Sampling, frame_at, is_video, parse_moment, sample
+from .video import Sampling, bad_moment, frame_at, is_video, parse_moment, sample
 
 # The stages that read pixels (decode, raw) and those of one verb alone (indexer, duplicates, quarantine, ocr...)
 # are imported by the methods that use them, so that a search never imports them (see clipsearch/__init__.py).
@@ -674,6 +674,10 @@ class Library:
         image (the video) itself out when it is indexed (and with `group_pairs`, see `nearest`, its RAW+JPEG
         pair)."""
         moment = parse_moment(os.fspath(image))
+        video = bad_moment(os.fspath(image)) if not os.path.exists(image) else None
+        if video is not None:
+            raise BadQuery(f"{os.fspath(image).rpartition('@')[2]!r} is not a moment of {readable(video)}: give "
+                           "seconds (83.5) or HH:MM:SS (00:01:23)")
         if moment is not None and not os.path.exists(image):
             path = os.path.abspath(moment[0])
             vector = self.frame_vector(path, moment[1])

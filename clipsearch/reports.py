@@ -58,22 +58,32 @@ def sections(report: DedupReport) -> Iterator[tuple[str, list[tuple[int, Duplica
             yield title, groups
 
 
-def summary(report: DedupReport) -> str:
+def summary(report: DedupReport, moving: bool = False) -> str:
+    """The text report: each tier's groups and members, then the totals (`moving`: files are about to be moved)."""
     lines = []
     for title, groups in sections(report):
         files = sum(len(g.members) for _, g in groups)
         freed = sum(g.reclaimable_bytes for _, g in groups)
+        elsewhere = ""
+        if title == SECTIONS[0][1]:  # exact copies are counted wherever they are grouped
+            inside = sum(m.tier == "exact" for _, g in groups for m in g.members)
+            if report.exact_copies > inside:
+                elsewhere = f" (and {copies(report.exact_copies - inside)} inside the groups below)"
         lines.append(f"{title}: {plural(len(groups), 'group')}, {plural(files, 'file')}, "
-                     f"{human_bytes(freed)} reclaimable")
+                     f"{human_bytes(freed)} reclaimable{elsewhere}")
         for number, group in groups:
             lines.append(f"  #{number} {group.tier}{_videos(group)}, {human_bytes(group.reclaimable_bytes)} "
                          f"reclaimable; keeper: {group.keeper_reason}")
             lines += [f"    {_member_line(m)}" for m in group.members]
-    lines.append(totals(report))
+    lines.append(totals(report, moving))
     return "\n".join(lines)
 
 
-def totals(report: DedupReport) -> str:
+def copies(n: int) -> str:
+    return f"{n} exact {'copy' if n == 1 else 'copies'}"
+
+
+def totals(report: DedupReport, moving: bool = False) -> str:
     duplicates = sum(g.tier in ("exact", "near", "edited") for g in report.groups)
     if report.exact_only:
         compared = f"Compared the bytes of {plural(report.images, 'image')}"
@@ -83,9 +93,9 @@ def totals(report: DedupReport) -> str:
                     f"{series})")
     aliases = f"; {plural(report.aliases, 'alias')} (hard links, symlinks) not counted" if report.aliases else ""
     return (f"{compared} in {report.elapsed_s:.1f}s: {plural(duplicates, 'duplicate group')}; "
-            f"{plural(report.exact_copies, 'exact copy').replace('copys', 'copies')} "
-            f"({human_bytes(report.exact_bytes)}){aliases}; {human_bytes(report.reclaimable_bytes)} reclaimable "
-            f"by removing the exact and near copies. Nothing was deleted or moved.")
+            f"{copies(report.exact_copies)} ({human_bytes(report.exact_bytes)}){aliases}; "
+            f"{human_bytes(report.reclaimable_bytes)} reclaimable by removing the exact and near copies. "
+            + ("Nothing was deleted." if moving else "Nothing was deleted or moved."))
 
 
 def _member_line(m: DuplicateMember) -> str:

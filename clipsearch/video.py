@@ -30,7 +30,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", "
 SCENE_CHANGE = 0.15
 """Total variation distance (0 to 1) between two frames' colour histograms (4 levels per channel) that marks a cut."""
 _KEYFRAME = 1  # AVINDEX_KEYFRAME
-_MOMENT = re.compile(r"^(?P<path>.+)@(?P<at>(\d+:)?\d{1,2}:\d{2}(\.\d*)?|\d+(\.\d*)?)$", re.S)
+_MOMENT = re.compile(r"^(?P<path>.+)@(?P<at>([0-9]+:)?[0-9]{1,2}:[0-9]{2}(\.[0-9]*)?|[0-9]+(\.[0-9]*)?)$", re.S)
 _HASH_CHUNK = 1 << 22
 
 
@@ -79,10 +79,20 @@ def parse_moment(query: str) -> tuple[str, float] | None:
     match = _MOMENT.match(query)
     if match is None or not is_video(match["path"]):
         return None
+    *clock_parts, last = match["at"].split(":")
+    if any(float(p) >= 60 for p in (clock_parts[1:] + [last] if clock_parts else [])):
+        return None  # 00:99:00 is no moment
     seconds = 0.0
-    for part in match["at"].split(":"):
+    for part in (*clock_parts, last):
         seconds = seconds * 60 + float(part)
     return match["path"], seconds
+
+
+def bad_moment(query: str) -> str | None:
+    """The video file of 'clip.mp4@<not a moment>' (an existing video followed by @ and something that is no
+    number of seconds nor HH:MM:SS), else None."""
+    head, at, _ = query.rpartition("@")
+    return head if at and is_video(head) and os.path.isfile(head) and parse_moment(query) is None else None
 
 
 def clock(ms: int) -> str:

@@ -186,7 +186,8 @@ def test_tiers_from_bytes_cosine_and_pixels(rows):
     (group,) = report.groups
     assert names(group) == [("a.jpg", "keeper"), ("a copy.jpg", "exact"), ("a_small.jpg", "near"),
                             ("a_cropped.jpg", "edited"), ("a_retake.jpg", "series")]
-    assert group.tier == "edited" and group.keeper_reason == "it has the highest resolution"  # over the retake
+    assert group.tier == "edited" and group.keeper_reason == (  # the retake; the others lost on their names
+        "it has the highest resolution among the files whose names look original")
     assert [m.phash_distance for m in group.members] == [0, 0, 10, 50, 80]
     assert report.reclaimable_bytes == group.reclaimable_bytes == len("a.jpg") + len("a_small.jpg")
     assert report.exact_copies == 1 and delete_list(report) == [str(rows.files / "a copy.jpg"),
@@ -346,6 +347,7 @@ def test_move_to_quarantine_and_undo(dup_library, tmp_path):
     result = dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
     assert result.exit_code == 0, result.output
     assert "moved 2 files" in result.output and f"left {files / 'b copy.jpg'}: changed since indexing" in result.output
+    assert "Nothing was deleted." in result.output and "Nothing was deleted or moved" not in result.output
     assert sorted(p.name for p in files.iterdir()) == ["a.jpg", "b copy.jpg", "b.jpg"]
     moved = tmp_path / "q" / str(files / "a_small.jpg").lstrip("/")
     assert moved.read_bytes() == b"a_small.jpg"
@@ -356,6 +358,13 @@ def test_move_to_quarantine_and_undo(dup_library, tmp_path):
     assert f"left {files / 'a copy.jpg'}: a file is at the origin again: not overwritten" in undo.output
     assert (files / "a_small.jpg").read_bytes() == b"a_small.jpg"
     assert (files / "a copy.jpg").read_bytes() == b"a new file at the origin"
+
+
+def test_exact_copies_inside_other_groups_are_counted_in_the_exact_line(dup_library):
+    db, _ = dup_library
+    out = dedup("--db", db, "--threshold", 0.95).output
+    assert "Exact duplicates: 1 group, 2 files" in out and "(and 1 exact copy inside the groups below)" in out
+    assert "2 exact copies" in out.splitlines()[-1]
 
 
 def test_the_last_copy_never_moves(dup_library, tmp_path):

@@ -104,6 +104,10 @@ def test_similar_takes_a_moment_of_a_video(videos, library_dir):
     assert [r["path"] for r in as_printed] == [r["path"] for r in results]  # the moment as search prints it
     at_start = json.loads(cli("similar", f"{videos / 'a.mp4'}@0.5", "--db", library_dir, "--json", "-n", "1"))
     assert at_start[0]["path"].endswith(("b.mkv", "photo.png"))
+    for bad in ("-3", "abc", "", "00:99:00", "1:2:3:4", "5s", "inf", "\u0663"):  # ٣: an Arabic-Indic digit
+        refused = CliRunner().invoke(main, ["similar", f"{videos / 'a.mp4'}@{bad}", "--db", str(library_dir)])
+        assert refused.exit_code == 1 and f"{bad!r} is not a moment of" in refused.output, (bad, refused.output)
+        assert "HH:MM:SS" in refused.output and "Traceback" not in refused.output
     missing = CliRunner().invoke(main, ["similar", f"{videos / 'nope.mp4'}@3", "--db", str(library_dir)])
     assert missing.exit_code != 0 and "nope.mp4" in missing.output and "Traceback" not in missing.output
 

@@ -91,7 +91,8 @@ def test_byte_copies_and_reencodes_are_one_group_of_videos(media, tmp_path):
     out, data = dedup(library, tmp_path, "--csv", tmp_path / "report.csv", "--html", tmp_path / "report.html")
     clip = group_of(data, root, "album/clip.mp4")
     assert members(clip, root) == CLIP
-    assert clip["tier"] == "near" and clip["keeper_reason"] == "it comes first by path (otherwise equal)"
+    assert clip["tier"] == "near" and clip["keeper_reason"] == (  # not over its byte copy: over the re-encodes
+        "it has the highest bitrate (a video) among the files of the highest resolution")
     assert all(m["kind"] == "video" and m["duration_s"] == pytest.approx(3.0, abs=0.1) for m in clip["members"])
     assert all(m["phash_distance"] <= 24 for m in clip["members"])
     assert clip["reclaimable_bytes"] == sum(m["size"] for m in clip["members"] if m["tier"] != "keeper")
