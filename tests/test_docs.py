@@ -123,7 +123,7 @@ def test_readme_headlines_come_from_the_results():
     block = readme.split("<!-- performance:begin -->")[1].split("<!-- performance:end -->")[0]
     results = {p.stem: json.loads(p.read_text()) for p in (ROOT / "benchmarks" / "results").glob("*.json")}
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
-    assert 1 <= len(rows) <= 6
+    assert 1 <= len(rows) <= 10  # a short table: the details are in docs/performance.md
     for row in rows:
         command = row.split("`python ")[-1].split("`")[0]
         assert any(r["command"] == "python " + command for r in results.values()), row
