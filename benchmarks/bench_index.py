@@ -22,6 +22,11 @@ with min and max in the JSON:
 The ideal is 1/(1/E + 1/D) where decoding and encoding share the CPU cores, and min(E, D) where
 the encoder runs on a GPU; the ratio is end-to-end (cold)/ideal.
 
+Videos (--videos N, default 4; 0: none). N generated 30 s 720p H.264 clips (the same as
+bench_formats.py's, cached) are indexed by a fresh `clipsearch index` process each run, as a user
+runs it, through the same bounded pipeline as photos (default sampling: a frame per 5 s plus scene
+changes, at most 50 per video): videos/s and embedded frames/s, end to end.
+
 Memory and re-index. 1,000 and 10,000 small JPEGs are indexed with the bundled tiny model, each
 in its own child process, and their peak RSS compared; the 10,000 are then indexed again
 unchanged (stat only, nothing decoded), timed in-process and as a `clipsearch index` command.
@@ -306,6 +311,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000, help="small images for memory and re-index [10000]")
     parser.add_argument("--skip-memory", action="store_true", help="only measure throughput")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported [3]")
+    parser.add_argument("--videos", type=int, default=4, help="30 s 720p clips indexed end to end (0: none) [4]")
     add_save_option(parser)
     args = parser.parse_args()
 
@@ -358,6 +364,8 @@ def main() -> None:
         print(line("end-to-end, warm page cache", warm_ips))
         print(f"  {'ratio (cold / ideal)':34} {statistics.median(cold_ips) / ideal:7.1%}")
         print(f"  {'peak RSS':34} {statistics.median([r['peak_rss_mb'] for r in cold]):7.0f} MB", flush=True)
+        if args.videos:
+            figures.update(index_videos(args.cache_dir, args.videos, Path(tmp), model_args, args))
         if not args.skip_memory:
             small = ensure_images(args.cache_dir / "small", args.small, SMALL_SIZE, default_workers())
             tiny = model_spec("clipsearch-tiny")
@@ -375,6 +383,28 @@ def main() -> None:
             print(f"  re-index {args.small} unchanged   {many['reindex_s']:6.2f} s  in-process, "
                   f"{cli:.2f} s as a command")
     emit(rounded(figures), args)
+
+
+def index_videos(cache: Path, n: int, tmp: Path, model_args: list[str], args: argparse.Namespace) -> dict:
+    """Videos/s and embedded frames/s of fresh `clipsearch index` processes on `n` generated 30 s 720p clips."""
+    from bench_formats import ensure_videos  # noqa: E402  (benchmarks/bench_formats.py: the same clips)
+
+    clips = ensure_videos(cache, n, 30, (1280, 720))
+    tree = tmp / "videos"
+    tree.mkdir()
+    for clip in clips:
+        shutil.copyfile(clip, tree / clip.name)
+    videos, frames = [], []
+    for run in range(args.runs):
+        library = tmp / f"lib-videos-{run}"
+        seconds = cli_index(tree, library, model_args, args.workers, args.batch_size)["seconds"]
+        with Library.open(library) as lib:
+            kept = lib.catalog.frame_count()
+        videos.append(n / seconds)
+        frames.append(kept / seconds)
+    print(f"  {'videos, end to end':34} {statistics.median(videos):7.2f} videos/s  [{min(videos):.2f}-{max(videos):.2f}]"
+          f", {statistics.median(frames):.1f} frames/s  [{min(frames):.1f}-{max(frames):.1f}]", flush=True)
+    return {"videos": n, "video_seconds": 30, "videos_per_s": spread(videos), "video_frames_per_s": spread(frames)}
 
 
 def rounded(value: object) -> object:
