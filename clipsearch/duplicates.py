@@ -62,7 +62,7 @@ NEIGHBOURS = 64
 near-identical pictures; a keeper takes at most this many distinct pictures at once."""
 EXACT_SEARCH_MAX = 20_000
 """Up to this many distinct images the candidate search is exact; above it, approximate (see `neighbour_pairs`)."""
-PROBES = 6
+PROBES = 12
 """Lists each picture is compared with in the approximate search."""
 SEARCH_DIM = 96
 """Principal components the approximate search compares (see `neighbour_pairs`)."""
@@ -176,7 +176,7 @@ def neighbour_pairs(vectors: np.ndarray, min_score: float, limit: int = NEIGHBOU
 
     `vectors`: (n, dim) unit rows, float16 or float32; converted a block at a time, so a million 512-d float16
     vectors need no float32 copy. Exact up to EXACT_SEARCH_MAX rows: one list holds every row. Above, rows are
-    compared on their first SEARCH_DIM principal components, in 2·√(PROBES·n) k-means lists: each row's list
+    compared on their first SEARCH_DIM principal components, in √(PROBES·n) k-means lists: each row's list
     is joined with every row that probes it (its PROBES nearest lists), one matrix product per block of
     rows. A PCA projection never lengthens a distance, so a pair further apart in the projection than two
     unit vectors at min_score (||x − y||² = 2 − 2·cos) cannot reach min_score: dropping it loses nothing.
@@ -222,14 +222,14 @@ def _search_space(vectors: np.ndarray) -> np.ndarray:
 def _lists(space: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(home, probes): the list each row is stored in (n,) and the PROBES nearest lists it is compared with (n, p).
 
-    One list (no k-means) up to EXACT_SEARCH_MAX rows; above, 2·√(PROBES·n) lists trained briefly (3 rounds
+    One list (no k-means) up to EXACT_SEARCH_MAX rows; above, √(PROBES·n) lists trained briefly (3 rounds
     on 8 rows per list: lists only need to be local); a row's home is its nearest list."""
     n, d = space.shape
     if n <= EXACT_SEARCH_MAX:
         return np.zeros(n, dtype=np.int64), np.zeros((n, 1), dtype=np.int64)
     import faiss
 
-    lists = int(2 * math.sqrt(PROBES * n))
+    lists = int(math.sqrt(PROBES * n))
     sample = np.random.default_rng(1).choice(n, min(n, 8 * lists), replace=False)
     kmeans = faiss.Kmeans(d, lists, niter=3, seed=1, min_points_per_centroid=1)
     kmeans.train(space[np.sort(sample)])
