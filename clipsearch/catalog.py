@@ -303,6 +303,21 @@ def _import_sqlite_utils() -> Any:
     return sqlite_utils
 
 
+def _paged_vectors(db: Any, table: str, id_column: str, after_id: int,
+                   chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, float32 vectors) of `table`'s rows with `id_column` above `after_id`, in id order, `chunk` rows at a
+    time (keyset paging: memory stays bounded)."""
+    last = after_id
+    while True:
+        rows = db.execute(f"SELECT {id_column}, vector FROM {table} WHERE {id_column} > ? "
+                          f"ORDER BY {id_column} LIMIT ?", [last, chunk]).fetchall()
+        if not rows:
+            return
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        yield ids, np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        last = int(ids[-1])
+
+
 class Catalog:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
@@ -490,16 +505,7 @@ class Catalog:
 
     def iter_vectors(self, after_id: int = 0, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in id order, a chunk at a time, so memory stays bounded."""
-        last = after_id
-        while True:
-            rows = self.db.execute(
-                "SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?", [last, chunk]
-            ).fetchall()
-            if not rows:
-                return
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            yield ids, np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            last = int(ids[-1])
+        yield from _paged_vectors(self.db, "images", "id", after_id, chunk)
 
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
         sql = "SELECT id, vector FROM images WHERE id IN ({})"
@@ -654,15 +660,7 @@ class IndexedVectors:
         """(ids, vectors) in id order: the images', then the frames'."""
         if after_id < FRAME_IDS:
             yield from self.catalog.iter_vectors(after_id, chunk)
-        last = max(after_id, FRAME_IDS)
-        while True:
-            rows = self.db.execute("SELECT vector_id, vector FROM video_frames WHERE vector_id > ? "
-                                   "ORDER BY vector_id LIMIT ?", [last, chunk]).fetchall()
-            if not rows:
-                return
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            yield ids, np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            last = int(ids[-1])
+        yield from _paged_vectors(self.db, "video_frames", "vector_id", max(after_id, FRAME_IDS), chunk)
 
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
