@@ -24,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,21 +46,29 @@ FORMATS = {"jpeg": ".jpg", "heic": ".heic", "avif": ".avif", "raw_preview": ".dn
 
 def ensure(folder: Path, kind: str, n: int, size: tuple[int, int]) -> list[Path]:
     """The n files of one kind, generated once (cached across runs)."""
-    folder = folder / f"{kind}-{size[0]}x{size[1]}"
+    def write(path: Path, seed: int) -> None:
+        picture = photo(seed, size)
+        if kind.startswith("raw"):
+            rgb = np.asarray(picture)
+            write_dng(path, rgb, preview=rgb if kind == "raw_preview" else None)
+        else:
+            fmt = {"jpeg": "JPEG", "heic": "HEIF", "avif": "AVIF"}[kind]
+            picture.save(path, fmt, quality=90, **FAST_ENCODE.get(kind, {}))
+
+    return _cached(folder / f"{kind}-{size[0]}x{size[1]}", FORMATS[kind], n, write)
+
+
+def _cached(folder: Path, suffix: str, n: int, write: Callable[[Path, int], None]) -> list[Path]:
+    """`folder`/000`suffix`... : each missing file written by `write(path, number)` to a temporary name, then
+    renamed, so an interrupted run never leaves a half-written file behind."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{i:03d}{FORMATS[kind]}" for i in range(n)]
-    for seed, path in enumerate(paths):
+    paths = [folder / f"{i:03d}{suffix}" for i in range(n)]
+    for i, path in enumerate(paths):
         if path.exists():
             continue
         print(f"writing {path}", flush=True)
-        picture = photo(seed, size)
         tmp = path.with_name("tmp-" + path.name)
-        if kind.startswith("raw"):
-            rgb = np.asarray(picture)
-            write_dng(tmp, rgb, preview=rgb if kind == "raw_preview" else None)
-        else:
-            fmt = {"jpeg": "JPEG", "heic": "HEIF", "avif": "AVIF"}[kind]
-            picture.save(tmp, fmt, quality=90, **FAST_ENCODE.get(kind, {}))
+        write(tmp, i)
         tmp.rename(path)
     return paths
 
@@ -74,18 +83,11 @@ def images_per_s(paths: list[Path], min_side: int) -> float:
 
 
 def ensure_videos(folder: Path, n: int, seconds: int, size: tuple[int, int]) -> list[Path]:
-    folder = folder / f"video-{seconds}s-{size[0]}x{size[1]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{i:03d}.mp4" for i in range(n)]
-    for i, path in enumerate(paths):
-        if path.exists():
-            continue
-        print(f"writing {path}", flush=True)
+    def write(path: Path, i: int) -> None:
         scenes = [np.asarray(photo(100 * i + j, size)) for j in range(max(1, seconds // 10))]
-        tmp = path.with_name("tmp-" + path.name)
-        write_clip(tmp, scenes, seconds_each=seconds / len(scenes), fps=30, gop=60)
-        tmp.rename(path)
-    return paths
+        write_clip(path, scenes, seconds_each=seconds / len(scenes), fps=30, gop=60)
+
+    return _cached(folder / f"video-{seconds}s-{size[0]}x{size[1]}", ".mp4", n, write)
 
 
 def videos_per_s(paths: list[Path], min_side: int) -> tuple[float, float]:
