@@ -24,8 +24,8 @@ import json
 import statistics
 import sys
 import time
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
