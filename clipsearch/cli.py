@@ -7,13 +7,14 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Sequence, cast
 
 import click
 
 from .duplicates import DEFAULT_THRESHOLD, MEASURED_THRESHOLDS, SERIES_GAP
 from .errors import ClipsearchError
 from .filters import Filters, parse_when
+from .inlineimages import PROTOCOLS, InlineProtocol
 from .ocr import GATES
 from .paths import readable
 from .ranking import split_weight
@@ -71,6 +72,16 @@ def result_options(f: Callable) -> Callable:
                      help="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown.")(f)
     f = click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
                      help="Number of results.")(f)
+    f = click.option("-p", "--preview", is_flag=True,
+                     help="Show each result's thumbnail under its line, in a terminal that draws images (kitty, "
+                          "Ghostty, iTerm2, WezTerm, mintty; sixel: foot, mlterm, contour, Konsole); elsewhere, or "
+                          "with --json or a pipe, the results alone.")(f)
+    f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS]), default="auto",
+                     show_default=True, envvar="CLIPSEARCH_PREVIEW_PROTOCOL", show_envvar=True,
+                     help="How --preview draws: auto (from the terminal's environment variables) or the protocol "
+                          "to use, e.g. sixel for an xterm started with -ti vt340. Given, it implies --preview.")(f)
+    f = click.option("--preview-height", type=click.IntRange(16, 2000), default=200, show_default=True,
+                     metavar="PX", help="Thumbnail height in pixels (width at most three times that).")(f)
     return f
 
 
@@ -341,7 +352,8 @@ def _listed(line: str, skipped: Sequence[Skip]) -> str:
 @filter_options
 def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequence[str], images: Sequence[str],
            words: str | None, good_only: bool, limit: int, group_pairs: bool, filters: Filters,
-           min_score: float | None, sort: str, as_json: bool) -> None:
+           min_score: float | None, sort: str, as_json: bool, preview: bool, preview_protocol: str,
+           preview_height: int) -> None:
     """Find images matching QUERY (text, or the path of an image file).
 
     Where text was read in the images (`clipsearch ocr`), a text QUERY also finds the images whose text holds
@@ -372,7 +384,7 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
                 _warn(note)
         _note(lib.demo_model_note())
         _warn(lib.preprocessing_warning())
-    _print_results(results, as_json, sort)
+    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json))
 
 
 def _warn_path_like(term: str) -> None:
@@ -408,40 +420,98 @@ def _warn(warning: str | None) -> None:
 @result_options
 @filter_options
 def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: Filters, min_score: float | None,
-            sort: str, as_json: bool) -> None:
+            sort: str, as_json: bool, preview: bool, preview_protocol: str, preview_height: int) -> None:
     """Find images similar to IMAGE (indexed or not), or to a video's frame given as VIDEO@SECONDS
     (or VIDEO@HH:MM:SS, as search prints moments)."""
     from .library import Library
 
     with Library.open(db) as lib:
-        _print_results(lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
-                                   group_pairs=group_pairs), as_json, sort)
+        results = lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
+                              group_pairs=group_pairs)
+    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json))
 
 
-def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score") -> None:
-    """A line per result on stdout; for a judged text query (see `Library.judge`) in score order, the good
-    matches first, then the weaker ones. On a terminal, a line on stderr between them says how many are good
-    (in date order, before them); a script or a pipe reads the results alone."""
+def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score",
+                   show: Callable[[SearchResult], None] | None = None) -> None:
+    """A line per result on stdout, each followed by `show(result)` when given (a thumbnail); for a judged text
+    query (see `Library.judge`) in score order, the good matches first, then the weaker ones. On a terminal, a
+    line on stderr between them says how many are good (in date order, before them); a script or a pipe reads
+    the results alone."""
     results = list(results)
     line = functools.partial(_result_line, dated=sort == "date")
-    if as_json or not results or any(r.good is None for r in results) or not _on_terminal():
+
+    def emit(result: SearchResult) -> None:
+        click.echo(line(result))
+        if show:
+            show(result)
+
+    if as_json:
         _print_list(results, as_json, line)
+        return
+    if not results or any(r.good is None for r in results) or not _on_terminal():
+        for r in results:
+            emit(r)
         return
     good = [r for r in results if r.good]
     weaker = [r for r in results if not r.good]
     if sort == "date":
         click.echo(f"-- {len(good)} of {len(results)} are good matches (--good-only lists only them) --" if good
                    else "-- no good match --", err=True)
-        _print_list(results, False, line)
+        for r in results:
+            emit(r)
         return
     if not good:
         click.echo("-- no good match; closest: --", err=True)
     for r in good:
-        click.echo(line(r))
+        emit(r)
     if good and weaker:
         click.echo(f"-- {len(good)} good match{'' if len(good) == 1 else 'es'}, then weaker ones --", err=True)
     for r in weaker:
-        click.echo(line(r))
+        emit(r)
+
+
+def _previewer(preview: bool, protocol: str, height: int, as_json: bool) -> Callable[[SearchResult], None] | None:
+    """What draws a result's thumbnail after its line, in the protocol given or detected; None, with a line on
+    stderr saying why, when there is nowhere to draw it (--json, stdout not a terminal, no known protocol)."""
+    from click.core import ParameterSource
+
+    from .inlineimages import detect
+
+    named = click.get_current_context().get_parameter_source("preview_protocol") == ParameterSource.COMMANDLINE
+    if not (preview or named):
+        return None
+    chosen = detect(os.environ) if protocol == "auto" else cast(InlineProtocol, protocol)
+    if as_json:
+        why = "no thumbnails with --json"
+    elif not _stdout_on_terminal():
+        why = "no thumbnails: stdout is not a terminal"
+    elif chosen is None:
+        why = "no thumbnails: no inline-image terminal detected; use --preview-protocol=kitty|iterm2|sixel to force one"
+    else:
+        return functools.partial(_show_preview, protocol=chosen, height=height, tmux="TMUX" in os.environ)
+    click.echo(why, err=True)
+    return None
+
+
+def _show_preview(result: SearchResult, protocol: InlineProtocol, height: int, tmux: bool) -> None:
+    """The result's thumbnail on stdout, then a new line; a file that cannot be drawn gets a short note instead."""
+    from .errors import BadImage
+    from .inlineimages import preview
+
+    try:
+        drawn = preview(result.path, height, protocol, result.time_s, tmux)
+    except OSError as e:
+        click.echo(f"  (no preview: {e.strerror or e})")
+        return
+    except BadImage as e:
+        click.echo(f"  (no preview: {e})")
+        return
+    click.echo(drawn, nl=False)
+    click.echo()
+
+
+def _stdout_on_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def _result_line(result: SearchResult, dated: bool = False) -> str:
