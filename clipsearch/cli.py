@@ -64,6 +64,16 @@ def db_option(f: Callable) -> Callable:
 
 
 def result_options(f: Callable) -> Callable:
+    f = click.option("--preview-height", type=click.IntRange(16, 2000), default=200, show_default=True,
+                     metavar="PX", help="Thumbnail height in pixels (width at most three times that).")(f)
+    f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS]), default="auto",
+                     show_default=True, envvar="CLIPSEARCH_PREVIEW_PROTOCOL", show_envvar=True, metavar="NAME",
+                     help="How --preview draws: auto (known from the terminal's environment variables), kitty, "
+                          "iterm2 or sixel (e.g. for an xterm started with -ti vt340). Given, it implies --preview.")(f)
+    f = click.option("-p", "--preview", is_flag=True,
+                     help="Show each result's thumbnail under its line, in a terminal that draws images (kitty, "
+                          "Ghostty, iTerm2, WezTerm, mintty; sixel: foot, mlterm, contour, Konsole); elsewhere, or "
+                          "with --json or a pipe, the results alone.")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print results as a JSON list.")(f)
     f = click.option("--sort", type=click.Choice(["score", "date"]), default="score", show_default=True,
                      help="Best first, or the same results oldest first (date taken, else file time).")(f)
@@ -72,16 +82,6 @@ def result_options(f: Callable) -> Callable:
                      help="One result per RAW+JPEG pair (same name, same folder): the JPEG is shown.")(f)
     f = click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
                      help="Number of results.")(f)
-    f = click.option("-p", "--preview", is_flag=True,
-                     help="Show each result's thumbnail under its line, in a terminal that draws images (kitty, "
-                          "Ghostty, iTerm2, WezTerm, mintty; sixel: foot, mlterm, contour, Konsole); elsewhere, or "
-                          "with --json or a pipe, the results alone.")(f)
-    f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS]), default="auto",
-                     show_default=True, envvar="CLIPSEARCH_PREVIEW_PROTOCOL", show_envvar=True,
-                     help="How --preview draws: auto (from the terminal's environment variables) or the protocol "
-                          "to use, e.g. sixel for an xterm started with -ti vt340. Given, it implies --preview.")(f)
-    f = click.option("--preview-height", type=click.IntRange(16, 2000), default=200, show_default=True,
-                     metavar="PX", help="Thumbnail height in pixels (width at most three times that).")(f)
     return f
 
 
@@ -337,6 +337,7 @@ def _listed(line: str, skipped: Sequence[Skip]) -> str:
     'clipsearch search "sunset" --after 2023-06-01 --camera iphone --sort date',
     'clipsearch search "mountains" --add "snow:0.5" --sub "people"',
     'clipsearch search --text "invoice"          words read by `clipsearch ocr`',
+    'clipsearch search "a dog" --preview         thumbnails in kitty, iTerm2, WezTerm, sixel terminals',
 ))
 @click.argument("query", nargs=-1)
 @db_option

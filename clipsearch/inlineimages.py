@@ -60,9 +60,9 @@ def _konsole_version(environ: Mapping[str, str]) -> int:
 
 
 def encode(picture: Image.Image, protocol: InlineProtocol, tmux: bool = False) -> bytes:
-    """The escape sequences that draw `picture` at its size in pixels, at the cursor, in `protocol`; the
-    cursor is left after the picture's last row. With `tmux`, each sequence is wrapped in tmux's passthrough
-    (which tmux forwards only with `set -g allow-passthrough on`)."""
+    """The escape sequences that draw `picture` at its size in pixels, at the cursor, in `protocol` (a new
+    line after them puts the cursor below the picture). With `tmux`, each sequence is wrapped in tmux's
+    passthrough (which tmux forwards only with `set -g allow-passthrough on`)."""
     sequences = {"kitty": _kitty, "iterm2": _iterm2, "sixel": _sixel}[protocol](picture.convert("RGB"))
     return b"".join(_tmux_passthrough(s) if tmux else s for s in sequences)
 
