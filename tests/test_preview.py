@@ -18,7 +18,7 @@ from clipsearch.inlineimages import KITTY_CHUNK, MAX_ASPECT, PROTOCOLS, detect, 
 from clipsearch.shapes import ShapeSpec, render
 
 from conftest import draw_shape
-from generated import write_clip
+from generated import write_clip, write_dng
 
 TERMINAL_VARIABLES = ("TERM", "TERM_PROGRAM", "KITTY_WINDOW_ID", "LC_TERMINAL", "MLTERM", "KONSOLE_VERSION", "TMUX",
                       "CLIPSEARCH_PREVIEW_PROTOCOL")
@@ -157,6 +157,34 @@ def test_a_preview_fits_the_height_and_three_times_it_across_never_enlarged(tmp_
     Image.new("RGB", size, (40, 160, 40)).save(path)
     assert kitty_images(preview(str(path), 200, "kitty"))[0].size == drawn
     assert drawn[0] <= MAX_ASPECT * 200
+
+
+def upright_red(tmp_path, ext, fmt):
+    """A red 128 x 96 picture stored sideways with EXIF orientation 6: shown 96 wide, 128 high."""
+    tags = Image.Exif()
+    tags[274] = 6
+    path = tmp_path / f"photo.{ext}"
+    Image.new("RGB", (128, 96), (210, 20, 20)).save(path, fmt, exif=tags.tobytes())
+    return path, (96, 128)
+
+
+def raw_blue(tmp_path, with_preview):
+    """A blue DNG: its 800 x 600 preview drawn at 200 px high, or without one its half-size demosaic."""
+    mosaic, shown = np.full((48, 64, 3), (0, 0, 220), np.uint8), np.full((600, 800, 3), (0, 0, 220), np.uint8)
+    path = write_dng(tmp_path / "shot.dng", mosaic, preview=shown if with_preview else None)
+    return path, (267, 200) if with_preview else (32, 24)
+
+
+@pytest.mark.parametrize("make", [lambda t: upright_red(t, "jpg", "JPEG"), lambda t: upright_red(t, "heic", "HEIF"),
+                                  lambda t: upright_red(t, "avif", "AVIF"), lambda t: raw_blue(t, True),
+                                  lambda t: raw_blue(t, False)],
+                         ids=["jpeg", "heic", "avif", "raw with preview", "raw without preview"])
+def test_every_kind_of_photo_is_drawn_upright_in_its_colours(tmp_path, make):
+    path, size = make(tmp_path)
+    drawn = kitty_images(preview(str(path), 200, "kitty"))[0].convert("RGB")
+    assert drawn.size == size
+    colour = np.asarray(drawn, float).mean((0, 1))  # a demosaic is developed: blue, not exactly (0, 0, 220)
+    assert np.argmax(colour) == (2 if path.suffix == ".dng" else 0) and np.ptp(colour) > 150
 
 
 # -- which protocol a terminal speaks ----------------------------------------------------------------------------------
