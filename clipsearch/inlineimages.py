@@ -15,10 +15,10 @@ import io
 import os
 import re
 from collections.abc import Mapping
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:  # Pillow and numpy are imported where a picture is drawn: the CLI imports this module for its names
+    from PIL import Image
 
 InlineProtocol = Literal["kitty", "iterm2", "sixel"]
 PROTOCOLS: tuple[InlineProtocol, ...] = get_args(InlineProtocol)
@@ -72,6 +72,8 @@ def preview(source: str, height: int, protocol: InlineProtocol, at_s: float | No
     """The file `source` (a video: its frame at `at_s` seconds) scaled to at most `height` px high and
     MAX_ASPECT x `height` px wide (never enlarged), as `encode` draws it. Raises OSError when the file
     is gone or cannot be reached, BadImage when it cannot be decoded."""
+    from PIL import Image
+
     from .thumbnails import thumbnail  # decoding's plugins load only when a preview is drawn
 
     os.stat(source)
@@ -111,6 +113,9 @@ _RUN = re.compile(rb"(.)\1{3,}")
 def _sixel(picture: Image.Image) -> list[bytes]:
     """A DCS sixel string: 1:1 pixels, unpainted pixels left as they are (P2=1), raster attributes giving
     the size, the palette in RGB percent, then a band per six rows with a line per colour in it."""
+    import numpy as np
+    from PIL import Image
+
     indexed = picture.quantize(colors=SIXEL_COLOURS, method=Image.Quantize.FASTOCTREE)
     pixels = np.asarray(indexed)
     height, width = pixels.shape
