@@ -248,6 +248,8 @@ class MoveReport:
     """(from, to) pairs."""
     skipped: tuple[Skip, ...]
     manifest: str | None
+    already: tuple[str, ...] = ()
+    """undo-move only: files already back at their origin (restored by an earlier undo)."""
 
 
 @dataclass(frozen=True)

@@ -354,10 +354,31 @@ def test_move_to_quarantine_and_undo(dup_library, tmp_path):
     manifest = next((tmp_path / "q").glob("clipsearch-moves-*.json"))
     (files / "a copy.jpg").write_bytes(b"a new file at the origin")
     undo = CliRunner().invoke(main, ["undo-move", str(manifest)])
-    assert undo.exit_code == 1 and "restored 1 files; 1 could not be restored" in undo.output
-    assert f"left {files / 'a copy.jpg'}: a file is at the origin again: not overwritten" in undo.output
+    assert undo.exit_code == 1 and "restored 1 file; 1 could not be restored" in undo.output
+    assert f"left {files / 'a copy.jpg'}: a file is at the origin again: not overwritten (the moved one is" in undo.output
     assert (files / "a_small.jpg").read_bytes() == b"a_small.jpg"
     assert (files / "a copy.jpg").read_bytes() == b"a new file at the origin"
+    again = CliRunner().invoke(main, ["undo-move", str(manifest)])
+    assert "restored 0 files; 1 already back at its origin; 1 could not be restored" in again.output
+
+
+def test_a_second_undo_restores_nothing_and_says_so(dup_library, tmp_path):
+    db, files = dup_library
+    assert "moved 3 files" in dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q").output
+    manifest = next((tmp_path / "q").glob("clipsearch-moves-*.json"))
+    first = CliRunner().invoke(main, ["undo-move", str(manifest)])
+    assert first.exit_code == 0 and "restored 3 files; 0 could not be restored" in first.output
+    second = CliRunner().invoke(main, ["undo-move", str(manifest)])
+    assert second.exit_code == 0, second.output
+    assert "restored 0 files; 3 already back at their origin; 0 could not be restored" in second.output
+
+
+def test_a_second_move_into_the_same_folder_names_the_earlier_move(dup_library, tmp_path):
+    db, files = dup_library
+    dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
+    again = dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
+    target = tmp_path / "q" / str(files / "a_small.jpg").lstrip("/")
+    assert "moved 0 files" in again.output and f"left {files / 'a_small.jpg'}: already moved to {target}" in again.output
 
 
 def test_exact_copies_inside_other_groups_are_counted_in_the_exact_line(dup_library):
