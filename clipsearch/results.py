@@ -188,6 +188,8 @@ class DuplicateMember:
     """"photo" or "video": a group holds one kind only."""
     duration_s: float | None = None
     """A video's length in seconds, where known."""
+    mirrored: bool = False
+    """A mirror image of the keeper (a flipped copy): phash_distance is then counted to the keeper's mirror image."""
 
 
 RECLAIMABLE_TIERS = ("exact", "near")

@@ -207,8 +207,21 @@ def test_a_flipped_copy_is_edited(rows):
     plain = fingerprint(1)
     rows.add("a.jpg", A, prints=plain)
     rows.add("a_flipped.jpg", A_NEAR, prints=plain[HASH_BYTES:] + plain[:HASH_BYTES])
-    assert names(find_duplicates(rows.catalog, threshold=0.95).groups[0]) == [("a.jpg", "keeper"),
-                                                                              ("a_flipped.jpg", "edited")]
+    group = find_duplicates(rows.catalog, threshold=0.95).groups[0]
+    assert names(group) == [("a.jpg", "keeper"), ("a_flipped.jpg", "edited")]
+    flipped = group.members[1]
+    assert flipped.mirrored and flipped.phash_distance == 0  # counted to the keeper's mirror image, and said so
+    assert not group.members[0].mirrored and "(mirror image)" in summary(find_duplicates(rows.catalog, threshold=0.95))
+
+
+def test_a_flipped_copy_that_was_also_edited_counts_its_bits_to_the_mirror(rows):
+    plain = fingerprint(1)
+    flipped = bytearray(plain[HASH_BYTES:] + plain[:HASH_BYTES])
+    flipped[0] ^= 0b111111  # 6 bits from the keeper's mirror image
+    rows.add("a.jpg", A, prints=plain)
+    rows.add("a_flipped.jpg", A_NEAR, prints=bytes(flipped))
+    member = find_duplicates(rows.catalog, threshold=0.95).groups[0].members[1]
+    assert member.mirrored and member.tier == "edited" and member.phash_distance == 6
 
 
 def test_rows_without_a_fingerprint_stand_on_their_cosine_and_are_never_reclaimable(rows):
@@ -515,7 +528,7 @@ def test_json_schema(library, tmp_path):
     assert data["threshold"] == MEASURED_THRESHOLDS["clipsearch-tiny"] and data["series_threshold"] is None
     assert set(data["groups"][0]) == {"tier", "members", "keeper_reason", "reclaimable_bytes"}
     assert set(data["groups"][0]["members"][0]) == {"id", "path", "path_bytes_b64", "size", "width", "height", "date", "tier",
-                                                    "similarity", "phash_distance", "kind", "duration_s"}
+                                                    "similarity", "phash_distance", "kind", "duration_s", "mirrored"}
     assert all(g["members"][0]["tier"] == "keeper" for g in data["groups"])
     assert {(m["kind"], m["duration_s"]) for g in data["groups"] for m in g["members"]} == {("photo", None)}
 
