@@ -838,7 +838,7 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
     """
     from .duplicates import default_threshold
     from .library import Library
-    from .reports import summary, write_csv, write_delete_list, write_html, write_json
+    from .reports import plural, summary, write_csv, write_delete_list, write_html, write_json
 
     if exact_only and (threshold is not None or series or series_threshold is not None):
         raise click.ClickException("--exact-only compares bytes only: drop --threshold, --series and --series-threshold")
@@ -859,7 +859,7 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
         click.echo(summary(report, moving=bool(move_dir)))
         if move_dir:
             moved = lib.quarantine(report, move_dir)
-            click.echo(_listed(f"moved {len(moved.moved)} files to {move_dir}, left {len(moved.skipped)} where they "
+            click.echo(_listed(f"moved {plural(len(moved.moved), 'file')} to {move_dir}, left {len(moved.skipped)} where they "
                                "were" + (f"; undo with: clipsearch undo-move {moved.manifest}" if moved.manifest else ""),
                                moved.skipped))
 
@@ -886,10 +886,14 @@ def undo_move(manifest: str) -> None:
     A file is never overwritten: one that reappeared at its origin stays, and its quarantined copy is listed.
     """
     from .quarantine import undo
+    from .reports import plural
 
     report = undo(manifest)
-    click.echo(_listed(f"restored {len(report.moved)} files; {len(report.skipped)} could not be restored",
-                       report.skipped))
+    parts = [f"restored {plural(len(report.moved), 'file')}"]
+    if report.already:
+        parts.append(f"{len(report.already)} already back at {'its' if len(report.already) == 1 else 'their'} origin")
+    parts.append(f"{len(report.skipped)} could not be restored")
+    click.echo(_listed("; ".join(parts), report.skipped))
     if report.skipped:
         sys.exit(1)
 

@@ -457,8 +457,8 @@ def find_duplicates(
     rank = np.full(len(first), len(first), dtype=np.int64)
     rank[list(best)] = np.arange(len(best))
     grouping = group(rank, i, j, duplicate_link, series_link)
-    similarity, bits = _to_keeper(grouping.series, np.flatnonzero(involved), vectors, pixels)
-    builder = _Builder(ids, of_hash, files_of, rows, keys, best, similarity, bits)
+    similarity, bits, mirrored = _to_keeper(grouping.series, np.flatnonzero(involved), vectors, pixels)
+    builder = _Builder(ids, of_hash, files_of, rows, keys, best, similarity, bits, mirrored)
     groups = [g for g in (builder.build(k, members) for k, members in _members(grouping, involved)) if g]
     groups.sort(key=_order)
     tiers = [m for g in groups for m in g.members]
@@ -535,22 +535,27 @@ def _slack(a: Clip, b: Clip) -> float:
 
 
 def _to_keeper(keeper_of: np.ndarray, pictures: np.ndarray, vectors: np.ndarray | None,
-               pixels: Pixels | None) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine, pHash bits or -1 where unknown) of each of these pictures to its keeper `keeper_of[p]`, computed
-    in bulk; a keeper is at 1.0 and 0 bits to itself. Arrays are indexed by picture number."""
+               pixels: Pixels | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cosine, pHash bits or -1 where unknown, mirrored) of each of these pictures to its keeper `keeper_of[p]`,
+    computed in bulk; a keeper is at 1.0 and 0 bits to itself. A picture nearer the keeper's mirror image than the
+    keeper (a flipped copy) is `mirrored`, its bits counted to that mirror image. Arrays are indexed by picture
+    number."""
     similarity = np.ones(len(keeper_of), dtype=np.float32)
     bits = np.full(len(keeper_of), -1, dtype=np.int64)
+    mirrored = np.zeros(len(keeper_of), dtype=bool)
     keepers = keeper_of[pictures]
     if vectors is not None:
         for s in _slices(len(pictures)):
             cos = np.einsum("ij,ij->i", vectors[pictures[s]].astype(np.float32), vectors[keepers[s]].astype(np.float32))
             similarity[pictures[s]] = np.round(np.minimum(cos, 1.0), 4)
     if pixels is not None and len(pictures):
-        known, d, _ = pixels.distances(pictures, keepers)
-        bits[pictures] = np.where(known, d, -1)
+        known, d, flipped = pixels.distances(pictures, keepers)
+        nearer = known & (flipped < d)
+        bits[pictures] = np.where(known, np.minimum(d, flipped), -1)
+        mirrored[pictures] = nearer
     own = pictures[pictures == keepers]
-    similarity[own], bits[own] = 1.0, 0
-    return similarity, bits
+    similarity[own], bits[own], mirrored[own] = 1.0, 0, False
+    return similarity, bits, mirrored
 
 
 def _pictures(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -607,7 +612,10 @@ class _Builder:
     similarity: np.ndarray
     """Per picture, its cosine to its group's keeper picture (rounded to 4 places)."""
     bits: np.ndarray
-    """Per picture, its pHash distance to its group's keeper picture in bits; -1 where unknown."""
+    """Per picture, its pHash distance to its group's keeper picture (or its mirror image) in bits; -1 where
+    unknown."""
+    mirrored: np.ndarray
+    """Per picture, whether it is nearer the keeper's mirror image than the keeper (a flipped copy)."""
 
     def build(self, keeper_pic: int, pictures: list[tuple[int, str]]) -> DuplicateGroup | None:
         files = {}
@@ -629,7 +637,7 @@ class _Builder:
                 tiers[f] = "series"
             else:
                 bits = self._distance(pic)
-                tiers[f] = "near" if bits is not None and bits <= NEAR_BITS else "edited"
+                tiers[f] = "near" if bits is not None and bits <= NEAR_BITS and not self.mirrored[pic] else "edited"
         linked_keeper = keeper
         keeper = _resolve_aliases(keeper, ordered, tiers, self.rows, self.ids)
         _mark_pairs(keeper, tiers, self.rows, self.ids)
@@ -660,7 +668,7 @@ class _Builder:
         pic = int(self.of_hash[f])
         return DuplicateMember(int(row["id"]), row["path"], row["size"], row["width"], row["height"], row["date"],
                                tiers[f], float(self.similarity[pic]), self._distance(pic),
-                               "video" if row["video"] else "photo", row["duration_s"])
+                               "video" if row["video"] else "photo", row["duration_s"], bool(self.mirrored[pic]))
 
 
 def _identity(path: str) -> tuple[tuple[int, int] | None, bool]:

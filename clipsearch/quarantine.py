@@ -82,10 +82,10 @@ def move_to(moves: Sequence[PlannedMove], folder: str | os.PathLike[str]) -> Mov
 def _refusal(move: PlannedMove, target: Path, keeper_ok: bool) -> str | None:
     if not keeper_ok:
         return f"its keeper {move.keeper} is missing or changed since indexing: it may be the last copy"
-    if target.exists():
-        return f"{target} already exists"
     if not os.path.lexists(move.path):
-        return "no longer on disk"
+        return f"already moved to {target}" if os.path.lexists(target) else "no longer on disk"
+    if os.path.lexists(target):
+        return f"{target} already exists"
     try:
         if os.path.samefile(move.path, move.keeper):
             return "the same file as its keeper (a link)"
@@ -108,7 +108,8 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
     """Move every file listed in a `move_to` manifest back to where it was.
 
     A file whose origin is taken again (a file reappeared there) or that is no longer in the quarantine is
-    left alone and listed. Raises BadPath when the manifest cannot be read.
+    left alone and listed; one that is back at its origin and gone from the quarantine (an earlier undo) is
+    counted as already restored. Raises BadPath when the manifest cannot be read.
     """
     try:
         data = json.loads(Path(manifest).read_text(encoding="utf-8"))
@@ -117,9 +118,12 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
         raise BadPath(f"Cannot read the manifest {os.fspath(manifest)}: {getattr(e, 'strerror', None) or e}") from None
     restored: list[tuple[str, str]] = []
     skipped: list[Skip] = []
+    already: list[str] = []
     for origin, moved in moves:
-        if os.path.lexists(origin):
-            skipped.append(Skip(origin, "a file is at the origin again: not overwritten"))
+        if os.path.lexists(origin) and not os.path.lexists(moved):
+            already.append(origin)
+        elif os.path.lexists(origin):
+            skipped.append(Skip(origin, f"a file is at the origin again: not overwritten (the moved one is {moved})"))
         elif not os.path.lexists(moved):
             skipped.append(Skip(origin, f"no longer in the quarantine ({moved})"))
         else:
@@ -129,4 +133,4 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
                 restored.append((moved, origin))
             except OSError as e:
                 skipped.append(Skip(origin, f"cannot move back: {e.strerror or e}"))
-    return MoveReport(tuple(restored), tuple(skipped), os.fspath(manifest))
+    return MoveReport(tuple(restored), tuple(skipped), os.fspath(manifest), tuple(already))

@@ -21,7 +21,7 @@ from .video import clock
 
 THUMBNAIL_SIZE = 160
 CSV_COLUMNS = ("group", "group_tier", "tier", "similarity", "phash_distance", "path", "size", "width", "height",
-               "date", "id", "keeper_reason", "path_bytes_b64", "kind", "duration_s")
+               "date", "id", "keeper_reason", "path_bytes_b64", "kind", "duration_s", "mirrored")
 """`path` and `path_bytes_b64` as `paths.path_fields` gives them (the latter empty where `path` is exact)."""
 SECTIONS = (("exact", "Exact duplicates"), ("near", "Near-duplicates"), ("edited", "Edited copies"),
             ("series", "Similar series"), ("pair", "RAW+JPEG pairs"))
@@ -100,7 +100,7 @@ def totals(report: DedupReport, moving: bool = False) -> str:
 
 def _member_line(m: DuplicateMember) -> str:
     return (f"{m.tier:6} {m.similarity:.3f}  {m.width}x{m.height}{_length(m, '  ')}  {human_bytes(m.size):>8}  "
-            f"{m.date}  {readable(m.path)}")
+            f"{m.date}  {readable(m.path)}" + ("  (mirror image)" if m.mirrored else ""))
 
 
 def _videos(group: DuplicateGroup) -> str:
@@ -151,7 +151,8 @@ def write_csv(report: DedupReport, path: str | os.PathLike[str]) -> None:
             for m in group.members:
                 writer.writerow([number, group.tier, m.tier, m.similarity, m.phash_distance, readable(m.path), m.size,
                                  m.width, m.height, m.date, m.id, group.keeper_reason if m.tier == "keeper" else "",
-                                 exact_b64(m.path) or "", m.kind, "" if m.duration_s is None else m.duration_s])
+                                 exact_b64(m.path) or "", m.kind, "" if m.duration_s is None else m.duration_s,
+                                 int(m.mirrored)])
 
 
 def thumbnail(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
@@ -251,6 +252,7 @@ def _member_html(number: int, m: DuplicateMember) -> str:
     keep = (f'<input type="radio" class="keep" name="keep-{number}"'
             + (" checked" if m.tier == "keeper" else "") + (" disabled" if fixed else "") + ">")
     return (f'<figure class="{m.tier}">{picture}<figcaption><span class="tier">{m.tier}</span> '
-            f"similarity {m.similarity:.3f}<br>{m.width}×{m.height}{_length(m, ' · ')} · {human_bytes(m.size)}<br>"
+            f"similarity {m.similarity:.3f}{' · mirror image' if m.mirrored else ''}<br>"
+            f"{m.width}×{m.height}{_length(m, ' · ')} · {human_bytes(m.size)}<br>"
             f'{html.escape(m.date)}<br><span class="path">{html.escape(readable(m.path))}</span></figcaption>'
             f'<div class="controls"><label>{box} delete</label><label>{keep} keep this one</label></div></figure>')

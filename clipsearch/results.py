@@ -188,6 +188,8 @@ class DuplicateMember:
     """"photo" or "video": a group holds one kind only."""
     duration_s: float | None = None
     """A video's length in seconds, where known."""
+    mirrored: bool = False
+    """A mirror image of the keeper (a flipped copy): phash_distance is then counted to the keeper's mirror image."""
 
 
 RECLAIMABLE_TIERS = ("exact", "near")
@@ -248,6 +250,8 @@ class MoveReport:
     """(from, to) pairs."""
     skipped: tuple[Skip, ...]
     manifest: str | None
+    already: tuple[str, ...] = ()
+    """undo-move only: files already back at their origin (restored by an earlier undo)."""
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,8 @@ class DuplicateImage(BaseModel):
     """"photo" or "video": a group holds one kind only."""
     duration_s: float | None = None
     """A video's length in seconds, where known."""
+    mirrored: bool = False
+    """A mirror image of the keeper: phash_distance is counted to the keeper's mirror image."""
 
 
 class DuplicateSet(BaseModel):

@@ -207,8 +207,21 @@ def test_a_flipped_copy_is_edited(rows):
     plain = fingerprint(1)
     rows.add("a.jpg", A, prints=plain)
     rows.add("a_flipped.jpg", A_NEAR, prints=plain[HASH_BYTES:] + plain[:HASH_BYTES])
-    assert names(find_duplicates(rows.catalog, threshold=0.95).groups[0]) == [("a.jpg", "keeper"),
-                                                                              ("a_flipped.jpg", "edited")]
+    group = find_duplicates(rows.catalog, threshold=0.95).groups[0]
+    assert names(group) == [("a.jpg", "keeper"), ("a_flipped.jpg", "edited")]
+    flipped = group.members[1]
+    assert flipped.mirrored and flipped.phash_distance == 0  # counted to the keeper's mirror image, and said so
+    assert not group.members[0].mirrored and "(mirror image)" in summary(find_duplicates(rows.catalog, threshold=0.95))
+
+
+def test_a_flipped_copy_that_was_also_edited_counts_its_bits_to_the_mirror(rows):
+    plain = fingerprint(1)
+    flipped = bytearray(plain[HASH_BYTES:] + plain[:HASH_BYTES])
+    flipped[0] ^= 0b111111  # 6 bits from the keeper's mirror image
+    rows.add("a.jpg", A, prints=plain)
+    rows.add("a_flipped.jpg", A_NEAR, prints=bytes(flipped))
+    member = find_duplicates(rows.catalog, threshold=0.95).groups[0].members[1]
+    assert member.mirrored and member.tier == "edited" and member.phash_distance == 6
 
 
 def test_rows_without_a_fingerprint_stand_on_their_cosine_and_are_never_reclaimable(rows):
@@ -354,10 +367,31 @@ def test_move_to_quarantine_and_undo(dup_library, tmp_path):
     manifest = next((tmp_path / "q").glob("clipsearch-moves-*.json"))
     (files / "a copy.jpg").write_bytes(b"a new file at the origin")
     undo = CliRunner().invoke(main, ["undo-move", str(manifest)])
-    assert undo.exit_code == 1 and "restored 1 files; 1 could not be restored" in undo.output
-    assert f"left {files / 'a copy.jpg'}: a file is at the origin again: not overwritten" in undo.output
+    assert undo.exit_code == 1 and "restored 1 file; 1 could not be restored" in undo.output
+    assert f"left {files / 'a copy.jpg'}: a file is at the origin again: not overwritten (the moved one is" in undo.output
     assert (files / "a_small.jpg").read_bytes() == b"a_small.jpg"
     assert (files / "a copy.jpg").read_bytes() == b"a new file at the origin"
+    again = CliRunner().invoke(main, ["undo-move", str(manifest)])
+    assert "restored 0 files; 1 already back at its origin; 1 could not be restored" in again.output
+
+
+def test_a_second_undo_restores_nothing_and_says_so(dup_library, tmp_path):
+    db, files = dup_library
+    assert "moved 3 files" in dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q").output
+    manifest = next((tmp_path / "q").glob("clipsearch-moves-*.json"))
+    first = CliRunner().invoke(main, ["undo-move", str(manifest)])
+    assert first.exit_code == 0 and "restored 3 files; 0 could not be restored" in first.output
+    second = CliRunner().invoke(main, ["undo-move", str(manifest)])
+    assert second.exit_code == 0, second.output
+    assert "restored 0 files; 3 already back at their origin; 0 could not be restored" in second.output
+
+
+def test_a_second_move_into_the_same_folder_names_the_earlier_move(dup_library, tmp_path):
+    db, files = dup_library
+    dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
+    again = dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
+    target = tmp_path / "q" / str(files / "a_small.jpg").lstrip("/")
+    assert "moved 0 files" in again.output and f"left {files / 'a_small.jpg'}: already moved to {target}" in again.output
 
 
 def test_exact_copies_inside_other_groups_are_counted_in_the_exact_line(dup_library):
@@ -494,7 +528,7 @@ def test_json_schema(library, tmp_path):
     assert data["threshold"] == MEASURED_THRESHOLDS["clipsearch-tiny"] and data["series_threshold"] is None
     assert set(data["groups"][0]) == {"tier", "members", "keeper_reason", "reclaimable_bytes"}
     assert set(data["groups"][0]["members"][0]) == {"id", "path", "path_bytes_b64", "size", "width", "height", "date", "tier",
-                                                    "similarity", "phash_distance", "kind", "duration_s"}
+                                                    "similarity", "phash_distance", "kind", "duration_s", "mirrored"}
     assert all(g["members"][0]["tier"] == "keeper" for g in data["groups"])
     assert {(m["kind"], m["duration_s"]) for g in data["groups"] for m in g["members"]} == {("photo", None)}
 
