@@ -17,6 +17,8 @@ from click.testing import CliRunner
 
 from clipsearch.cli import main
 from clipsearch.models import ModelSpec, hub_offline, load_encoder, model_spec, pretrained_table
+from clipsearch.textexport import export_text_model
+from clipsearch.textmodel import CLEANING, TextModel
 from test_models import fresh_cli
 
 ARCH, TAG = "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k"
@@ -178,3 +180,35 @@ def test_multilingual_search_and_the_truncation_note(multilingual_model, shape_t
     short = runner.invoke(main, ["search", "红色的星星", "--db", str(library_dir), "-n", "1"])
     assert "longer than" not in short.stderr
 
+
+
+def test_the_text_tower_tokenizes_and_encodes_as_open_clip(multilingual_model, tmp_path):
+    from test_textmodel import TEXTS as HARD_TEXTS, fuzz
+
+    encoder = load_encoder(model_spec(ARCH, TAG), device="cpu")
+    assert export_text_model(tmp_path, encoder) is not None
+    tower = TextModel.load(tmp_path, encoder.spec)
+    assert tower.cleaning == "whitespace" and tower.context_length == 77
+    texts = TEXTS + HARD_TEXTS + ["红色的星星 " * 40] + fuzz(1, 50)
+    for text in texts:
+        assert (tower.tokenize([text]) == encoder.tokenizer([text]).numpy()).all(), repr(text)
+        assert tower.truncated(text) == encoder.truncated(text), repr(text)
+    assert np.abs(tower.encode(texts) - encoder.encode_texts(texts)).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(CLEANING))
+def test_the_cleaning_steps_are_open_clips(name):
+    from test_textmodel import TEXTS as HARD_TEXTS, fuzz
+
+    for text in HARD_TEXTS + fuzz(2, 200) + ["snake_case a_b", "«guillemets» ¿qué? 红色的「星星」。"]:
+        assert CLEANING[name](text) == open_clip.tokenizer.get_clean_fn(name)(text), repr(text)
+
+
+def test_a_new_multilingual_query_runs_the_text_tower_alone(multilingual_model, shape_tree, library_dir):
+    from test_cold_query import TEXT_TOWER, imported_by
+
+    result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(library_dir), "--model", ARCH,
+                                       "--pretrained", TAG])
+    assert result.exit_code == 0, result.output
+    out, imported = imported_by("search", "一只蓝色的圆", "--db", str(library_dir), "-n", "2", "--json")
+    assert len(json.loads(out)) == 2 and imported == TEXT_TOWER
