@@ -612,9 +612,9 @@ def repair(db: str | None, index_type: str | None) -> None:
 
 
 @main.command(short_help="List the models; mark the cached, the multilingual and the default ones.", epilog=examples(
-    "clipsearch models --cached          what works offline",
-    "clipsearch models | grep multilingual   the models that understand queries in other languages than English",
-    "clipsearch models | grep ViT-B-32   the tags of one architecture",
+    "clipsearch models --cached              what works offline",
+    "clipsearch models | grep multilingual   the models for queries in other languages than English",
+    "clipsearch models | grep ViT-B-32       the tags of one architecture",
 ))
 @click.option("--cached", is_flag=True,
               help="Only models whose weights and tokenizer are in the local cache (usable offline).")

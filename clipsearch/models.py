@@ -31,6 +31,8 @@ DEFAULT_BATCH = {"cpu": 32, "mps": 64, "cuda": 256}
 TINY_CONFIG = Path(__file__).parent / "model_configs" / f"{TINY_MODEL}.json"
 TINY_WEIGHTS = Path(__file__).parent / "weights" / f"{TINY_MODEL}.pt"
 BUNDLED = "bundled"
+TINY_MULTILINGUAL = True
+"""The tiny model is trained on English and Chinese captions of its shapes (scripts/train_tiny.py)."""
 
 
 @dataclass(frozen=True)
@@ -519,7 +521,7 @@ class ModelListing:
 def list_available() -> list[ModelListing]:
     """Every (architecture, pretrained tag) open_clip has weights for, plus the bundled tiny model; read without
     importing torch or open_clip."""
-    listings = [ModelListing(TINY_MODEL, BUNDLED, True, TINY_WEIGHTS.stat().st_size, False)]
+    listings = [ModelListing(TINY_MODEL, BUNDLED, True, TINY_WEIGHTS.stat().st_size, TINY_MULTILINGUAL)]
     for (arch, tag), weights in pretrained_table().items():
         path = weights.cached()
         listings.append(ModelListing(arch, tag, path is not None and not weights.text_files_missing(),

@@ -69,7 +69,7 @@ def test_models_lists_without_importing_torch():
     assert err == "exit 0 imported []\n"
     *lines, legend = out.splitlines()
     assert len(lines) == 1 + len(pretrained_table()) and lines[0].split() == ["*", "clipsearch-tiny", "bundled",
-                                                                             "7.6", "MB"]
+                                                                             "7.6", "MB", "multilingual"]
     assert lines[1:] == [line for line in lines[1:] if line.startswith("  ")]  # nothing cached here
     assert legend.startswith("(* = weights and tokenizer cached, works offline; multilingual = ")
 
@@ -196,5 +196,5 @@ def test_models_marks_cached_weights(isolated):
                             "open_clip_model.safetensors")
     assert pretrained_table()[("ViT-B-32", "laion2b_s34b_b79k")].cached() == str(target)
     out = CliRunner().invoke(main, ["models", "--cached"]).output.splitlines()[:-1]
-    assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled", "7.6", "MB"],
+    assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled", "7.6", "MB", "multilingual"],
                                              ["*", "ViT-B-32", "laion2b_s34b_b79k", "7", "B", "(default)"]]

@@ -100,12 +100,12 @@ def models_lines(*args: str) -> dict[tuple[str, str], list[str]]:
 
 def test_models_marks_the_multilingual_ones():
     lines = models_lines()
-    for model in [(ARCH, TAG), ("xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k"),
+    for model in [(ARCH, TAG), ("clipsearch-tiny", "bundled"), ("xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k"),
                   ("nllb-clip-base-siglip", "v1"), ("nllb-clip-large", "v1"), ("ViT-B-16-SigLIP2", "webli"),
                   ("ViT-SO400M-16-SigLIP-i18n-256", "webli"), ("ViT-H-14-worldwide", "metaclip2_worldwide")]:
         assert "multilingual" in lines[model], model
     for model in [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B-16-SigLIP", "webli"), ("roberta-ViT-B-32",
-                  "laion2b_s12b_b32k"), ("ViT-L-14-CLIPA", "datacomp1b"), ("clipsearch-tiny", "bundled")]:
+                  "laion2b_s12b_b32k"), ("ViT-L-14-CLIPA", "datacomp1b")]:
         assert "multilingual" not in lines[model], model
     assert lines[("ViT-B-32", "laion2b_s34b_b79k")][-1] == "(default)"
 
