@@ -92,6 +92,19 @@ def test_a_missing_tokenizer_fails_before_torch_is_imported(shape_tree, library_
     assert not library_dir.exists()
 
 
+def test_a_checkpoint_of_a_multilingual_architecture_needs_its_tokenizer_too(shape_tree, library_dir, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "weights.bin"
+    checkpoint.write_bytes(b"weights")
+    result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(library_dir), "--model", ARCH,
+                                       "--checkpoint", str(checkpoint)])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert result.output.startswith(f"Error: The tokenizer of {ARCH} ({checkpoint})")
+    assert f"it needs config.json, tokenizer.json from https://huggingface.co/{TOKENIZER_REPO}. " in result.output
+    assert not library_dir.exists()
+
+
 def models_lines(*args: str) -> dict[tuple[str, str], list[str]]:
     out = CliRunner().invoke(main, ["models", *args]).output.splitlines()
     assert out[-1].startswith("(* = weights and tokenizer cached") and "multilingual = " in out[-1]
