@@ -682,24 +682,33 @@ def repair(db: str | None, index_type: str | None) -> None:
                + ", ".join(f"{k}={v}" for k, v in record.params.items()) + f"{recall}) in {record.build_s:.1f}s")
 
 
-@main.command(short_help="List the models; mark the cached ones and the default.", epilog=examples(
-    "clipsearch models --cached          what works offline",
-    "clipsearch models | grep ViT-B-32   the tags of one architecture",
+@main.command(short_help="List the models; mark the cached, the multilingual and the default ones.", epilog=examples(
+    "clipsearch models --cached              what works offline",
+    "clipsearch models | grep multilingual   the models for queries in other languages than English",
+    "clipsearch models | grep ViT-B-32       the tags of one architecture",
 ))
-@click.option("--cached", is_flag=True, help="Only models whose weights are in the local cache (usable offline).")
+@click.option("--cached", is_flag=True,
+              help="Only models whose weights and tokenizer are in the local cache (usable offline).")
 def models(cached: bool) -> None:
-    """List the models: * marks weights cached locally, (default) the default for a new library.
+    """List the models: * marks those cached locally (weights and tokenizer), multilingual those that understand
+    queries in other languages than English, (default) the default for a new library.
 
-    Each line: the mark, the architecture (--model), the pretrained tag (--pretrained) and the weights' size
-    (approximate until they are cached).
+    Each line: the mark, the architecture (--model), the pretrained tag (--pretrained), the weights' size
+    (approximate until they are cached) and the notes; a last line explains the marks.
     """
     from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, human_size, list_available
 
     for m in list_available():
         if m.cached or not cached:
-            default = "  (default)" if (m.arch, m.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else ""
+            notes = ["multilingual"] * m.multilingual + ["(default)"] * ((m.arch, m.pretrained) == (DEFAULT_MODEL,
+                                                                                                   DEFAULT_PRETRAINED))
             size = human_size(m.size_bytes) if m.size_bytes else "?"
-            click.echo(f"{'*' if m.cached else ' '} {m.arch:30} {m.pretrained:34} {size:>7}{default}")
+            click.echo(f"{'*' if m.cached else ' '} {m.arch:30} {m.pretrained:34} {size:>7}  {' '.join(notes)}".rstrip())
+    click.echo(f"({MODELS_LEGEND})")
+
+
+MODELS_LEGEND = ("* = weights and tokenizer cached, works offline; multilingual = understands queries in other "
+                 "languages than English; see docs/models.md")
 
 
 @main.command(short_help="Search and browse the library in a web browser.", epilog=examples(

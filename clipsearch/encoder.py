@@ -120,10 +120,18 @@ class Encoder:
         return getattr(self.tokenizer, "context_length", None)
 
     def truncated(self, text: str) -> bool:
-        """Whether `text` has more tokens than `context_length`; False where the tokenizer cannot tell (only
-        open_clip's CLIP tokenizer counts a text's tokens apart from its padding)."""
-        encode, context = getattr(self.tokenizer, "encode", None), self.context_length
-        return callable(encode) and context is not None and len(encode(text)) + 2 > context
+        """Whether `text` has more tokens than `context_length`; False where the tokenizer cannot tell (open_clip's
+        CLIP tokenizer and its `HFTokenizer` count a text's tokens apart from their padding)."""
+        context = self.context_length
+        if context is None:
+            return False
+        encode = getattr(self.tokenizer, "encode", None)  # open_clip's CLIP tokenizer: without start and end tokens
+        if callable(encode):
+            return len(encode(text)) + 2 > context
+        hf, clean = getattr(self.tokenizer, "tokenizer", None), getattr(self.tokenizer, "clean_fn", None)
+        if callable(hf) and callable(clean):  # open_clip's HFTokenizer: transformers' tokenizer after its cleaning
+            return len(hf(clean(text)).input_ids) > context
+        return False
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -12,10 +12,11 @@ import logging
 import os
 import socket
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ModelMismatch, ModelUnavailable
 
@@ -30,6 +31,8 @@ DEFAULT_BATCH = {"cpu": 32, "mps": 64, "cuda": 256}
 TINY_CONFIG = Path(__file__).parent / "model_configs" / f"{TINY_MODEL}.json"
 TINY_WEIGHTS = Path(__file__).parent / "weights" / f"{TINY_MODEL}.pt"
 BUNDLED = "bundled"
+TINY_MULTILINGUAL = True
+"""The tiny model is trained on English and Chinese captions of its shapes (scripts/train_tiny.py)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,13 @@ class PretrainedWeights:
     """The file names open_clip tries, a safetensors alternative first; the last is the one its table names."""
     params: int | None
     """Parameters of the whole model, when scripts/pretrained_table.py could count them."""
+    tokenizer: str | None = None
+    """The Hugging Face repository of the text tower's tokenizer (loaded by transformers' AutoTokenizer), None for
+    open_clip's own CLIP tokenizer, which ships with open_clip."""
+    text_model: str | None = None
+    """The Hugging Face repository whose config.json open_clip reads to build a transformers text tower, else None."""
+    multilingual: bool = False
+    """Whether the text tower understands queries in other languages than English (see `is_multilingual`)."""
 
     @property
     def source(self) -> str:
@@ -168,18 +178,61 @@ class PretrainedWeights:
                 return found
         return None
 
+    def text_files(self) -> tuple[str, ...]:
+        """The Hugging Face files the text side reads besides the weights, as "repo/file" (none for open_clip's own
+        tokenizer): what transformers needs to load `tokenizer` and build `text_model` offline."""
+        files = [f"{self.text_model}/{HF_CONFIG}"] if self.text_model else []
+        if self.tokenizer:
+            files += [f"{self.tokenizer}/{HF_TOKENIZER}", f"{self.tokenizer}/{HF_CONFIG}"]
+        return tuple(dict.fromkeys(files))
+
+    def text_files_missing(self) -> tuple[str, ...]:
+        """Those of `text_files` not in the local cache, looked up without touching the network.
+
+        A tokenizer repository's config.json (read by AutoTokenizer for the tokenizer's class) also counts as
+        cached when the cache records that the repository has none, as a download leaves it; a text model's
+        config.json must be there."""
+        from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache
+
+        missing = []
+        for file in self.text_files():
+            repo, filename = file.rsplit("/", 1)
+            found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
+            absent_ok = repo == self.tokenizer and repo != self.text_model
+            if not (isinstance(found, str) or (absent_ok and found is _CACHED_NO_EXIST)):
+                missing.append(file)
+        return tuple(missing)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainedWeights":
         cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in d["cfg"].items()}  # JSON made tuples lists
-        return cls(d["arch"], d["tag"], cfg, d["hf_repo"], tuple(d["files"]), d["params"])
+        return cls(d["arch"], d["tag"], cfg, d["hf_repo"], tuple(d["files"]), d["params"], d.get("tokenizer"),
+                   d.get("text_model"), bool(d.get("multilingual")))
+
+
+HF_TOKENIZER = "tokenizer.json"
+HF_CONFIG = "config.json"
+MULTILINGUAL_VOCABULARY = 250_000
+"""Tokens in a text tower's vocabulary from which it counts as multilingual: the vocabularies built for a hundred
+languages or more (mT5's and SigLIP i18n's 250k, XLM-R's, NLLB's, Gemma's 256k, XLM-V's 900k) are this large, the
+English ones (CLIP's 49k, BERT's, RoBERTa's, SigLIP's 32-50k) far smaller."""
+MULTILINGUAL_TEXT_MODELS = ("xlm-roberta-", "facebook/nllb-", "google/mt5-")
+"""Hugging Face text towers trained on many languages (their vocabulary size is not in open_clip's config)."""
+
+
+def is_multilingual(text_cfg: dict[str, Any]) -> bool:
+    """Whether an open_clip `text_cfg` describes a text tower trained for queries in many languages."""
+    hf_model = text_cfg.get("hf_model_name") or ""
+    return text_cfg.get("vocab_size", 0) >= MULTILINGUAL_VOCABULARY or hf_model.startswith(MULTILINGUAL_TEXT_MODELS)
 
 
 def open_clip_pretrained(params: dict[str, int] | None = None) -> list[PretrainedWeights]:
     """open_clip's pretrained table as installed (this imports open_clip, and so torch), with the parameter
     counts by architecture in `params`."""
+    from open_clip import get_model_config
     from open_clip.constants import HF_WEIGHTS_NAME
     from open_clip.pretrained import _get_safe_alternatives, get_pretrained_cfg, list_pretrained
 
@@ -192,7 +245,10 @@ def open_clip_pretrained(params: dict[str, int] | None = None) -> list[Pretraine
             files = (*_get_safe_alternatives(filename), filename)
         else:
             files = (os.path.basename(cfg["url"]),)
-        table.append(PretrainedWeights(arch, tag, cfg, repo or None, files, (params or {}).get(arch)))
+        text_cfg = (get_model_config(arch) or {}).get("text_cfg", {})
+        table.append(PretrainedWeights(arch, tag, cfg, repo or None, files, (params or {}).get(arch),
+                                       text_cfg.get("hf_tokenizer_name") or None, text_cfg.get("hf_model_name") or None,
+                                       is_multilingual(text_cfg)))
     return table
 
 
@@ -212,15 +268,18 @@ def weights_file(spec: ModelSpec) -> tuple[str | None, dict[str, Any]]:
     """The local weights file for a spec (downloading it if the hub is reachable) and its tag config.
 
     Imports neither torch nor open_clip unless it downloads, so a missing model fails at once.
-    Raises ModelUnavailable for an unknown tag, or weights neither cached nor downloadable.
+    Raises ModelUnavailable for an unknown tag, for weights neither cached nor downloadable, and for a
+    tokenizer (see `PretrainedWeights.text_files`) neither cached nor downloadable.
     """
     if spec.arch == TINY_MODEL and spec.pretrained == BUNDLED:
         return str(TINY_WEIGHTS), {}
     if spec.checkpoint:
         if not os.path.isfile(spec.checkpoint):
             raise ModelUnavailable(f"The checkpoint {spec.checkpoint} this library was built with is missing")
+        _check_text_files(spec)
         return spec.checkpoint, {}
     if not spec.pretrained:
+        _check_text_files(spec)
         return None, {}
     table = pretrained_table()
     weights = table.get((spec.arch, spec.pretrained))
@@ -232,7 +291,55 @@ def weights_file(spec: ModelSpec) -> tuple[str | None, dict[str, Any]]:
         raise ModelUnavailable(
             f"Unknown pretrained tag {spec.pretrained!r} for {spec.arch} (known tags: {tags}); see `clipsearch models`"
         )
-    return weights.cached() or _download(spec, weights), weights.cfg
+    path = weights.cached() or _download(spec, weights)
+    _check_text_files(spec)
+    return path, weights.cfg
+
+
+def text_side(arch: str) -> PretrainedWeights | None:
+    """A pretrained tag of `arch`, for what its text side needs (the same for every tag of an architecture); None
+    when open_clip has no weights for it."""
+    return next((w for (a, _), w in pretrained_table().items() if a == arch), None)
+
+
+def text_files_missing(spec: ModelSpec) -> tuple[str, ...]:
+    """The Hugging Face files, as "repo/file", that the text side of `spec` needs and the local cache lacks."""
+    weights = text_side(spec.arch)
+    return weights.text_files_missing() if weights else ()
+
+
+def _check_text_files(spec: ModelSpec) -> None:
+    missing = text_files_missing(spec)
+    reason = hub_unreachable() if missing else None
+    if reason:
+        repo = missing[0].rsplit("/", 1)[0]
+        files = ", ".join(m.rsplit("/", 1)[1] for m in missing if m.startswith(repo + "/"))
+        raise ModelUnavailable(
+            f"The tokenizer of {spec.label} is not in the cache at {hub_cache_dir()} and could not be downloaded "
+            f"({reason}): it needs {files} from https://huggingface.co/{repo}. Fix: run once with network access to "
+            "cache it; `clipsearch models --cached` lists the models available offline."
+        )
+
+
+@contextmanager
+def hub_offline(offline: bool = True) -> Iterator[None]:
+    """Within it, huggingface_hub and transformers read their cache only, never the network (HF_HUB_OFFLINE, which
+    they read once, at import: so its constant too); restored afterwards."""
+    if not offline:
+        yield
+        return
+    import huggingface_hub.constants
+
+    before, before_env = huggingface_hub.constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    huggingface_hub.constants.HF_HUB_OFFLINE, os.environ["HF_HUB_OFFLINE"] = True, "1"
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = before
+        if before_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before_env
 
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -295,9 +402,16 @@ def human_size(n: int) -> str:
 
 
 def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = None) -> "Encoder":
-    """The one entry point that turns a spec into a ready encoder. The weights are looked for before torch is
-    imported: a missing model fails in a fraction of a second, not after seconds of imports."""
+    """The one entry point that turns a spec into a ready encoder. The weights and tokenizer are looked for before
+    torch is imported: a missing model fails in a fraction of a second, not after seconds of imports. When the
+    tokenizer's files are all cached, it loads offline (transformers would otherwise ask the hub for updates)."""
     path, cfg = weights_file(spec)
+    with hub_offline(not text_files_missing(spec)):
+        return _load_encoder(spec, path, cfg, device, precision)
+
+
+def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device: str, precision: str | None
+                  ) -> "Encoder":
     import open_clip
     import torch
 
@@ -312,6 +426,7 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = 
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.arch,
             pretrained=path,
+            cache_dir=hub_cache_dir(),
             precision=precision,
             device=dev,
             force_quick_gelu=bool(cfg.get("quick_gelu", False)),
@@ -323,7 +438,10 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str | None = 
     except (RuntimeError, OSError, ValueError, KeyError) as e:
         raise ModelUnavailable(f"Cannot load {spec.label}: {str(e).splitlines()[0][:200]}") from None
     model.eval()
-    tokenizer = open_clip.get_tokenizer(spec.arch)
+    try:
+        tokenizer = open_clip.get_tokenizer(spec.arch, cache_dir=hub_cache_dir())
+    except (OSError, ValueError, ImportError) as e:  # transformers' own errors for a tokenizer it cannot load
+        raise ModelUnavailable(f"Cannot load the tokenizer of {spec.label}: {str(e).splitlines()[0][:200]}") from None
     dtype = torch.float16 if precision == "fp16" else torch.float32
     preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
     if preprocess_cfg.get("resize_mode", "shortest") == "shortest":
@@ -392,16 +510,20 @@ class ModelListing:
     arch: str
     pretrained: str
     cached: bool
+    """Whether the weights and every file the text side needs (`PretrainedWeights.text_files`) are cached, so that
+    the model works offline."""
     size_bytes: int | None
     """The weights file's size, approximate (see `PretrainedWeights.size_bytes`) unless cached."""
+    multilingual: bool
+    """Whether it understands queries in other languages than English (see `PretrainedWeights.multilingual`)."""
 
 
 def list_available() -> list[ModelListing]:
     """Every (architecture, pretrained tag) open_clip has weights for, plus the bundled tiny model; read without
     importing torch or open_clip."""
-    listings = [ModelListing(TINY_MODEL, BUNDLED, True, TINY_WEIGHTS.stat().st_size)]
+    listings = [ModelListing(TINY_MODEL, BUNDLED, True, TINY_WEIGHTS.stat().st_size, TINY_MULTILINGUAL)]
     for (arch, tag), weights in pretrained_table().items():
         path = weights.cached()
-        listings.append(ModelListing(arch, tag, path is not None,
-                                     os.path.getsize(path) if path else weights.size_bytes))
+        listings.append(ModelListing(arch, tag, path is not None and not weights.text_files_missing(),
+                                     os.path.getsize(path) if path else weights.size_bytes, weights.multilingual))
     return listings

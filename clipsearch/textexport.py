@@ -5,6 +5,13 @@ token ids cut after the end-of-text token, which gives the same vector (attentio
 the vector is read at the end token) for a fraction of the work. Its attention is spelled out
 with `scaled_dot_product_attention` so that the exported graph keeps the batch and the length
 dynamic (nn.MultiheadAttention's traced graph fixes both).
+
+Models whose tokenizer is a Hugging Face one (open_clip's `HFTokenizer`: the multilingual XLM-RoBERTa, NLLB and
+SigLIP 2 models among them) are exported whole, `encode_text` as it is, on token ids padded to the full context as
+open_clip pads them (some of their towers attend to the padding), with transformers' own tokenizer (its
+`tokenizers` backend) and the name of open_clip's cleaning step beside it. Every exported tower is checked against
+the model on a few texts, English and Chinese, before it is written: one that differs (a trace that a model's
+control flow fooled) is not written, and queries keep using the model.
 """
 from __future__ import annotations
 
@@ -14,18 +21,25 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import json
+
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
-from open_clip.tokenizer import SimpleTokenizer
+from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 from open_clip.transformer import ResidualAttentionBlock
 
 from .encoder import Encoder
 from .models import load_encoder
-from .textmodel import GRAPH_FILE, TEXT_MODEL_PREFIX, TOKENIZER_FILE, text_model_dir
+from .textmodel import CLEANING, CONFIG_FILE, GRAPH_FILE, TEXT_MODEL_PREFIX, TOKENIZER_FILE, TextModel, text_model_dir
 
 OPSET = 17
+PROBES = ["a photo of a dog", "红色的星星", "une étoile rouge sur fond blanc, près d'un cercle bleu"]
+"""Texts the exported tower must encode as the model does (English, Chinese, French with punctuation)."""
+TOLERANCE = 1e-4
+"""The largest difference, per vector component, allowed between the exported tower and the model."""
 
 
 def exportable(encoder: Encoder) -> bool:
@@ -37,24 +51,43 @@ def exportable(encoder: Encoder) -> bool:
             and tokenizer.clean_fn is open_clip.tokenizer._clean_lower)
 
 
+def hf_cleaning(encoder: Encoder) -> str | None:
+    """The name of open_clip's cleaning step (a key of `CLEANING`) when the encoder's tokenizer is a Hugging Face
+    fast tokenizer used plainly (no `clips` mode, no stripped separator), else None."""
+    tokenizer = encoder.tokenizer
+    if not (isinstance(tokenizer, HFTokenizer) and not tokenizer.tokenizer_mode and not tokenizer.strip_sep_token
+            and hasattr(tokenizer.tokenizer, "backend_tokenizer") and tokenizer.context_length):
+        return None
+    return next((name for name in CLEANING if tokenizer.clean_fn is open_clip.tokenizer.get_clean_fn(name)), None)
+
+
 def export_text_model(directory: Path, encoder: Encoder) -> Path | None:
     """Write the text tower of `encoder` into the library at `directory`, replacing any other model's.
 
-    Returns its folder, or None when the model's text side cannot be exported (see `exportable`).
-    The files appear all at once (written to a temporary folder, then renamed). Raises OSError
-    when the library cannot be written.
+    Returns its folder, or None when the model's text side cannot be exported (see `exportable` and `hf_cleaning`)
+    or the exported tower does not encode `PROBES` as the model does. The files appear all at once (written to a
+    temporary folder, then renamed). Raises OSError when the library cannot be written, RuntimeError when the
+    exporter cannot trace the model.
     """
-    if not exportable(encoder):
+    cleaning = hf_cleaning(encoder)
+    if not exportable(encoder) and cleaning is None:
         return None
     if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
         encoder = load_encoder(encoder.spec, "cpu", "fp32")
     target = text_model_dir(directory, encoder.spec)
     staging = Path(tempfile.mkdtemp(prefix=".text-model-", dir=directory))
     try:
-        tokenizer = _hf_tokenizer(encoder.tokenizer)
-        tokenizer.save(str(staging / TOKENIZER_FILE))
-        _export_graph(_TextTower(encoder.model).eval(), staging / GRAPH_FILE,
-                      encoder.tokenizer(["a photo of a dog"])[:, :8])
+        if cleaning is None:
+            _hf_tokenizer(encoder.tokenizer).save(str(staging / TOKENIZER_FILE))
+            _export_graph(_TextTower(encoder.model).eval(), staging / GRAPH_FILE,
+                          encoder.tokenizer(["a photo of a dog"])[:, :8], dynamic_length=True)
+        else:
+            _fast_tokenizer(encoder.tokenizer).save(str(staging / TOKENIZER_FILE))
+            (staging / CONFIG_FILE).write_text(json.dumps({"cleaning": cleaning}), encoding="utf-8")
+            _export_graph(_FullContextTower(encoder.model).eval(), staging / GRAPH_FILE,
+                          encoder.tokenizer(PROBES[:2]), dynamic_length=False)
+        if not _encodes_as(staging, encoder):
+            return None
         staging.chmod(0o755)  # mkdtemp's folder is private; the library's readers may be other users
         for file in staging.iterdir():
             file.chmod(0o644)
@@ -102,7 +135,31 @@ def _attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor, mask: torch.T
     return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
 
 
-def _export_graph(tower: _TextTower, path: Path, example: torch.Tensor) -> None:
+class _FullContextTower(torch.nn.Module):
+    """The model's own `encode_text`, for token ids (N, context length) padded as open_clip pads them."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)
+
+
+def _encodes_as(folder: Path, encoder: Encoder) -> bool:
+    """Whether the tower written in `folder` gives `encoder`'s token ids and vectors for `PROBES`."""
+    tower = TextModel.read(folder)
+    if tower is None:
+        return False
+    tokens = encoder.tokenizer(PROBES).numpy()
+    ours = tower.tokenize(PROBES)
+    if ours.shape[1] < tokens.shape[1]:  # the CLIP tower's ids are cut after the longest text's end token
+        tokens = tokens[:, :ours.shape[1]]
+    return bool((ours == tokens).all()) and float(np.abs(tower.encode(PROBES) - encoder.encode_texts(PROBES)).max()
+                                                  ) <= TOLERANCE
+
+
+def _export_graph(tower: torch.nn.Module, path: Path, example: torch.Tensor, dynamic_length: bool) -> None:
     """The ONNX graph at `path` as ONNX Runtime's CPU provider optimises it, its weights in `path`.data
     (memory-mapped when loaded). Optimising here spares every query the optimisation passes (textmodel.py
     loads the graph with them off); the extended level's fusions run on any CPU, unlike the layout level's."""
@@ -112,7 +169,8 @@ def _export_graph(tower: _TextTower, path: Path, example: torch.Tensor) -> None:
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on how it spells indexing
         torch.onnx.export(tower, (example,), str(traced), input_names=["tokens"], output_names=["features"],
-                          dynamic_axes={"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}},
+                          dynamic_axes={"tokens": {0: "batch", 1: "length"} if dynamic_length else {0: "batch"},
+                                        "features": {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -121,6 +179,18 @@ def _export_graph(tower: _TextTower, path: Path, example: torch.Tensor) -> None:
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     onnxruntime.InferenceSession(str(traced), options, providers=["CPUExecutionProvider"])
     traced.unlink()
+
+
+def _fast_tokenizer(tokenizer: HFTokenizer):
+    """transformers' tokenizer behind open_clip's `HFTokenizer` as a `tokenizers.Tokenizer` that truncates and pads
+    to the context length as open_clip's call does (after its cleaning step, see textmodel.CLEANING)."""
+    from tokenizers import Tokenizer
+
+    hf = tokenizer.tokenizer
+    fast = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    fast.enable_truncation(max_length=tokenizer.context_length)
+    fast.enable_padding(length=tokenizer.context_length, pad_id=hf.pad_token_id, pad_token=hf.pad_token)
+    return fast
 
 
 def _hf_tokenizer(tokenizer: SimpleTokenizer):

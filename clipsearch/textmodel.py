@@ -1,5 +1,6 @@
 """A library's text tower as ONNX files beside the catalog, so that a new text query needs neither
-torch nor open_clip: ONNX Runtime runs the tower, Hugging Face `tokenizers` runs open_clip's BPE.
+torch nor open_clip: ONNX Runtime runs the tower, Hugging Face `tokenizers` runs open_clip's BPE (or, for a model
+with a Hugging Face tokenizer, transformers' own tokenizer after open_clip's cleaning step, see `CLEANING`).
 
 Importing torch and open_clip takes seconds; this path takes a fraction of one. The files are
 written by a process that has the model loaded anyway (an index run that embedded images, or a
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
+import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +29,9 @@ GRAPH_FILE = "text-optimised.onnx"
 which ONNX Runtime memory-maps instead of parsing. (A library's tower written before graphs were optimised at
 export, `text.onnx`, is not used: the next query writes this one.)"""
 TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "text-model.json"
+"""{"cleaning": a key of `CLEANING`}: written beside a tower whose tokenizer is a Hugging Face one; without it the
+tokenizer is open_clip's CLIP BPE, fed the words of `words`."""
 
 
 def text_model_dir(directory: Path, spec: ModelSpec) -> Path:
@@ -53,6 +59,26 @@ def words(text: str) -> list[str]:
     return regex.findall(WORDS, " ".join(text.split()).strip().lower(), regex.IGNORECASE)
 
 
+def _basic_clean(text: str) -> str:
+    """open_clip's `basic_clean`: ftfy, HTML entities, surrounding spaces."""
+    return html.unescape(html.unescape(_fix_text(text))).strip()
+
+
+def _canonicalize(text: str) -> str:
+    """open_clip's `canonicalize_text` (after `basic_clean`): underscores as spaces, no ASCII punctuation, lower case,
+    single spaces."""
+    text = _basic_clean(text).replace("_", " ").translate(str.maketrans("", "", string.punctuation)).lower()
+    return " ".join(text.split()).strip()
+
+
+CLEANING: dict[str, Callable[[str], str]] = {
+    "whitespace": lambda text: " ".join(_basic_clean(text).split()).strip(),
+    "lower": lambda text: " ".join(_basic_clean(text).split()).strip().lower(),
+    "canonicalize": _canonicalize,
+}
+"""open_clip's cleaning steps before a Hugging Face tokenizer (its `get_clean_fn`), by name, without open_clip."""
+
+
 def _fix_text(text: str) -> str:
     """ftfy.fix_text, which leaves printable ASCII without HTML entities as it is: such a text (most
     queries) skips importing ftfy, a tenth of a cold query."""
@@ -66,14 +92,21 @@ def _fix_text(text: str) -> str:
 @dataclass
 class TextModel:
     session: Any  # onnxruntime.InferenceSession: (N, L) int64 token ids -> (N, dim) float32 features
-    tokenizer: Any  # tokenizers.Tokenizer: adds the start and end tokens, truncates, pads to the longest
+    tokenizer: Any  # tokenizers.Tokenizer: adds the special tokens, truncates, pads (to the longest, or the context)
+    cleaning: str | None = None
+    """For a Hugging Face tokenizer, the name of open_clip's cleaning step before it (see `CLEANING`); None for
+    open_clip's CLIP tokenizer, fed the words of `words`."""
 
     @classmethod
     def load(cls, directory: Path, spec: ModelSpec) -> "TextModel | None":
         """The text tower of `spec` in the library at `directory`, or None when it is missing or unusable."""
         if not text_model_written(directory, spec):
             return None
-        folder = text_model_dir(directory, spec)
+        return cls.read(text_model_dir(directory, spec))
+
+    @classmethod
+    def read(cls, folder: Path) -> "TextModel | None":
+        """The text tower written in `folder`, or None when it is unusable."""
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -86,14 +119,23 @@ class TextModel:
             session = onnxruntime.InferenceSession(str(folder / GRAPH_FILE), options,
                                                    providers=["CPUExecutionProvider"])
             tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+            config = folder / CONFIG_FILE
+            cleaning = json.loads(config.read_text(encoding="utf-8"))["cleaning"] if config.is_file() else None
         except Exception:  # onnxruntime and tokenizers raise their own untyped errors for damaged files
             return None
-        return cls(session, tokenizer)
+        if cleaning is not None and cleaning not in CLEANING:
+            return None
+        return cls(session, tokenizer, cleaning)
+
+    def _encodings(self, texts: Sequence[str]) -> list[Any]:
+        if self.cleaning is None:
+            return self.tokenizer.encode_batch([words(t) for t in texts], is_pretokenized=True)
+        return self.tokenizer.encode_batch([CLEANING[self.cleaning](t) for t in texts])
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
-        """Token ids (N, L) as open_clip's tokenizer gives them, cut after the longest text's end token."""
-        encodings = self.tokenizer.encode_batch([words(t) for t in texts], is_pretokenized=True)
-        return np.array([e.ids for e in encodings], dtype=np.int64)
+        """Token ids (N, L) as open_clip's tokenizer gives them: for its CLIP tokenizer cut after the longest text's
+        end token, for a Hugging Face one padded to the context length as open_clip pads them."""
+        return np.array([e.ids for e in self._encodings(texts)], dtype=np.int64)
 
     @property
     def context_length(self) -> int:
@@ -102,7 +144,7 @@ class TextModel:
 
     def truncated(self, text: str) -> bool:
         """Whether `text` has more tokens than `context_length` (open_clip's tokenizer cuts it the same way)."""
-        return bool(self.tokenizer.encode(words(text), is_pretokenized=True).overflowing)
+        return bool(self._encodings([text])[0].overflowing)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 text vectors (N, dim)."""

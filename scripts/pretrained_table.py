@@ -1,10 +1,12 @@
-"""Write clipsearch/pretrained.json: open_clip's pretrained table with each weights file's source and the model's
-parameter count, so that `clipsearch models` and the offline check need neither torch nor open_clip.
+"""Write clipsearch/pretrained.json: open_clip's pretrained table with each weights file's source, the model's
+parameter count, the Hugging Face repositories its text side loads (tokenizer, transformers text tower) and whether
+it is multilingual (`clipsearch.models.is_multilingual`), so that `clipsearch models` and the offline checks need
+neither torch nor open_clip.
 
     python scripts/pretrained_table.py    # after upgrading open_clip (a test says when it is due)
 
 Parameters are counted on PyTorch's meta device (no memory, no weights); architectures whose text tower
-needs Hugging Face transformers are counted only when it is installed.
+is a Hugging Face transformers model are counted only when its config.json is cached or downloadable.
 """
 from __future__ import annotations
 

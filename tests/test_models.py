@@ -67,10 +67,11 @@ def test_the_default_model_missing_offline_fails_before_torch_is_imported(shape_
 def test_models_lists_without_importing_torch():
     out, err = fresh_cli("models")
     assert err == "exit 0 imported []\n"
-    lines = out.splitlines()
+    *lines, legend = out.splitlines()
     assert len(lines) == 1 + len(pretrained_table()) and lines[0].split() == ["*", "clipsearch-tiny", "bundled",
-                                                                             "7.6", "MB"]
+                                                                             "7.6", "MB", "multilingual"]
     assert lines[1:] == [line for line in lines[1:] if line.startswith("  ")]  # nothing cached here
+    assert legend.startswith("(* = weights and tokenizer cached, works offline; multilingual = ")
 
 
 def test_the_pretrained_table_is_open_clip_s():
@@ -185,7 +186,7 @@ def another_open_clip(monkeypatch):
 def test_with_another_open_clip_its_own_table_is_read(another_open_clip):
     table = pretrained_table()
     assert ("ViT-B-32", "laion2b_s34b_b79k") in table and all(w.params is None for w in table.values())
-    lines = CliRunner().invoke(main, ["models"]).output.splitlines()
+    lines = CliRunner().invoke(main, ["models"]).output.splitlines()[:-1]
     assert [line.split() for line in lines if "(default)" in line] == [["ViT-B-32", "laion2b_s34b_b79k", "?",
                                                                        "(default)"]]
 
@@ -194,6 +195,6 @@ def test_models_marks_cached_weights(isolated):
     target = fake_hub_cache(isolated / "hf" / "hub", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
                             "open_clip_model.safetensors")
     assert pretrained_table()[("ViT-B-32", "laion2b_s34b_b79k")].cached() == str(target)
-    out = CliRunner().invoke(main, ["models", "--cached"]).output.splitlines()
-    assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled", "7.6", "MB"],
+    out = CliRunner().invoke(main, ["models", "--cached"]).output.splitlines()[:-1]
+    assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled", "7.6", "MB", "multilingual"],
                                              ["*", "ViT-B-32", "laion2b_s34b_b79k", "7", "B", "(default)"]]
