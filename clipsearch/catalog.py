@@ -13,8 +13,8 @@ import sqlite3
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence
 
@@ -311,7 +311,7 @@ def _paged_vectors(conn: sqlite3.Connection, table: str, id_column: str, after_i
     last = after_id
     while True:
         rows = conn.execute(f"SELECT {id_column}, vector FROM {table} WHERE {id_column} > ? "
-                          f"ORDER BY {id_column} LIMIT ?", [last, chunk]).fetchall()
+                            f"ORDER BY {id_column} LIMIT ?", [last, chunk]).fetchall()
         if not rows:
             return
         ids = np.array([r[0] for r in rows], dtype=np.int64)
