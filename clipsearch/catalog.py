@@ -14,6 +14,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence
 
@@ -303,14 +304,14 @@ def _import_sqlite_utils() -> Any:
     return sqlite_utils
 
 
-def _paged_vectors(db: Any, table: str, id_column: str, after_id: int,
+def _paged_vectors(conn: sqlite3.Connection, table: str, id_column: str, after_id: int,
                    chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, float32 vectors) of `table`'s rows with `id_column` above `after_id`, in id order, `chunk` rows at a
     time (keyset paging: memory stays bounded)."""
     last = after_id
     while True:
-        rows = db.execute(f"SELECT {id_column}, vector FROM {table} WHERE {id_column} > ? "
-                          f"ORDER BY {id_column} LIMIT ?", [last, chunk]).fetchall()
+        rows = conn.execute(f"SELECT {id_column}, vector FROM {table} WHERE {id_column} > ? "
+                            f"ORDER BY {id_column} LIMIT ?", [last, chunk]).fetchall()
         if not rows:
             return
         ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -319,37 +320,46 @@ def _paged_vectors(db: Any, table: str, id_column: str, after_id: int,
 
 
 class Catalog:
-    def __init__(self, db: sqlite_utils.Database):
-        self.db = db
+    """The catalog over one SQLite connection. Reads go through `conn` itself; writes and migrations through
+    `db`, sqlite-utils' Database over the same connection, made on first use: a query, which only reads,
+    never imports sqlite-utils (most of a repeated text query's import time, see docs/performance.md)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    @cached_property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils' Database over `conn`. No sqlite-utils plugins: they are not the catalog's, and finding
+        them reads every installed package."""
+        return _import_sqlite_utils().Database(self.conn, execute_plugins=False)
 
     @classmethod
     def open(cls, directory: Path, create: bool = False, readonly: bool = False) -> "Catalog":
         """Open (with `create`, first create) the catalog in `directory`; `readonly` opens it without writing
         anything (SQLite `mode=ro`, else `immutable=1` where not even that can be opened, e.g. a WAL
         catalog on read-only media), and runs no migration."""
-        sqlite_utils = _import_sqlite_utils()
-
         path = directory / CATALOG_FILE
         if create and not readonly and not path.exists():
             _create(path)
         try:
-            # The web app calls one Library from worker threads, one call at a time (its own lock). No
-            # sqlite-utils plugins: they are not the catalog's, and finding them reads every installed package.
-            db = sqlite_utils.Database(_connect_read_only(path) if readonly
-                                       else sqlite3.connect(path, check_same_thread=False), execute_plugins=False)
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA foreign_keys = ON")  # a deleted image takes its tags with it
+            # The web app calls one Library from worker threads, one call at a time (its own lock).
+            catalog = cls(_connect_read_only(path) if readonly else sqlite3.connect(path, check_same_thread=False))
+            catalog.conn.execute("PRAGMA busy_timeout = 30000")
+            catalog.conn.execute("PRAGMA foreign_keys = ON")  # a deleted image takes its tags with it
             if not readonly:
-                db.enable_wal()
-                db.execute("PRAGMA synchronous = NORMAL")
-            catalog = cls(db)
+                if catalog.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    catalog.db.enable_wal()
+                catalog.conn.execute("PRAGMA synchronous = NORMAL")
             catalog._migrate(readonly)
         except sqlite3.DatabaseError as e:
             raise LibraryCorrupt(f"The catalog {path} is damaged or not a clipsearch catalog ({e})") from None
         return catalog
 
     def _migrate(self, readonly: bool = False) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        """Bring the schema up to SCHEMA_VERSION; one PRAGMA when it is already there (every query's open)."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
         if version > SCHEMA_VERSION:
             raise LibraryVersionError(
                 f"This library was written by a newer clipsearch (schema {version}, this one knows "
@@ -357,7 +367,7 @@ class Catalog:
             )
         if version == 0 and "images" not in self.db.table_names():
             raise LibraryCorrupt("The catalog has no clipsearch tables")
-        if readonly and version < SCHEMA_VERSION:
+        if readonly:
             raise LibraryVersionError(
                 f"This library was written by an older clipsearch (schema {version}, this one uses "
                 f"{SCHEMA_VERSION}) and is read-only here; upgrade it once with a run that can write to it "
@@ -369,11 +379,11 @@ class Catalog:
                 self.db.conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {number + 1}; COMMIT;")
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     # --- meta ---------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return json.loads(row[0]) if row else default
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -382,14 +392,14 @@ class Catalog:
 
     # --- reading ------------------------------------------------------------
     def count(self) -> int:
-        return self.db.execute("SELECT n FROM image_count").fetchone()[0]
+        return self.conn.execute("SELECT n FROM image_count").fetchone()[0]
 
     def max_id(self) -> int:
-        return self.db.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0]
+        return self.conn.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0]
 
     def states_under(self, roots: Sequence[str]) -> dict[str, FileState]:
         where, params = under_clause(roots)
-        return _states(self.db.execute(f"{STATES} WHERE {where}", params))
+        return _states(self.conn.execute(f"{STATES} WHERE {where}", params))
 
     def states_of(self, paths: Sequence[str]) -> dict[str, FileState]:
         """The rows of these paths, where there are any."""
@@ -404,21 +414,21 @@ class Catalog:
 
     def count_under(self, roots: Sequence[str]) -> int:
         where, params = under_clause(roots)
-        return self.db.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0]
+        return self.conn.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0]
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> Iterator[sqlite3.Cursor]:
         """`sql` with its `IN ({})` filled by IN_CHUNK values at a time (SQLite caps a statement's
         parameters), a cursor per chunk."""
         for start in range(0, len(values), IN_CHUNK):
             chunk = list(values[start : start + IN_CHUNK])
-            yield self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
+            yield self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
     def shots(self, shots: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
         """(id, path) of the files of each shot: its path without an extension, with any extension
         (a range scan of the path index per shot)."""
         found: dict[str, list[tuple[int, str]]] = {}
         for shot in set(shots):
-            rows = self.db.execute("SELECT id, path FROM images WHERE path >= ? AND path < ?",
+            rows = self.conn.execute("SELECT id, path FROM images WHERE path >= ? AND path < ?",
                                    [catalog_text(shot + "."), catalog_text(shot + "/")])
             paths = [(i, from_catalog(p)) for i, p in rows]
             found[shot] = [(i, p) for i, p in paths if os.path.splitext(p)[0] == shot]
@@ -426,7 +436,7 @@ class Catalog:
 
     # --- video frames ---------------------------------------------------------
     def frame_count(self) -> int:
-        return self.db.execute("SELECT n FROM frame_count").fetchone()[0]
+        return self.conn.execute("SELECT n FROM frame_count").fetchone()[0]
 
     def frame_ids(self, image_ids: Sequence[int]) -> np.ndarray:
         """The vector ids of these images' video frames (none for photos)."""
@@ -443,7 +453,7 @@ class Catalog:
 
     def frames_of(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(times in ms, vectors) of a video's frames, in time order; empty for a photo."""
-        rows = self.db.execute("SELECT frame_ms, vector FROM video_frames WHERE image_id = ? ORDER BY frame_ms",
+        rows = self.conn.execute("SELECT frame_ms, vector FROM video_frames WHERE image_id = ? ORDER BY frame_ms",
                                [image_id]).fetchall()
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
@@ -454,7 +464,7 @@ class Catalog:
         """The ids of the images that are videos (those with frames), ascending; reads only the frames' index."""
         if not self.frame_count():
             return np.zeros(0, dtype=np.int64)
-        rows = self.db.execute("SELECT DISTINCT image_id FROM video_frames ORDER BY image_id").fetchall()
+        rows = self.conn.execute("SELECT DISTINCT image_id FROM video_frames ORDER BY image_id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def frame_times(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
@@ -474,20 +484,20 @@ class Catalog:
     def failures_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = under_clause(roots)
         sql = f"SELECT path, size, mtime_ns, reason FROM failures WHERE {where}"
-        return {from_catalog(r[0]): (r[1], r[2], r[3]) for r in self.db.execute(sql, params)}
+        return {from_catalog(r[0]): (r[1], r[2], r[3]) for r in self.conn.execute(sql, params)}
 
     def all_ids(self) -> np.ndarray:
         """Every image id, ascending (sorted here: ORDER BY id would read the table instead of an index)."""
-        rows = self.db.execute("SELECT id FROM images").fetchall()
+        rows = self.conn.execute("SELECT id FROM images").fetchall()
         return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
     def version(self) -> tuple[int, int]:
         """Changes whenever the catalog does, by this connection or another one (cheap: no table is read)."""
-        return self.db.execute("PRAGMA data_version").fetchone()[0], self.db.conn.total_changes
+        return self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes
 
     def hashes(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, content hashes) of every image, in id order (the order of `iter_vectors`)."""
-        rows = self.db.execute("SELECT id, hash FROM images ORDER BY id").fetchall()
+        rows = self.conn.execute("SELECT id, hash FROM images ORDER BY id").fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=str)
 
     def rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -499,13 +509,13 @@ class Catalog:
         return found
 
     def row_by_path(self, path: str) -> dict[str, Any] | None:
-        cursor = self.db.execute(f"SELECT {IMAGE_COLUMNS}, vector FROM images WHERE path = ?", [catalog_text(path)])
+        cursor = self.conn.execute(f"SELECT {IMAGE_COLUMNS}, vector FROM images WHERE path = ?", [catalog_text(path)])
         row = cursor.fetchone()
         return _image_row([d[0] for d in cursor.description], row) if row else None
 
     def iter_vectors(self, after_id: int = 0, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in id order, a chunk at a time, so memory stays bounded."""
-        yield from _paged_vectors(self.db, "images", "id", after_id, chunk)
+        yield from _paged_vectors(self.conn, "images", "id", after_id, chunk)
 
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
         sql = "SELECT id, vector FROM images WHERE id IN ({})"
@@ -521,7 +531,7 @@ class Catalog:
 
     def dismissed_pairs(self) -> set[tuple[str, str]]:
         """Content-hash pairs (a < b) a user marked as not duplicates."""
-        return {(r[0], r[1]) for r in self.db.execute("SELECT hash_a, hash_b FROM dismissed_pairs")}
+        return {(r[0], r[1]) for r in self.conn.execute("SELECT hash_a, hash_b FROM dismissed_pairs")}
 
     def dismiss_pair(self, hash_a: str, hash_b: str) -> None:
         """Remember that the pictures with these content hashes are not duplicates (either order)."""
@@ -608,24 +618,24 @@ class Catalog:
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: every read inside sees one consistent state, even while a writer commits."""
-        if self.db.conn.in_transaction:
+        if self.conn.in_transaction:
             yield
             return
-        self.db.conn.execute("BEGIN")
+        self.conn.execute("BEGIN")
         try:
             yield
         finally:
-            self.db.conn.execute("COMMIT")
+            self.conn.execute("COMMIT")
 
     def integrity_problems(self) -> list[str]:
-        rows = self.db.execute("PRAGMA integrity_check").fetchall()
+        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
         problems = [r[0] for r in rows if r[0] != "ok"]
         dim = self.get_meta("dim")
         if dim:
-            bad = self.db.execute("SELECT count(*) FROM images WHERE length(vector) != ?", [4 * dim]).fetchone()[0]
+            bad = self.conn.execute("SELECT count(*) FROM images WHERE length(vector) != ?", [4 * dim]).fetchone()[0]
             if bad:
                 problems.append(f"{bad} catalog rows have vectors of the wrong size")
-        rows, counted = self.db.execute("SELECT count(*) FROM images").fetchone()[0], self.count()
+        rows, counted = self.conn.execute("SELECT count(*) FROM images").fetchone()[0], self.count()
         if rows != counted:
             problems.append(f"the catalog counts {counted} images but holds {rows}")
         return problems
@@ -642,17 +652,17 @@ class IndexedVectors:
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
-        self.db = catalog.db
+        self.conn = catalog.conn
 
     def count(self) -> int:
         return self.catalog.count() + self.catalog.frame_count()
 
     def max_id(self) -> int:
-        frames = self.db.execute("SELECT coalesce(max(vector_id), 0) FROM video_frames").fetchone()[0]
+        frames = self.conn.execute("SELECT coalesce(max(vector_id), 0) FROM video_frames").fetchone()[0]
         return max(self.catalog.max_id(), frames)
 
     def all_ids(self) -> np.ndarray:
-        rows = self.db.execute("SELECT vector_id FROM video_frames").fetchall()
+        rows = self.conn.execute("SELECT vector_id FROM video_frames").fetchall()
         frames = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return np.concatenate([self.catalog.all_ids(), np.sort(frames)])
 
@@ -660,7 +670,7 @@ class IndexedVectors:
         """(ids, vectors) in id order: the images', then the frames'."""
         if after_id < FRAME_IDS:
             yield from self.catalog.iter_vectors(after_id, chunk)
-        yield from _paged_vectors(self.db, "video_frames", "vector_id", max(after_id, FRAME_IDS), chunk)
+        yield from _paged_vectors(self.conn, "video_frames", "vector_id", max(after_id, FRAME_IDS), chunk)
 
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
         ids = [int(i) for i in ids]

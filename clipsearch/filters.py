@@ -80,7 +80,7 @@ class Filters:
     def allowed_ids(self, catalog: Catalog) -> np.ndarray:
         """The ids of the catalog rows that pass every filter."""
         where, params = self.where()
-        rows = catalog.db.execute(f"SELECT id FROM images WHERE {where}", params).fetchall()
+        rows = catalog.conn.execute(f"SELECT id FROM images WHERE {where}", params).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
 
@@ -93,14 +93,14 @@ def count_passing(catalog: Catalog, filters: Filters) -> int:
     if not filters:
         return catalog.count()
     where, params = filters.where()
-    return catalog.db.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0]
+    return catalog.conn.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0]
 
 
 def newest_ids(catalog: Catalog, filters: Filters, offset: int, limit: int) -> list[int]:
     """The ids of images passing `filters`, newest first by `image_date` (ties: the last indexed first),
     `limit` of them from position `offset`. Reads the filters' index, not the rows."""
     where, params = filters.where()
-    rows = catalog.db.execute(f"SELECT id FROM images WHERE {where} ORDER BY {DATE_SQL} DESC, id DESC "
+    rows = catalog.conn.execute(f"SELECT id FROM images WHERE {where} ORDER BY {DATE_SQL} DESC, id DESC "
                               "LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
     return [r[0] for r in rows]
 
@@ -108,10 +108,10 @@ def newest_ids(catalog: Catalog, filters: Filters, offset: int, limit: int) -> l
 def facets(catalog: Catalog) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """The values the camera and extension filters can take, each with its number of images, most first:
     (cameras, extensions); an extension in lower case without its dot, "" for files without one."""
-    cameras = catalog.db.execute("SELECT camera, count(*) AS n FROM images WHERE camera IS NOT NULL "
+    cameras = catalog.conn.execute("SELECT camera, count(*) AS n FROM images WHERE camera IS NOT NULL "
                                  "GROUP BY camera ORDER BY n DESC, camera").fetchall()
     extensions = Counter(os.path.splitext(path)[1].lower().lstrip(".")
-                         for (path,) in catalog.db.execute("SELECT path FROM images"))
+                         for (path,) in catalog.conn.execute("SELECT path FROM images"))
     return [(c, n) for c, n in cameras], sorted(extensions.items(), key=lambda item: (-item[1], item[0]))
 
 

@@ -112,7 +112,7 @@ def top_labels(
 def label_set_id(catalog: Catalog, labels: Sequence[str], settings: dict) -> int:
     """The id of this set of labels; with other settings than last time, its old tags are dropped."""
     key, wanted = json.dumps(sorted(labels)), json.dumps(settings, sort_keys=True)
-    row = catalog.db.execute("SELECT id, settings FROM label_sets WHERE labels = ?", [key]).fetchone()
+    row = catalog.conn.execute("SELECT id, settings FROM label_sets WHERE labels = ?", [key]).fetchone()
     if row and row[1] == wanted:
         return int(row[0])
     with catalog.db.conn:
@@ -128,14 +128,14 @@ _UNTAGGED = "NOT EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = images.id
 
 
 def count_untagged(catalog: Catalog, set_id: int) -> int:
-    return catalog.db.execute(f"SELECT count(*) FROM images WHERE {_UNTAGGED}", [set_id]).fetchone()[0]
+    return catalog.conn.execute(f"SELECT count(*) FROM images WHERE {_UNTAGGED}", [set_id]).fetchone()[0]
 
 
 def untagged(catalog: Catalog, set_id: int, chunk: int = IMAGE_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, vectors) of the images this label set has not tagged yet, a chunk at a time."""
     last = 0
     while True:
-        rows = catalog.db.execute(
+        rows = catalog.conn.execute(
             f"SELECT id, vector FROM images WHERE id > ? AND {_UNTAGGED} ORDER BY id LIMIT ?", [last, set_id, chunk]
         ).fetchall()
         if not rows:
@@ -181,7 +181,7 @@ def tag_catalog(
 
 def tag_counts(catalog: Catalog) -> list[TagCount]:
     """Every label with the number of images carrying it, most common first."""
-    rows = catalog.db.execute(
+    rows = catalog.conn.execute(
         "SELECT label, count(DISTINCT image_id) AS n FROM image_tags GROUP BY label ORDER BY n DESC, label"
     ).fetchall()
     return [TagCount(label, n) for label, n in rows]

@@ -82,7 +82,8 @@ class Snippet:
 
 # --- storage --------------------------------------------------------------------------
 def has_fts(catalog: Catalog) -> bool:
-    return "ocr_fts" in catalog.db.table_names()
+    found = catalog.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ocr_fts'").fetchone()
+    return found is not None
 
 
 def ensure_fts(catalog: Catalog) -> bool:
@@ -121,12 +122,12 @@ def _pending_where(retry_gated: bool) -> str:
 def count_pending(catalog: Catalog, retry_gated: bool) -> int:
     """Images the OCR pass has not seen (and, with `retry_gated`, those its gate skipped)."""
     sql = f"SELECT count(*) FROM images WHERE {_pending_where(retry_gated)}"
-    return catalog.db.execute(sql).fetchone()[0]
+    return catalog.conn.execute(sql).fetchone()[0]
 
 
 def pending(catalog: Catalog, retry_gated: bool, after_id: int, chunk: int) -> list[dict[str, Any]]:
     """The next `chunk` pending images after `after_id`, in id order: id, path, hash, width, height, vector."""
-    cursor = catalog.db.execute(
+    cursor = catalog.conn.execute(
         f"SELECT id, path, hash, width, height, vector FROM images WHERE id > ? AND {_pending_where(retry_gated)} "
         "ORDER BY id LIMIT ?", [after_id, chunk])
     names = [d[0] for d in cursor.description]
@@ -135,12 +136,12 @@ def pending(catalog: Catalog, retry_gated: bool, after_id: int, chunk: int) -> l
 
 def has_text(catalog: Catalog) -> bool:
     """Whether any image has recognised text (then searches fuse CLIP with it)."""
-    return catalog.db.execute("SELECT 1 FROM ocr_text WHERE text != '' LIMIT 1").fetchone() is not None
+    return catalog.conn.execute("SELECT 1 FROM ocr_text WHERE text != '' LIMIT 1").fetchone() is not None
 
 
 def text_of(catalog: Catalog, image_id: int) -> tuple[str, list[dict[str, Any]]] | None:
     """An image's recognised text and lines ({text, score, box}); None if the OCR pass has not read it."""
-    row = catalog.db.execute("SELECT text, lines FROM ocr_text WHERE image_id = ? AND status = 'read'",
+    row = catalog.conn.execute("SELECT text, lines FROM ocr_text WHERE image_id = ? AND status = 'read'",
                              [image_id]).fetchone()
     return (row[0], json.loads(row[1])) if row else None
 
@@ -171,9 +172,9 @@ def _like(word: str) -> str:
 
 def _ids_containing(catalog: Catalog, word: str, fts: bool) -> set[int]:
     if fts and len(word) >= TRIGRAM:
-        rows = catalog.db.execute("SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH ?", [_quoted(word)])
+        rows = catalog.conn.execute("SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH ?", [_quoted(word)])
     else:
-        rows = catalog.db.execute("SELECT image_id FROM ocr_text WHERE text LIKE ? ESCAPE '\\'", [_like(word)])
+        rows = catalog.conn.execute("SELECT image_id FROM ocr_text WHERE text LIKE ? ESCAPE '\\'", [_like(word)])
     return {r[0] for r in rows}
 
 
@@ -181,7 +182,7 @@ def _bm25(catalog: Catalog, words: Sequence[str]) -> dict[int, float]:
     long_words = [w for w in words if len(w) >= TRIGRAM]
     if not long_words:
         return {}
-    rows = catalog.db.execute("SELECT rowid, bm25(ocr_fts) FROM ocr_fts WHERE ocr_fts MATCH ?",
+    rows = catalog.conn.execute("SELECT rowid, bm25(ocr_fts) FROM ocr_fts WHERE ocr_fts MATCH ?",
                               [" OR ".join(map(_quoted, long_words))])
     return dict(rows.fetchall())
 

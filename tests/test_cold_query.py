@@ -1,5 +1,6 @@
 """A search in a fresh process imports only what it uses: never the image decoders or torch, and for a text
-searched before or an indexed image, no model at all (what makes `clipsearch search` answer fast)."""
+searched before or an indexed image, no model at all (what makes `clipsearch search` answer fast). It only
+reads the catalog, so it never imports sqlite-utils (the catalog's writer), nor importlib.metadata."""
 import json
 import subprocess
 import sys
@@ -13,7 +14,9 @@ IMAGE_STACK = ["PIL", "pillow_heif", "rawpy", "av", "imagehash"]
 TORCH_STACK = ["torch", "torchvision", "open_clip"]
 TEXT_TOWER = ["onnxruntime", "tokenizers"]
 OTHER_COMMANDS = ["fastapi", "uvicorn", "watchfiles", "ray", "pandas", "clipsearch.indexer", "clipsearch.pipeline"]
-WATCHED = IMAGE_STACK + TORCH_STACK + TEXT_TOWER + OTHER_COMMANDS
+CATALOG_WRITER = ["sqlite_utils"]
+PACKAGE_METADATA = ["importlib.metadata"]  # the open_clip version is read from open_clip's version.py
+WATCHED = IMAGE_STACK + TORCH_STACK + TEXT_TOWER + OTHER_COMMANDS + CATALOG_WRITER + PACKAGE_METADATA
 
 CHILD = """
 import json, sys

@@ -85,6 +85,19 @@ def test_the_pretrained_table_is_open_clip_s():
         p.numel() for p in open_clip.create_model("ViT-B-32").parameters())
 
 
+def test_the_open_clip_version_is_read_from_its_file_as_the_package_metadata_says(monkeypatch):
+    """Read from open_clip's version.py (no importlib.metadata on a query), with the metadata's answer where that
+    file cannot be found: the same either way, and the one open_clip itself reports."""
+    import importlib.metadata
+    import importlib.util
+
+    from clipsearch.models import open_clip_version
+
+    assert open_clip_version() == importlib.metadata.version("open_clip_torch") == open_clip.__version__
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert open_clip_version() == open_clip.__version__
+
+
 def test_unknown_tag_names_the_known_ones(shape_tree, library_dir):
     result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(library_dir), "--pretrained", "nope"])
     assert result.exit_code == 1 and "laion2b_s34b_b79k" in result.output

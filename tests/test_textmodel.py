@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import draw_shape
 
 from clipsearch import Library, model_spec
 from clipsearch.cli import main
@@ -98,6 +99,35 @@ def test_indexing_writes_the_text_tower(indexed, tiny):
     assert text_model_written(indexed, tiny.spec)
     assert [p.name for p in indexed.iterdir() if p.name.startswith((TEXT_MODEL_PREFIX, ".text-model"))] == \
         [text_model_dir(indexed, tiny.spec).name]
+
+
+def test_an_index_run_exports_the_tower_only_when_missing_or_another_models(indexed, shape_tree, tiny, monkeypatch):
+    """Every run below loads the model (it embeds a new image): an up-to-date tower is left as it is, and one is
+    written where the library holds none, or only another model's."""
+    import clipsearch.textexport
+
+    exported = []
+    export = clipsearch.textexport.export_text_model
+    monkeypatch.setattr(clipsearch.textexport, "export_text_model",
+                        lambda directory, encoder: exported.append(encoder.spec) or export(directory, encoder))
+    folder = text_model_dir(indexed, tiny.spec)
+    written = {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in folder.iterdir()}
+
+    def index_a_new_image(n: int) -> None:
+        draw_shape(shape_tree / "new" / f"{n}.png", "red", "square", seed=100 + n)
+        result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(indexed)])
+        assert result.exit_code == 0 and result.output.startswith("added 1,")
+
+    index_a_new_image(0)
+    assert exported == [] and {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in folder.iterdir()} == written
+    shutil.rmtree(folder)
+    index_a_new_image(1)
+    assert exported == [tiny.spec] and text_model_written(indexed, tiny.spec)
+    stale = text_model_dir(indexed, ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
+    os.replace(folder, stale)
+    index_a_new_image(2)
+    assert exported == [tiny.spec] * 2 and text_model_written(indexed, tiny.spec) and not stale.exists()
+    assert TextModel.load(indexed, tiny.spec) is not None
 
 
 def test_library_text_vector_comes_from_the_tower_and_equals_open_clips(indexed, tiny):
