@@ -18,6 +18,10 @@ with min and max in the JSON:
   on copies of the photos that no earlier stage read, each evicted from the page cache
   (fsync + posix_fadvise DONTNEED) before the run; warm: the same files again, now cached.
   Peak RSS is that of the process plus its largest worker.
+- start-up: the same fresh `clipsearch index` process on a folder of one photo (interpreter, imports,
+  model load and checkpoint hash, one photo, catalog, the library's exported text tower); the cold
+  run's rate with that time taken out (`after_startup_ips`, `ratio_after_startup`) shows how much of
+  the gap to the ideal is the fixed cost of starting, and how much the pipeline.
 
 The ideal is 1/(1/E + 1/D) where decoding and encoding share the CPU cores, and min(E, D) where
 the encoder runs on a GPU; the ratio is end-to-end (cold)/ideal.
@@ -335,20 +339,26 @@ def main() -> None:
         del encoder
         e = [parallel_encoders_ips(spec, pixels, args.n, max(1, workers)) for _ in range(args.runs)] \
             if device == "cpu" else e2
-        cold, warm = [], []
+        cold, warm, start = [], [], []
         for run in range(args.runs):
             copy = evicted_copy(tree, Path(tmp) / f"cold-{run}")
             cold.append(cli_index(copy, Path(tmp) / f"lib-cold-{run}", model_args, args.workers, args.batch_size))
             warm.append(cli_index(copy, Path(tmp) / f"lib-warm-{run}", model_args, args.workers, args.batch_size))
             shutil.rmtree(copy)
+            one = subset(tree, 1, Path(tmp) / f"one-{run}")
+            start.append(cli_index(one, Path(tmp) / f"lib-one-{run}", model_args, args.workers, args.batch_size))
         med_e, med_d = statistics.median(e), statistics.median(d)
         ideal = min(med_e, med_d) if device != "cpu" else 1 / (1 / med_e + 1 / med_d)
         cold_ips = [args.n / r["seconds"] for r in cold]
         warm_ips = [args.n / r["seconds"] for r in warm]
+        startup_s = statistics.median(r["seconds"] for r in start)
+        after_startup = args.n / (statistics.median(r["seconds"] for r in cold) - startup_s)
         figures.update(encoder_ips=spread(e), encoder_all_cores_ips=spread(e2), decode_ips=spread(d),
                        decode_gpu_ips=spread(d_gpu) if d_gpu else None, ideal_ips=ideal,
                        end_to_end_cold_ips=spread(cold_ips), end_to_end_warm_ips=spread(warm_ips),
                        ratio=statistics.median(cold_ips) / ideal,
+                       startup_s=spread([r["seconds"] for r in start]),
+                       after_startup_ips=after_startup, ratio_after_startup=after_startup / ideal,
                        peak_rss_mb=spread([r["peak_rss_mb"] for r in cold]))
 
         def line(label: str, values: list[float]) -> str:
@@ -363,6 +373,9 @@ def main() -> None:
         print(line("end-to-end `clipsearch index`, cold", cold_ips))
         print(line("end-to-end, warm page cache", warm_ips))
         print(f"  {'ratio (cold / ideal)':34} {statistics.median(cold_ips) / ideal:7.1%}")
+        print(f"  {'start-up: the same on one photo':34} {startup_s:7.1f} s  "
+              f"[{min(r['seconds'] for r in start):.1f}-{max(r['seconds'] for r in start):.1f}]")
+        print(f"  {'cold, start-up taken out':34} {after_startup:7.1f} images/s  ({after_startup / ideal:.1%} of ideal)")
         print(f"  {'peak RSS':34} {statistics.median([r['peak_rss_mb'] for r in cold]):7.0f} MB", flush=True)
         if args.videos:
             figures.update(index_videos(args.cache_dir, args.videos, Path(tmp), model_args, args))
