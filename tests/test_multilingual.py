@@ -61,8 +61,8 @@ def test_search_ranks_the_images_a_chinese_query_names_first(indexed, query, nam
 @pytest.mark.parametrize("query, named, english", QUERIES, ids=[q[2] for q in QUERIES])
 def test_a_chinese_query_and_its_english_equivalent_find_the_same_images(indexed, tiny, query, named, english):
     with Library.open(indexed, encoder=tiny) as lib:
-        chinese, english = (lib.search(text, k=PER_CLASS, good_only=True) for text in (query, english))
-    assert len(chinese) == PER_CLASS and {r.path for r in chinese} == {r.path for r in english}
+        chinese, english = (lib.search(text, k=PER_CLASS) for text in (query, english))
+    assert {r.path for r in chinese} == {r.path for r in english}  # (whether they are good: bench_relevance.py)
 
 
 def test_the_web_api_answers_chinese_queries(indexed):
@@ -71,7 +71,7 @@ def test_the_web_api_answers_chinese_queries(indexed):
             response = client.get("/api/search", params={"q": query, "k": PER_CLASS})
             assert response.status_code == 200
             hits = response.json()["results"]
-            assert classes([h["path"] for h in hits]) == {"_".join(named)} and all(h["good"] for h in hits)
+            assert classes([h["path"] for h in hits]) == {"_".join(named)} and hits[0]["good"]
 
 
 COLD_CHILD = """
