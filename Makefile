@@ -17,6 +17,7 @@ demo: $(BIN)/clipsearch
 	$(BIN)/clipsearch search "a red star" --db $(DEMO_DB) -n 3
 	$(BIN)/clipsearch search "a blue circle" --db $(DEMO_DB) -n 3
 	$(BIN)/clipsearch search "a yellow triangle" --db $(DEMO_DB) -n 3
+	$(BIN)/clipsearch search "红色的星星" --db $(DEMO_DB) -n 3
 	$(BIN)/clipsearch search "a green shape" --sub "a square" --db $(DEMO_DB) -n 3
 	@echo "Next: source .venv/bin/activate, then try the examples in README.md, e.g. clipsearch info --db $(DEMO_DB)"
 

@@ -1,17 +1,20 @@
 """How well "good match" rules separate real matches from the rest (see clipsearch/relevance.py).
 
 Offline by default: the bundled tiny model on held-out renders of its shapes (a seed its training never
-drew), searched with "a {colour} {shape}" and "a photo of a {colour} {shape}" (relevant: the images of that
-colour and shape), and with nonsense queries that should get no good match: random letter strings, and
-captions of everyday photo subjects the shapes are not (a dog, a beach...). For each rule over the whole
-library, the precision and recall of "good" on the real queries, and the share of nonsense queries left
-with zero good matches. Rules: a fixed cosine threshold (the best one found here, in hindsight), the
-query's z-score over the library (depends on what the library holds), and clipsearch's rules: beat the
-neutral captions on the same image (the default for unmeasured models), and the model's own rule
-(clipsearch.relevance.RULES: a margin over those captions and a cosine floor). The nonsense strings here
-are drawn with another seed than those the tiny model's rule was chosen on.
+drew), searched with "a {colour} {shape}", "a photo of a {colour} {shape}" and their Chinese equivalents
+("红色的星星", "一张红色星星的照片"; relevant: the images of that colour and shape), and with nonsense
+queries that should get no good match: random letter strings, and captions of everyday photo subjects
+the shapes are not (a dog, a beach...). For each rule over the whole library, the precision and recall
+of "good" on the real queries, and the share of nonsense queries left with zero good matches. Rules: a
+fixed cosine threshold (the best one found here, in hindsight), the query's z-score over the library
+(depends on what the library holds), and clipsearch's rules: beat the neutral captions on the same
+image (the default for unmeasured models), and the model's own rule (clipsearch.relevance.RULES: a
+margin over those captions and a cosine floor). The nonsense strings here are drawn with another seed
+than those the tiny model's rule was chosen on: `--choose` prints the rule that maximises recall plus
+the shares of nonsense queries with no good match over a grid of margins and floors, with random strings
+of that other seed (`CHOOSE_SEED`).
 
-    python benchmarks/bench_relevance.py [--per-class 10] [--model clipsearch-tiny --checkpoint FILE]
+    python benchmarks/bench_relevance.py [--per-class 10] [--model clipsearch-tiny --checkpoint FILE] [--choose]
 
 The last line printed is one JSON object with the figures.
 """
@@ -28,7 +31,7 @@ import numpy as np
 from clipsearch.calibration import SUBJECTS
 from clipsearch.models import load_encoder, model_spec
 from clipsearch.relevance import DEFAULT_RULE, NEUTRAL_CAPTIONS, Rule, good_matches, rule_for
-from clipsearch.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapeSpec, article, render
+from clipsearch.shapes import BACKGROUNDS, CHINESE, COLOURS, SHAPES, ShapeSpec, article, render
 from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 HELD_OUT_SEED = 2024  # as benchmarks/bench_zeroshot.py: renders the training never drew
@@ -39,6 +42,10 @@ def held_out(per_class: int) -> list[tuple[ShapeSpec, object]]:
     return [(spec, render(spec, rng, size=64))
             for colour, shape in itertools.product(COLOURS, SHAPES) for _ in range(per_class)
             for spec in [ShapeSpec(colour, shape, rng.choice(list(BACKGROUNDS)))]]
+
+
+CHOOSE_SEED = 1
+"""The random strings a model's rule is chosen on (`--choose`); the figures use seed 2."""
 
 
 def random_strings(n: int, seed: int = 2) -> list[str]:
@@ -73,6 +80,8 @@ def main() -> None:
     parser.add_argument("--pretrained")
     parser.add_argument("--checkpoint")
     parser.add_argument("--per-class", type=int, default=10, help="Held-out images per colour and shape [10]")
+    parser.add_argument("--choose", action="store_true", help="Print the best margin and floor for the model, "
+                        "chosen with random strings of another seed than the figures'")
     add_save_option(parser)
     args = parser.parse_args()
 
@@ -81,12 +90,17 @@ def main() -> None:
     shapes = held_out(args.per_class)
     images = np.vstack([encoder.encode_pil([im for _, im in shapes[i:i + 64]]) for i in range(0, len(shapes), 64)])
     pairs = list(itertools.product(COLOURS, SHAPES))
-    real = [f"{article(c)} {c} {s}" for c, s in pairs] + [f"a photo of {article(c)} {c} {s}" for c, s in pairs]
-    relevant = np.array([[(sp.colour, sp.shape) == pair for sp, _ in shapes] for pair in pairs * 2])
+    real = ([f"{article(c)} {c} {s}" for c, s in pairs] + [f"a photo of {article(c)} {c} {s}" for c, s in pairs]
+            + [f"{CHINESE[c][0]}的{CHINESE[s][0]}" for c, s in pairs]
+            + [f"一张{CHINESE[c][0]}{CHINESE[s][0]}的照片" for c, s in pairs])
+    relevant = np.array([[(sp.colour, sp.shape) == pair for sp, _ in shapes] for pair in pairs * 4])
     nonsense = {"random strings": random_strings(40), "other subjects": other_captions()}
     neutral = encoder.encode_texts(list(NEUTRAL_CAPTIONS))
     scores = {name: encoder.encode_texts(texts) @ images.T for name, texts in [("real", real), *nonsense.items()]}
 
+    if args.choose:
+        choose(scores["real"], relevant, encoder.encode_texts(random_strings(40, CHOOSE_SEED)) @ images.T,
+               scores["other subjects"], images, neutral)
     chosen = rule_for(spec.arch)
     best_cosine = max(np.arange(0.3, 0.9, 0.01), key=lambda t: _recall_plus_rejects(
         judge("cosine", scores["real"], images, neutral, t), relevant, scores, images, neutral, "cosine", t))
@@ -109,6 +123,24 @@ def main() -> None:
               + " ".join(f"{v:21.1%}" for k, v in row.items() if k.startswith("none_")))
     emit({"model": spec.label, "images": len(shapes), "chosen": {"margin": chosen.margin, "floor": chosen.floor},
           "rules": rows}, args)
+
+
+def choose(real: np.ndarray, relevant: np.ndarray, strings: np.ndarray, others: np.ndarray, images: np.ndarray,
+           neutral: np.ndarray) -> None:
+    """Print the rule of highest recall plus shares of nonsense queries with no good match (margins -0.30 to
+    0.10 and floors 0.30 to 0.90, by 0.01), among those of precision at least 99%; of equals, the one of highest
+    margin (the strictest comparison with the neutral captions that costs nothing)."""
+    def value(rule: Rule) -> float:
+        good = judge("neutral", real, images, neutral, rule)
+        if (good & relevant).sum() < 0.99 * good.sum():
+            return -1.0
+        rejects = [(~judge("neutral", s, images, neutral, rule).any(axis=1)).mean() for s in (strings, others)]
+        return float((good & relevant).sum() / relevant.sum() + np.mean(rejects))
+
+    grid = [Rule(round(float(m), 2), round(float(f), 2))
+            for m in np.arange(0.1, -0.301, -0.01) for f in np.arange(0.3, 0.901, 0.01)]
+    best = max(grid, key=value)
+    print(f"chosen with random strings of seed {CHOOSE_SEED}: {_shown(best)} (recall + rejects {value(best):.3f})")
 
 
 def _recall_plus_rejects(good: np.ndarray, relevant: np.ndarray, scores: dict, images: np.ndarray,

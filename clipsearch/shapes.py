@@ -1,4 +1,4 @@
-"""Generated pictures of coloured shapes with captions.
+"""Generated pictures of coloured shapes with captions, in English and Chinese.
 
 They are the training data and test domain of the bundled `clipsearch-tiny` model and the
 sample data of the demo. Everything is deterministic for a given seed: no global random state.
@@ -28,6 +28,14 @@ BACKGROUNDS: dict[str, RGB] = {
     "black": (15, 15, 15),
     "grey": (128, 128, 128),
 }
+CHINESE: dict[str, tuple[str, ...]] = {
+    "red": ("红色", "红"), "green": ("绿色", "绿"), "blue": ("蓝色", "蓝"), "yellow": ("黄色", "黄"),
+    "orange": ("橙色", "橘色", "橙"), "purple": ("紫色", "紫"),
+    "circle": ("圆形", "圆", "圆圈"), "square": ("正方形", "方形", "方块"), "triangle": ("三角形", "三角"),
+    "star": ("星星", "五角星", "星形"), "cross": ("十字", "十字形", "加号"),
+    "white": ("白色", "白"), "black": ("黑色", "黑"), "grey": ("灰色", "灰"),
+}
+"""Chinese names of every colour, shape and background: the usual one first, then synonyms."""
 _SUPERSAMPLE = 2  # draw at twice the size and downsample: cheap antialiasing
 
 

@@ -20,7 +20,8 @@ from clipsearch.shapes import ShapeSpec, render
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "tiny_reference.json"
 IMAGES = [("red", "star", "white", 0), ("blue", "circle", "black", 1), ("green", "square", "grey", 2),
           ("yellow", "triangle", "black", 3), ("purple", "cross", "white", 4)]
-TEXTS = ["a red star", "a blue circle on a black background", "a photo of a dog.", "yellow", "a green square"]
+TEXTS = ["a red star", "a blue circle on a black background", "a photo of a dog.", "yellow", "a green square",
+         "红色的星星"]
 SIZE = 96
 CROP = (0, 12, 96, 84)
 """Rendered larger than the model's input and cropped to 4:3, so that resizing and its mode take part."""

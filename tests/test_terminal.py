@@ -70,7 +70,8 @@ def test_an_existing_file_that_is_not_an_image_fails_before_the_model_loads(inde
     assert result.stderr.count("\n") == 1
 
 
-LONG = "a red star on a white background next to a blue circle and a green square and a yellow triangle"
+LONG = ("a red star on a white background next to a blue circle and a green square and a yellow triangle "
+        "and an orange cross on a grey background and a purple star on a black background")
 
 
 def test_a_query_longer_than_the_context_is_noted_on_stderr_every_time(indexed):
@@ -78,19 +79,19 @@ def test_a_query_longer_than_the_context_is_noted_on_stderr_every_time(indexed):
         result = run("search", LONG, "--db", indexed, "-n", "2")
         assert len(result.stdout.splitlines()) == 2
         assert result.stderr.count("\n") == 1
-        assert "longer than the model's context of 16 tokens: only its beginning is searched" in result.stderr
+        assert "longer than the model's context of 32 tokens: only its beginning is searched" in result.stderr
     assert run("search", "a red star on a white background", "--db", indexed, "-n", "2").stderr == ""
 
 
 @pytest.mark.parametrize("onnx", [True, False], ids=["onnx text tower", "open_clip"])
-@pytest.mark.parametrize("words, cut", [(14, False), (15, True), (40, True)])
+@pytest.mark.parametrize("words, cut", [(30, False), (31, True), (80, True)])
 def test_query_notes_say_when_a_text_was_cut(indexed, tiny, onnx, words, cut):
     from clipsearch import Library
     from clipsearch.textmodel import text_model_written
 
     assert text_model_written(indexed, tiny.spec)
     with Library.open(indexed, encoder=None if onnx else tiny) as lib:
-        lib.search(" ".join(["a"] * words), k=1)  # 16 tokens with the start and end tokens
+        lib.search(" ".join(["a"] * words), k=1)  # 32 tokens with the start and end tokens
         assert (lib._encoder is None) == onnx
         assert len(lib.query_notes) == int(cut)
         lib.search("a red star", k=1)

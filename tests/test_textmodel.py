@@ -78,6 +78,22 @@ def test_vectors_equal_open_clips(tiny, tiny_tower):
         assert np.abs(tiny_tower.encode([text])[0] - tiny.encode_texts([text])[0]).max() < 1e-4
 
 
+NON_ASCII = [
+    "红色的星星", "蓝色的圆形", "一张绿色正方形的照片", "灰色背景上的黄色三角形", "白色背景上的红色正方形的", "紫色", "十字",
+    "红色的 star", "a 红色 star", "東京タワー", "빨간 별", "звезда", "نجمة حمراء", "étoile rouge", "😀⭐", "ｒｅｄ　ｓｔａｒ",
+]
+"""Chinese queries (the tiny model knows them; one cut at its context), mixed with English, other scripts."""
+
+
+@pytest.mark.parametrize("text", NON_ASCII)
+def test_non_ascii_queries_vectors_equal_open_clips(tiny, tiny_tower, text):
+    """One at a time, as queries come (cut to their own length); tokens, vector and whether it was cut."""
+    expected = tiny.tokenizer([text]).numpy()
+    assert (padded(tiny_tower.tokenize([text]), expected.shape[1]) == expected).all()
+    assert np.abs(tiny_tower.encode([text])[0] - tiny.encode_texts([text])[0]).max() < 1e-4
+    assert tiny_tower.truncated(text) == tiny.truncated(text)
+
+
 def test_vit_b32_tokens_and_vectors_equal_open_clips(vit_b32, vit_b32_tower):
     texts = TEXTS + fuzz(1, 50)
     expected = vit_b32.tokenizer(texts).numpy()
