@@ -868,9 +868,12 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
         click.echo(summary(report, moving=bool(move_dir)))
         if move_dir:
             moved = lib.quarantine(report, move_dir)
-            click.echo(_listed(f"moved {plural(len(moved.moved), 'file')} to {move_dir}, left {len(moved.skipped)} where they "
-                               "were" + (f"; undo with: clipsearch undo-move {moved.manifest}" if moved.manifest else ""),
-                               moved.skipped))
+            parts = [f"moved {plural(len(moved.moved), 'file')} to {move_dir}"]
+            if moved.manifest:
+                parts.append(f"undo with: clipsearch undo-move {moved.manifest}")
+            if moved.skipped:
+                parts.append(f"{len(moved.skipped)} left alone:")
+            click.echo(_listed("; ".join(parts), moved.skipped))
 
 
 def _series_threshold(threshold: float, series: bool, series_threshold: float | None) -> float | None:

@@ -111,11 +111,7 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
     left alone and listed; one that is back at its origin and gone from the quarantine (an earlier undo) is
     counted as already restored. Raises BadPath when the manifest cannot be read.
     """
-    try:
-        data = json.loads(Path(manifest).read_text(encoding="utf-8"))
-        moves = [(m["from"], m["to"]) for m in data["moves"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BadPath(f"Cannot read the manifest {os.fspath(manifest)}: {getattr(e, 'strerror', None) or e}") from None
+    moves = _read_manifest(manifest)
     restored: list[tuple[str, str]] = []
     skipped: list[Skip] = []
     already: list[str] = []
@@ -134,3 +130,23 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
             except OSError as e:
                 skipped.append(Skip(origin, f"cannot move back: {e.strerror or e}"))
     return MoveReport(tuple(restored), tuple(skipped), os.fspath(manifest), tuple(already))
+
+
+def _read_manifest(manifest: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The (origin, quarantined path) pairs of a manifest; BadPath when it cannot be read or is not one."""
+    name = os.fspath(manifest)
+    try:
+        text = Path(manifest).read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise BadPath(f"{name} is a folder: give the clipsearch-moves-*.json file inside it") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadPath(f"Cannot read the manifest {name}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    moves = data.get("moves") if isinstance(data, dict) else None
+    if not isinstance(moves, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("from"), str) and isinstance(m.get("to"), str) for m in moves):
+        raise BadPath(f"{name} is not a clipsearch move manifest (written by dedup --move-to)")
+    return [(m["from"], m["to"]) for m in moves]
