@@ -66,10 +66,11 @@ def db_option(f: Callable) -> Callable:
 def result_options(f: Callable) -> Callable:
     f = click.option("--preview-height", type=click.IntRange(16, 2000), default=200, show_default=True,
                      metavar="PX", help="Thumbnail height in pixels (width at most three times that).")(f)
-    f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS]), default="auto",
+    f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS], case_sensitive=False), default="auto",
                      show_default=True, envvar="CLIPSEARCH_PREVIEW_PROTOCOL", show_envvar=True, metavar="NAME",
                      help="How --preview draws: auto (known from the terminal's environment variables), kitty, "
-                          "iterm2 or sixel (e.g. for an xterm started with -ti vt340). Given, it implies --preview.")(f)
+                          "iterm2 or sixel (e.g. for an xterm started with -ti vt340). Given on the command line, it "
+                          "implies --preview; the environment variable alone only picks how --preview draws.")(f)
     f = click.option("-p", "--preview", is_flag=True,
                      help="Show each result's thumbnail under its line, in a terminal that draws images (kitty, "
                           "Ghostty, iTerm2, WezTerm, mintty; sixel: foot, mlterm, contour, Konsole); elsewhere, or "

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .decode import load
 from .errors import BadImage
@@ -91,7 +91,22 @@ def thumbnail(source: str, side: int, at_s: float | None = None) -> Image.Image:
     except BadImage:
         raise
     except Exception as e:  # noqa: BLE001 - whatever a file makes Pillow raise, it is that file's fault
-        raise BadImage(f"cannot make a thumbnail: {type(e).__name__}: {e}") from None
+        raise BadImage(_plain_reason(e)) from None
+
+
+def _plain_reason(error: Exception) -> str:
+    """Why a thumbnail cannot be made, in words rather than Python's class names."""
+    if isinstance(error, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "no longer on disk"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image clipsearch can read"
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot read: {error.strerror.lower()}"
+    return f"cannot make a thumbnail: {error}"
 
 
 def _draft_side(source: str, side: int) -> int:
