@@ -386,7 +386,8 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
                 _warn(note)
         _note(lib.demo_model_note())
         _warn(lib.preprocessing_warning())
-    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json))
+    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json),
+                   filtered=bool(filters) or min_score is not None or good_only)
 
 
 def _warn_path_like(term: str) -> None:
@@ -430,15 +431,16 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
     with Library.open(db) as lib:
         results = lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
                               group_pairs=group_pairs)
-    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json))
+    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json),
+                   filtered=bool(filters) or min_score is not None)
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score",
-                   show: Callable[[SearchResult], None] | None = None) -> None:
+                   show: Callable[[SearchResult], None] | None = None, filtered: bool = False) -> None:
     """A line per result on stdout, each followed by `show(result)` when given (a thumbnail); for a judged text
     query (see `Library.judge`) in score order, the good matches first, then the weaker ones. On a terminal, a
-    line on stderr between them says how many are good (in date order, before them); a script or a pipe reads
-    the results alone."""
+    line on stderr between them says how many are good (in date order, before them), and one says when there
+    are no results (`filtered`: "with these filters"); a script or a pipe reads the results alone."""
     results = list(results)
     line = functools.partial(_result_line, dated=sort == "date")
 
@@ -450,6 +452,8 @@ def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "
     if as_json:
         _print_list(results, as_json, line)
         return
+    if not results and _on_terminal():
+        click.echo("no results" + (" with these filters" if filtered else ""), err=True)
     if not results or any(r.good is None for r in results) or not _on_terminal():
         for r in results:
             emit(r)
