@@ -501,7 +501,7 @@ def _previewer(preview: bool, protocol: str, height: int, as_json: bool) -> Call
 
 def _show_preview(result: SearchResult, protocol: InlineProtocol, height: int, tmux: bool) -> None:
     """The result's thumbnail on stdout, then a new line; a file that cannot be drawn gets a short note instead."""
-    from .errors import BadImage
+    from .errors import BadImage, BadQuery
     from .inlineimages import preview
 
     try:
@@ -509,7 +509,7 @@ def _show_preview(result: SearchResult, protocol: InlineProtocol, height: int, t
     except OSError as e:
         click.echo(f"  (no preview: {e.strerror or e})")
         return
-    except BadImage as e:
+    except (BadImage, BadQuery) as e:  # BadQuery: a video shortened since indexing
         click.echo(f"  (no preview: {e})")
         return
     click.echo(drawn, nl=False)

@@ -690,13 +690,16 @@ class Library:
                             group_pairs=group_pairs)
 
     def frame_vector(self, video: str, seconds: float) -> np.ndarray:
-        """The embedding of the frame a video shows at `seconds`."""
+        """The embedding of the frame a video shows at `seconds`: BadPath for no such file, BadImage for one
+        that is not a usable video, BadQuery for a moment past its end."""
         if not os.path.isfile(video):
             raise BadPath(f"No such file: {readable(video)}")
         try:
             picture = frame_at(video, seconds, self.encoder.image_size)
         except BadImage as e:
             raise BadImage(f"{readable(video)} is not a usable video ({e})") from None
+        except BadQuery as e:
+            raise BadQuery(f"{readable(video)}: {e}") from None
         return self.encoder.encode_pil([picture])[0]
 
     def term_vector(self, term: str) -> np.ndarray:
