@@ -859,6 +859,8 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
     if null and not delete_file:
         raise click.ClickException("--null only applies to --delete-list FILE")
     with Library.open(db) as lib:
+        if move_dir:
+            lib.check_quarantine_folder(move_dir)  # before the report's work
         if not exact_only:
             threshold = threshold or default_threshold(lib.model.arch if lib.model else None)
             series_threshold = _series_threshold(threshold, series, series_threshold)

@@ -21,6 +21,13 @@ from .results import MoveReport, Skip
 from .video import file_hash
 
 MANIFEST_VERSION = 1
+MANIFEST_PREFIX = "clipsearch-moves-"
+"""A manifest is MANIFEST_PREFIX + its time + .json; the indexer never lists a folder holding one."""
+
+
+def is_manifest(name: str) -> bool:
+    """Whether a file name is that of a move manifest."""
+    return name.startswith(MANIFEST_PREFIX) and name.endswith(".json")
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ def move_to(moves: Sequence[PlannedMove], folder: str | os.PathLike[str]) -> Mov
     keepers: dict[str, bool] = {}
     moved: list[tuple[str, str]] = []
     skipped: list[Skip] = []
-    manifest = folder / f"clipsearch-moves-{datetime.now():%Y%m%d-%H%M%S-%f}.json"
+    manifest = folder / f"{MANIFEST_PREFIX}{datetime.now():%Y%m%d-%H%M%S-%f}.json"
     for move in moves:
         if move.keeper not in keepers:
             keepers[move.keeper] = _hash_of(move.keeper) == move.keeper_hash

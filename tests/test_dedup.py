@@ -643,3 +643,35 @@ def test_cli_reports_an_unwritable_report_file_in_one_line(library, tmp_path):
     lib, _, _ = library
     result = CliRunner().invoke(main, ["dedup", "--db", str(lib.path), "--html", str(tmp_path / "no" / "r.html")])
     assert result.exit_code == 1 and "Cannot write" in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture
+def indexed_copies(shape_tree, library_dir):
+    """The shape tree with an exact copy of one picture, indexed: one file for --move-to to move."""
+    shutil.copy(shape_tree / "a" / "red_star.png", shape_tree / "b" / "red_star copy.png")
+    result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(library_dir), "--model",
+                                       "clipsearch-tiny", "-q"])
+    assert result.exit_code == 0, result.output
+    return shape_tree, library_dir
+
+
+@pytest.mark.parametrize("inside", ["q", "a/q", ".", "a", "linked/q"])
+def test_move_to_a_folder_inside_an_indexed_one_is_refused_before_anything_moves(indexed_copies, tmp_path, inside):
+    tree, db = indexed_copies
+    (tmp_path / "linked").symlink_to(tree)  # the same folder under another name
+    folder = (tmp_path if inside.startswith("linked") else tree) / inside
+    before = sorted(p for p in tree.rglob("*"))
+    result = dedup("--db", db, "--exact-only", "--move-to", folder)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output == (f"Error: {folder} is inside {tree}, a folder this library indexes: its copies would be "
+                             f"indexed again; move them to a folder outside it, e.g. {tree}-duplicates\n")
+    assert sorted(p for p in tree.rglob("*")) == before and not (tmp_path / "linked" / "q").exists()
+
+
+def test_a_quarantine_moved_into_an_indexed_folder_is_never_indexed(indexed_copies, tmp_path):
+    tree, db = indexed_copies
+    assert "moved 1 file to" in dedup("--db", db, "--exact-only", "--move-to", tmp_path / "q").output
+    shutil.move(tmp_path / "q", tree / "b" / "old duplicates")
+    result = CliRunner().invoke(main, ["index", str(tree), "--db", str(db), "-q"])
+    assert result.exit_code == 0 and "added 0," in result.output and "removed 1" in result.output, result.output
+    assert "Exact duplicates: 0 groups" in dedup("--db", db, "--exact-only").output
