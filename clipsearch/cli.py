@@ -66,10 +66,11 @@ def db_option(f: Callable) -> Callable:
 def result_options(f: Callable) -> Callable:
     f = click.option("--preview-height", type=click.IntRange(16, 2000), default=200, show_default=True,
                      metavar="PX", help="Thumbnail height in pixels (width at most three times that).")(f)
-    f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS]), default="auto",
+    f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS], case_sensitive=False), default="auto",
                      show_default=True, envvar="CLIPSEARCH_PREVIEW_PROTOCOL", show_envvar=True, metavar="NAME",
                      help="How --preview draws: auto (known from the terminal's environment variables), kitty, "
-                          "iterm2 or sixel (e.g. for an xterm started with -ti vt340). Given, it implies --preview.")(f)
+                          "iterm2 or sixel (e.g. for an xterm started with -ti vt340). Given on the command line, it "
+                          "implies --preview; the environment variable alone only picks how --preview draws.")(f)
     f = click.option("-p", "--preview", is_flag=True,
                      help="Show each result's thumbnail under its line, in a terminal that draws images (kitty, "
                           "Ghostty, iTerm2, WezTerm, mintty; sixel: foot, mlterm, contour, Konsole); elsewhere, or "
@@ -385,7 +386,8 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
                 _warn(note)
         _note(lib.demo_model_note())
         _warn(lib.preprocessing_warning())
-    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json))
+    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json),
+                   filtered=bool(filters) or min_score is not None or good_only)
 
 
 def _warn_path_like(term: str) -> None:
@@ -429,15 +431,16 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
     with Library.open(db) as lib:
         results = lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
                               group_pairs=group_pairs)
-    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json))
+    _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json),
+                   filtered=bool(filters) or min_score is not None)
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score",
-                   show: Callable[[SearchResult], None] | None = None) -> None:
+                   show: Callable[[SearchResult], None] | None = None, filtered: bool = False) -> None:
     """A line per result on stdout, each followed by `show(result)` when given (a thumbnail); for a judged text
     query (see `Library.judge`) in score order, the good matches first, then the weaker ones. On a terminal, a
-    line on stderr between them says how many are good (in date order, before them); a script or a pipe reads
-    the results alone."""
+    line on stderr between them says how many are good (in date order, before them), and one says when there
+    are no results (`filtered`: "with these filters"); a script or a pipe reads the results alone."""
     results = list(results)
     line = functools.partial(_result_line, dated=sort == "date")
 
@@ -449,6 +452,8 @@ def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "
     if as_json:
         _print_list(results, as_json, line)
         return
+    if not results and _on_terminal():
+        click.echo("no results" + (" with these filters" if filtered else ""), err=True)
     if not results or any(r.good is None for r in results) or not _on_terminal():
         for r in results:
             emit(r)
@@ -496,7 +501,7 @@ def _previewer(preview: bool, protocol: str, height: int, as_json: bool) -> Call
 
 def _show_preview(result: SearchResult, protocol: InlineProtocol, height: int, tmux: bool) -> None:
     """The result's thumbnail on stdout, then a new line; a file that cannot be drawn gets a short note instead."""
-    from .errors import BadImage
+    from .errors import BadImage, BadQuery
     from .inlineimages import preview
 
     try:
@@ -504,7 +509,7 @@ def _show_preview(result: SearchResult, protocol: InlineProtocol, height: int, t
     except OSError as e:
         click.echo(f"  (no preview: {e.strerror or e})")
         return
-    except BadImage as e:
+    except (BadImage, BadQuery) as e:  # BadQuery: a video shortened since indexing
         click.echo(f"  (no preview: {e})")
         return
     click.echo(drawn, nl=False)
@@ -854,6 +859,8 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
     if null and not delete_file:
         raise click.ClickException("--null only applies to --delete-list FILE")
     with Library.open(db) as lib:
+        if move_dir:
+            lib.check_quarantine_folder(move_dir)  # before the report's work
         if not exact_only:
             threshold = threshold or default_threshold(lib.model.arch if lib.model else None)
             series_threshold = _series_threshold(threshold, series, series_threshold)
@@ -868,9 +875,12 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
         click.echo(summary(report, moving=bool(move_dir)))
         if move_dir:
             moved = lib.quarantine(report, move_dir)
-            click.echo(_listed(f"moved {plural(len(moved.moved), 'file')} to {move_dir}, left {len(moved.skipped)} where they "
-                               "were" + (f"; undo with: clipsearch undo-move {moved.manifest}" if moved.manifest else ""),
-                               moved.skipped))
+            parts = [f"moved {plural(len(moved.moved), 'file')} to {move_dir}"]
+            if moved.manifest:
+                parts.append(f"undo with: clipsearch undo-move {moved.manifest}")
+            if moved.skipped:
+                parts.append(f"{len(moved.skipped)} left alone:")
+            click.echo(_listed("; ".join(parts), moved.skipped))
 
 
 def _series_threshold(threshold: float, series: bool, series_threshold: float | None) -> float | None:

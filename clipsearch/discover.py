@@ -12,6 +12,7 @@ from typing import Iterable
 from .catalog import CATALOG_FILE
 from .errors import BadPath
 from .paths import readable
+from .quarantine import is_manifest
 from .results import Skip
 
 ALIASES = {".jif": "JPEG", ".jfi": "JPEG"}
@@ -120,7 +121,8 @@ def list_images(
     skip_dirs: Iterable[str | os.PathLike[str]] = (),
 ) -> Listing:
     """Walk the roots depth-first, following directory symlinks but never into a directory twice, nor into
-    `skip_dirs` (the library's own folder) under any name."""
+    `skip_dirs` (the library's own folder) under any name, another library or a dedup quarantine (a folder
+    holding a move manifest)."""
     listing = Listing(roots=tuple(_root(r) for r in roots))
     walker = _Walker(listing, image_extensions(), tuple(exclude), include_hidden)
     walker.seen_dirs |= {_identity(d) for d in skip_dirs if os.path.isdir(d)}
@@ -159,6 +161,8 @@ class _Walker:
             return []
         if any(e.name == CATALOG_FILE for e in entries):
             return []  # another clipsearch library (its thumbnails, caches, text tower): never photos
+        if any(is_manifest(e.name) for e in entries):
+            return []  # a dedup quarantine: its copies were taken out of the collection on purpose
         subdirs = []
         for entry in entries:
             if (not self.include_hidden and _hidden(entry.name)) or _excluded(entry.path, entry.name, self.exclude):

@@ -690,13 +690,16 @@ class Library:
                             group_pairs=group_pairs)
 
     def frame_vector(self, video: str, seconds: float) -> np.ndarray:
-        """The embedding of the frame a video shows at `seconds`."""
+        """The embedding of the frame a video shows at `seconds`: BadPath for no such file, BadImage for one
+        that is not a usable video, BadQuery for a moment past its end."""
         if not os.path.isfile(video):
             raise BadPath(f"No such file: {readable(video)}")
         try:
             picture = frame_at(video, seconds, self.encoder.image_size)
         except BadImage as e:
             raise BadImage(f"{readable(video)} is not a usable video ({e})") from None
+        except BadQuery as e:
+            raise BadQuery(f"{readable(video)}: {e}") from None
         return self.encoder.encode_pil([picture])[0]
 
     def term_vector(self, term: str) -> np.ndarray:
@@ -963,11 +966,24 @@ class Library:
             return find_duplicates(self.catalog, threshold=threshold, series_threshold=series_threshold,
                                    allowed=allowed, prefer=prefer)
 
+    def check_quarantine_folder(self, folder: str | os.PathLike[str]) -> None:
+        """Raises BadPath when `folder` is inside a folder this library indexes, where its copies would be
+        indexed again (symbolic links resolved on both sides)."""
+        wanted = {os.path.abspath(folder), os.path.realpath(folder)}
+        for root in self.catalog.get_meta("roots", []):
+            if any(_under(w, r) for w in wanted for r in {root, os.path.realpath(root)}):
+                outside = f"{root.rstrip(os.sep)}-duplicates"
+                hint = f", e.g. {readable(outside)}" if os.path.dirname(root) != root else ""
+                raise BadPath(f"{readable(os.fspath(folder))} is inside {readable(root)}, a folder this library "
+                              f"indexes: its copies would be indexed again; move them to a folder outside it{hint}")
+
     def quarantine(self, report: DedupReport, folder: str | os.PathLike[str]) -> MoveReport:
         """Move the exact and near members of the report's groups into `folder` (see quarantine.py), each
-        only if it and its keeper still hold the bytes they were indexed with; writes the undo manifest."""
+        only if it and its keeper still hold the bytes they were indexed with; writes the undo manifest.
+        Raises BadPath, moving nothing, for a folder inside one the library indexes."""
         from .quarantine import PlannedMove, move_to
 
+        self.check_quarantine_folder(folder)
         wanted = [m.id for g in report.groups for m in (g.keeper, *g.reclaimable)]
         hashes = {i: row["hash"] for i, row in self.catalog.rows(wanted).items()}
         return move_to([PlannedMove(m.path, hashes.get(m.id, ""), g.keeper.path, hashes.get(g.keeper.id, ""))

@@ -21,6 +21,13 @@ from .results import MoveReport, Skip
 from .video import file_hash
 
 MANIFEST_VERSION = 1
+MANIFEST_PREFIX = "clipsearch-moves-"
+"""A manifest is MANIFEST_PREFIX + its time + .json; the indexer never lists a folder holding one."""
+
+
+def is_manifest(name: str) -> bool:
+    """Whether a file name is that of a move manifest."""
+    return name.startswith(MANIFEST_PREFIX) and name.endswith(".json")
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ def move_to(moves: Sequence[PlannedMove], folder: str | os.PathLike[str]) -> Mov
     keepers: dict[str, bool] = {}
     moved: list[tuple[str, str]] = []
     skipped: list[Skip] = []
-    manifest = folder / f"clipsearch-moves-{datetime.now():%Y%m%d-%H%M%S-%f}.json"
+    manifest = folder / f"{MANIFEST_PREFIX}{datetime.now():%Y%m%d-%H%M%S-%f}.json"
     for move in moves:
         if move.keeper not in keepers:
             keepers[move.keeper] = _hash_of(move.keeper) == move.keeper_hash
@@ -111,11 +118,7 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
     left alone and listed; one that is back at its origin and gone from the quarantine (an earlier undo) is
     counted as already restored. Raises BadPath when the manifest cannot be read.
     """
-    try:
-        data = json.loads(Path(manifest).read_text(encoding="utf-8"))
-        moves = [(m["from"], m["to"]) for m in data["moves"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BadPath(f"Cannot read the manifest {os.fspath(manifest)}: {getattr(e, 'strerror', None) or e}") from None
+    moves = _read_manifest(manifest)
     restored: list[tuple[str, str]] = []
     skipped: list[Skip] = []
     already: list[str] = []
@@ -134,3 +137,23 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
             except OSError as e:
                 skipped.append(Skip(origin, f"cannot move back: {e.strerror or e}"))
     return MoveReport(tuple(restored), tuple(skipped), os.fspath(manifest), tuple(already))
+
+
+def _read_manifest(manifest: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The (origin, quarantined path) pairs of a manifest; BadPath when it cannot be read or is not one."""
+    name = os.fspath(manifest)
+    try:
+        text = Path(manifest).read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise BadPath(f"{name} is a folder: give the clipsearch-moves-*.json file inside it") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadPath(f"Cannot read the manifest {name}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    moves = data.get("moves") if isinstance(data, dict) else None
+    if not isinstance(moves, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("from"), str) and isinstance(m.get("to"), str) for m in moves):
+        raise BadPath(f"{name} is not a clipsearch move manifest (written by dedup --move-to)")
+    return [(m["from"], m["to"]) for m in moves]

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .decode import load
-from .errors import BadImage
+from .errors import BadImage, BadQuery
 from .raw import is_raw
 from .video import frame_at, is_video
 
@@ -41,7 +41,7 @@ class Thumbnails:
     def get(self, source: str, image_id: int, side: int, at_s: float | None = None) -> Path:
         """The cached thumbnail of `source` (at most `side` px a side; a video: its frame at `at_s`
         seconds, else its first), made on first request; raises OSError if the source cannot be read,
-        BadImage for any failure to decode it."""
+        BadQuery for a moment past a video's end, BadImage for any failure to decode it."""
         moment = at_s if at_s is not None and is_video(source) else None
         key = f"{image_id}-{side}-" if moment is None else f"{image_id}-{side}@{round(moment * 1000)}ms-"
         target = self.cache / f"{key}{os.stat(source).st_mtime_ns}.jpg"
@@ -78,7 +78,7 @@ class Thumbnails:
 def thumbnail(source: str, side: int, at_s: float | None = None) -> Image.Image:
     """`source` decoded and scaled to fit `side` x `side`; a JPEG is draft-decoded at the smallest
     DCT scale whose long side still covers `side`; a video gives its frame at `at_s` seconds (else its
-    first). Raises BadImage for any failure."""
+    first). Raises BadQuery for a moment past a video's end, BadImage for any other failure."""
     try:
         if is_video(source):
             picture = frame_at(source, at_s or 0.0, min_side=side)
@@ -88,10 +88,25 @@ def thumbnail(source: str, side: int, at_s: float | None = None) -> Image.Image:
             picture, _ = load(source, min_side=_draft_side(source, side))
         picture.thumbnail((side, side), Image.Resampling.LANCZOS)
         return picture
-    except BadImage:
+    except (BadImage, BadQuery):  # BadQuery: a moment past a video's end
         raise
     except Exception as e:  # noqa: BLE001 - whatever a file makes Pillow raise, it is that file's fault
-        raise BadImage(f"cannot make a thumbnail: {type(e).__name__}: {e}") from None
+        raise BadImage(_plain_reason(e)) from None
+
+
+def _plain_reason(error: Exception) -> str:
+    """Why a thumbnail cannot be made, in words rather than Python's class names."""
+    if isinstance(error, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "no longer on disk"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image clipsearch can read"
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot read: {error.strerror.lower()}"
+    return f"cannot make a thumbnail: {error}"
 
 
 def _draft_side(source: str, side: int) -> int:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import BadImage
+from .errors import BadImage, BadQuery
 
 if TYPE_CHECKING:
     import av
@@ -133,15 +133,20 @@ def sample(path: str, sampling: Sampling = Sampling(), min_side: int | None = No
 
 
 def frame_at(path: str, seconds: float, min_side: int | None = None) -> Image.Image:
-    """The frame shown at `seconds` (the last one before it where the video is shorter).
+    """The frame shown at `seconds`.
 
-    Raises BadImage for a file FFmpeg cannot read.
+    Raises BadImage for a file FFmpeg cannot read, BadQuery for a moment past the video's end (where its
+    length is known; else the last frame is given).
     """
     import av
 
     try:
         with av.open(path) as container:
             stream = _video_stream(container)
+            length = _duration(container, stream)
+            if length is not None and seconds > length:
+                raise BadQuery(f"{seconds:g} s is past the end: the video is {length:.1f} s long "
+                               f"({clock(round(length * 1000))})")
             chosen = None
             start = stream.start_time or 0
             offset = float(start * stream.time_base)

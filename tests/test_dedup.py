@@ -360,6 +360,7 @@ def test_move_to_quarantine_and_undo(dup_library, tmp_path):
     result = dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
     assert result.exit_code == 0, result.output
     assert "moved 2 files" in result.output and f"left {files / 'b copy.jpg'}: changed since indexing" in result.output
+    assert result.output.rstrip().splitlines()[-2].endswith("; 1 left alone:")
     assert "Nothing was deleted." in result.output and "Nothing was deleted or moved" not in result.output
     assert sorted(p.name for p in files.iterdir()) == ["a.jpg", "b copy.jpg", "b.jpg"]
     moved = tmp_path / "q" / str(files / "a_small.jpg").lstrip("/")
@@ -391,7 +392,15 @@ def test_a_second_move_into_the_same_folder_names_the_earlier_move(dup_library, 
     dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
     again = dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q")
     target = tmp_path / "q" / str(files / "a_small.jpg").lstrip("/")
-    assert "moved 0 files" in again.output and f"left {files / 'a_small.jpg'}: already moved to {target}" in again.output
+    assert f"moved 0 files to {tmp_path / 'q'}; 3 left alone:\n" in again.output
+    assert f"left {files / 'a_small.jpg'}: already moved to {target}" in again.output
+    assert "where they were" not in again.output and "undo with" not in again.output
+
+
+def test_a_move_that_leaves_nothing_alone_lists_nothing(dup_library, tmp_path):
+    db, _ = dup_library
+    out = dedup("--db", db, "--threshold", 0.95, "--move-to", tmp_path / "q").output
+    assert "moved 3 files to" in out and "left alone" not in out and "undo with: clipsearch undo-move" in out
 
 
 def test_exact_copies_inside_other_groups_are_counted_in_the_exact_line(dup_library):
@@ -409,10 +418,23 @@ def test_the_last_copy_never_moves(dup_library, tmp_path):
     assert "it may be the last copy" in result.output
 
 
-def test_undo_move_with_a_bad_manifest_is_one_line(tmp_path):
-    (tmp_path / "m.json").write_text("{")
+@pytest.mark.parametrize("text", ["{", "", "{}", "[]", '{"moves": {}}', '{"moves": [{"from": "/a"}]}',
+                                  '{"moves": [{"to": "/b"}]}', '{"moves": [{"from": 1, "to": "/b"}]}',
+                                  '{"moves": [{"from": "/a", "to": null}]}', '{"moves": ["/a"]}', '"moves"'])
+def test_undo_move_with_a_file_that_is_not_a_manifest_says_so(tmp_path, text):
+    (tmp_path / "m.json").write_text(text)
     result = CliRunner().invoke(main, ["undo-move", str(tmp_path / "m.json")])
-    assert result.exit_code == 1 and "Cannot read the manifest" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output == (f"Error: {tmp_path / 'm.json'} is not a clipsearch move manifest "
+                             "(written by dedup --move-to)\n")
+
+
+def test_undo_move_with_a_folder_or_a_missing_file_is_one_line(tmp_path):
+    folder = CliRunner().invoke(main, ["undo-move", str(tmp_path)])
+    assert folder.exit_code != 0 and "is a directory" in folder.output and "Traceback" not in folder.output
+    missing = CliRunner().invoke(main, ["undo-move", str(tmp_path / "none.json")])
+    assert missing.exit_code == 1 and "Cannot read the manifest" in missing.output
+    assert "No such file or directory" in missing.output and "Traceback" not in missing.output
 
 
 def test_cli_names_the_option_to_change(dup_library):
@@ -621,3 +643,35 @@ def test_cli_reports_an_unwritable_report_file_in_one_line(library, tmp_path):
     lib, _, _ = library
     result = CliRunner().invoke(main, ["dedup", "--db", str(lib.path), "--html", str(tmp_path / "no" / "r.html")])
     assert result.exit_code == 1 and "Cannot write" in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture
+def indexed_copies(shape_tree, library_dir):
+    """The shape tree with an exact copy of one picture, indexed: one file for --move-to to move."""
+    shutil.copy(shape_tree / "a" / "red_star.png", shape_tree / "b" / "red_star copy.png")
+    result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(library_dir), "--model",
+                                       "clipsearch-tiny", "-q"])
+    assert result.exit_code == 0, result.output
+    return shape_tree, library_dir
+
+
+@pytest.mark.parametrize("inside", ["q", "a/q", ".", "a", "linked/q"])
+def test_move_to_a_folder_inside_an_indexed_one_is_refused_before_anything_moves(indexed_copies, tmp_path, inside):
+    tree, db = indexed_copies
+    (tmp_path / "linked").symlink_to(tree)  # the same folder under another name
+    folder = (tmp_path if inside.startswith("linked") else tree) / inside
+    before = sorted(p for p in tree.rglob("*"))
+    result = dedup("--db", db, "--exact-only", "--move-to", folder)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output == (f"Error: {folder} is inside {tree}, a folder this library indexes: its copies would be "
+                             f"indexed again; move them to a folder outside it, e.g. {tree}-duplicates\n")
+    assert sorted(p for p in tree.rglob("*")) == before and not (tmp_path / "linked" / "q").exists()
+
+
+def test_a_quarantine_moved_into_an_indexed_folder_is_never_indexed(indexed_copies, tmp_path):
+    tree, db = indexed_copies
+    assert "moved 1 file to" in dedup("--db", db, "--exact-only", "--move-to", tmp_path / "q").output
+    shutil.move(tmp_path / "q", tree / "b" / "old duplicates")
+    result = CliRunner().invoke(main, ["index", str(tree), "--db", str(db), "-q"])
+    assert result.exit_code == 0 and "added 0," in result.output and "removed 1" in result.output, result.output
+    assert "Exact duplicates: 0 groups" in dedup("--db", db, "--exact-only").output

@@ -262,7 +262,9 @@ def test_search_draws_a_thumbnail_under_each_result(library, on_terminal, protoc
 @pytest.mark.parametrize("environ, decoder", [({"TERM": "xterm-kitty"}, kitty_images),
                                               ({"TERM_PROGRAM": "WezTerm"}, iterm2_images),
                                               ({"TERM": "foot"}, sixel_images),
-                                              ({"CLIPSEARCH_PREVIEW_PROTOCOL": "sixel"}, sixel_images)])
+                                              ({"CLIPSEARCH_PREVIEW_PROTOCOL": "sixel"}, sixel_images),
+                                              ({"CLIPSEARCH_PREVIEW_PROTOCOL": "SIXEL"}, sixel_images),
+                                              ({"CLIPSEARCH_PREVIEW_PROTOCOL": "Kitty"}, kitty_images)])
 def test_preview_draws_in_the_protocol_of_the_terminal(library, on_terminal, environ, decoder):
     result = run("similar", library / "photos" / "red_star.png", "--db", library / "lib", "-n", "2", "-p",
                  "--preview-height", "48", env=environ)
@@ -274,6 +276,15 @@ def test_the_protocol_variable_alone_draws_nothing(library, on_terminal):
     result = run("search", "a red star", "--db", library / "lib", "-n", "2",
                  env={"CLIPSEARCH_PREVIEW_PROTOCOL": "kitty"})
     assert b"\x1b" not in result.stdout_bytes and result.stderr == ""
+
+
+def test_the_protocol_option_ignores_case_and_its_help_says_the_variable_alone_does_not_preview(library,
+                                                                                                 on_terminal):
+    result = run("search", "a red star", "--db", library / "lib", "-n", "1", "--preview-protocol", "ITerm2")
+    assert len(iterm2_images(result.stdout_bytes)) == 1
+    help_text = " ".join(run("search", "--help").output.split())
+    assert "Given on the command line, it implies --preview; the environment variable alone only picks how " \
+           "--preview draws." in help_text
 
 
 @pytest.mark.parametrize("command", ["search", "similar"])
@@ -306,9 +317,9 @@ SPOIL = {"gone": lambda path: path.unlink(),
 
 
 @pytest.mark.parametrize("how, note", [("gone", "(no preview: No such file or directory)"),
-                                       ("garbage", "(no preview: cannot make a thumbnail"),
-                                       ("empty", "(no preview: cannot make a thumbnail"),
-                                       ("a folder", "(no preview: cannot make a thumbnail")])
+                                       ("garbage", "(no preview: not an image clipsearch can read)"),
+                                       ("empty", "(no preview: not an image clipsearch can read)"),
+                                       ("a folder", "(no preview: a folder, not a file)")])
 def test_a_result_that_cannot_be_drawn_keeps_its_line_with_a_note_and_the_rest_go_on(tmp_path, on_terminal, how,
                                                                                     note):
     root = shapes_library(tmp_path)
@@ -318,6 +329,24 @@ def test_a_result_that_cannot_be_drawn_keeps_its_line_with_a_note_and_the_rest_g
     broken = next(i for i, line in enumerate(lines) if line.endswith("red_star.png"))
     assert lines[broken + 1].startswith("  " + note) and len(lines) == 5
     assert len(kitty_images(result.stdout_bytes)) == 3 and result.stderr == ""
+
+
+def test_an_unreadable_file_gets_a_note_in_words(tmp_path, on_terminal, monkeypatch):
+    from PIL import Image
+
+    root = shapes_library(tmp_path)
+    real_open = Image.open
+
+    def denied(fp, *args, **kwargs):  # chmod 000 does not stop root, who may run the tests
+        if str(fp).endswith("red_star.png"):
+            raise PermissionError(13, "Permission denied", str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", denied)
+    result = run("search", "a red star", "--db", root / "lib", "-n", "4", "--preview-protocol", "kitty")
+    lines = result_lines(result.stdout_bytes)
+    broken = next(i for i, line in enumerate(lines) if line.endswith("red_star.png"))
+    assert lines[broken + 1] == "  (no preview: permission denied)" and "Error" not in result.stdout
 
 
 def test_a_video_is_drawn_at_its_best_moment(tmp_path, library_dir, on_terminal):

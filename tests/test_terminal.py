@@ -276,3 +276,29 @@ def test_serve_on_port_0_shows_the_port_it_got(indexed, monkeypatch):
     monkeypatch.setattr("uvicorn.run", lambda app, host, port, **options: served.append(port))
     result = run("serve", "--db", indexed, "--port", 0)
     assert served[0] > 0 and f"at http://127.0.0.1:{served[0]}/" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["search", "a red star"], ["similar", "{tree}/a/red_star.png"]])
+@pytest.mark.parametrize("filters", [["--after", "2030-01-01"], ["--ext", "xyz"], ["--min-score", "1.5"],
+                                     ["--under", "/nowhere"]])
+def test_no_results_on_a_terminal_says_so_and_a_pipe_or_json_reads_nothing(indexed, shape_tree, command, filters,
+                                                                          monkeypatch):
+    import clipsearch.cli
+
+    args = [a.format(tree=shape_tree) for a in command] + ["--db", indexed]
+    piped = run(*args, *filters)
+    assert piped.stdout == "" and piped.stderr == ""
+    monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
+    shown = run(*args, *filters)
+    assert shown.stdout == "" and shown.stderr.replace(DEMO_NOTE, "") == "no results with these filters\n"
+    as_json = run(*args, *filters, "--json")
+    assert json.loads(as_json.stdout) == [] and "no results" not in as_json.stderr
+
+
+def test_no_results_without_filters_on_a_terminal_says_no_results(indexed, monkeypatch):
+    import clipsearch.cli
+
+    monkeypatch.setattr(clipsearch.library.Library, "search", lambda *args, **kwargs: [])  # as an empty index would
+    monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
+    shown = run("search", "a red star", "--db", indexed)
+    assert shown.stdout == "" and shown.stderr.replace(DEMO_NOTE, "") == "no results\n"

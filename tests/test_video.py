@@ -108,6 +108,13 @@ def test_similar_takes_a_moment_of_a_video(videos, library_dir):
         refused = CliRunner().invoke(main, ["similar", f"{videos / 'a.mp4'}@{bad}", "--db", str(library_dir)])
         assert refused.exit_code == 1 and f"{bad!r} is not a moment of" in refused.output, (bad, refused.output)
         assert "HH:MM:SS" in refused.output and "Traceback" not in refused.output
+    for clip, moment in (("a.mp4", "99"), ("a.mp4", "00:01:39"), ("b.mkv", "3.5")):
+        past = CliRunner().invoke(main, ["similar", f"{videos / clip}@{moment}", "--db", str(library_dir)])
+        assert past.exit_code == 1 and "Traceback" not in past.output, past.output
+        assert past.output == (f"Error: {videos / clip}: {99 if moment != '3.5' else 3.5:g} s is past the end: "
+                               "the video is 3.0 s long (00:00:03)\n")
+    at_end = json.loads(cli("similar", f"{videos / 'a.mp4'}@3", "--db", library_dir, "--json", "-n", "1"))
+    assert at_end[0]["path"].endswith("b.mkv")  # the last moment is one
     missing = CliRunner().invoke(main, ["similar", f"{videos / 'nope.mp4'}@3", "--db", str(library_dir)])
     assert missing.exit_code != 0 and "nope.mp4" in missing.output and "Traceback" not in missing.output
 
@@ -188,12 +195,14 @@ def test_the_web_ui_shows_the_moment_and_serves_the_video(videos, library_dir, t
         full = client.get(f"/api/images/{hit['id']}/full")
         endless = [client.get(f"/api/images/{hit['id']}/thumb", params={"t": t}).status_code
                    for t in ("inf", "1e308", "nan", "-1")]
+        past = client.get(f"/api/images/{hit['id']}/thumb", params={"t": 99})
         page = client.get("/").text
     blue = [np.asarray(Image.open(io.BytesIO(r.content)))[..., 2].mean() for r in (frame, start)]
     assert frame.headers["content-type"] == "image/jpeg" and blue[0] > blue[1]
     assert full.headers["content-type"] == "video/mp4" and full.content == (videos / "a.mp4").read_bytes()
     assert "#t=${hit.time_s}" in page
     assert endless == [422] * 4
+    assert past.status_code == 400 and "99 s is past the end: the video is 3.0 s long" in past.text
 
 
 def test_a_library_from_before_videos_gains_the_frame_table(tmp_path, library_dir, tiny):
