@@ -16,7 +16,7 @@ from .errors import ClipsearchError
 from .filters import Filters, parse_when
 from .inlineimages import PROTOCOLS, InlineProtocol
 from .ocr import GATES
-from .paths import readable
+from .paths import is_exact_text, readable
 from .ranking import split_weight
 from .results import IndexReport, OcrReport, OfflineRoot, SearchResult, Skip, to_dict
 from .shards import DEFAULT_SHARD_SIZE
@@ -391,10 +391,11 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
 
 
 def _warn_path_like(term: str) -> None:
-    """One line on stderr when a term searched as text looks like a path that names no image file."""
+    """One line on stderr when a term searched as text looks like a path that names no image file (not for one that
+    is not UTF-8: the search refuses it, saying that no file has that name)."""
     from .discover import looks_like_path
 
-    if looks_like_path(term):
+    if looks_like_path(term) and is_exact_text(term):
         what = "is a folder, not an image file" if os.path.isdir(term) else "is not a file"
         click.echo(f"warning: {readable(term)!r} {what}; searching for it as text", err=True)
 

@@ -17,8 +17,8 @@ from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCo
 from .filters import Filters, by_date, count_passing, facets, image_date, newest_ids
 from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, load_encoder,
                      model_spec, open_clip_version, preprocessing_of)
-from .paths import readable
-from .ranking import combine, exhausted, split_weight, top_k, unit
+from .paths import check_text, readable
+from .ranking import are_unit_vectors, combine, exhausted, split_weight, top_k, unit
 from .results import (DedupReport, FilterValues, IndexReport, IngestReport, LibraryInfo, ListedImage, MoveReport,
                       OcrReport, SearchResult, TagCount, TagReport)
 from .tagging import DEFAULT_MIN_PROBABILITY, DEFAULT_TOP, TEMPLATES, tag_catalog, tag_counts
@@ -58,6 +58,11 @@ def _outermost(roots: Iterable[str]) -> list[str]:
 
 def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _shown(text: str) -> str:
+    """A query as error messages and notes show it: its first 40 characters."""
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_sort(sort: str) -> None:
@@ -586,7 +591,7 @@ class Library:
                 if r.time_s is not None:  # a video is scored at its best-matching frame: judged there too
                     times, frames = self.catalog.frames_of(ids[r.path])
                     vectors[n] = frames[int(np.argmin(np.abs(times - r.time_s * 1000)))]
-        neutral = neutral_vectors(self.path, model, self._encode_texts, write=not self.readonly)
+        neutral = neutral_vectors(self.path, model, self._dim(), self._encode_texts, write=not self.readonly)
         good = good_matches(np.array([r.score for r in kept]), vectors, neutral, rule_for(model.arch))
         flags = dict(zip((r.path for r in kept), good.tolist()))
         return [replace(r, good=bool(r.snippet) or flags.get(r.path, False)) for r in results]
@@ -637,6 +642,7 @@ class Library:
 
         if k < 1:
             raise BadQuery("The number of results must be at least 1")
+        check_text(words, "--text")
         _check_sort(sort)
         with self.catalog.snapshot():
             if not textsearch.has_text(self.catalog):
@@ -703,28 +709,29 @@ class Library:
         return self.encoder.encode_pil([picture])[0]
 
     def term_vector(self, term: str) -> np.ndarray:
-        """A query term is an image if it names an existing file, else text."""
+        """A query term is an image if it names an existing file, else text (BadQuery for one that is not UTF-8)."""
         if not term.strip():
             raise BadQuery("Empty query term")
         if os.path.isfile(term):
             return self.image_vector(term)
-        return self.text_vector(term)
+        return self.text_vector(check_text(term, "The query", " (and no file has that name)"))
 
     def text_vector(self, text: str) -> np.ndarray:
         """A text's embedding; a text searched before is read from the library's text cache, without
         loading the model (see textcache.py). A text longer than the model's context is encoded from its
-        beginning, noted in `query_notes`, and not cached (so that it is noted every time)."""
+        beginning, noted in `query_notes`, and not cached (so that it is noted every time). BadQuery for a
+        text that is not valid UTF-8, and for one the model gives no usable vector (see `_encode_text`)."""
         from .textcache import TextVectorCache
 
+        check_text(text, "The query")
         model = self.model
-        cache = TextVectorCache(self.path, model) if model is not None else None
+        cache = TextVectorCache(self.path, model, self._dim()) if model is not None else None
         vector = cache.get(text) if cache is not None else None
         if vector is None:
             vector, context = self._encode_text(text)
             if context is not None:
-                shown = text if len(text) <= 40 else text[:37] + "..."
-                self.query_notes.append(f"The query {shown!r} is longer than the model's context of {context} "
-                                        "tokens: only its beginning is searched")
+                self.query_notes.append(f"The query {_shown(text)!r} is longer than the model's context of "
+                                        f"{context} tokens: only its beginning is searched")
             elif cache is not None and not self.readonly:
                 cache.put(text, vector)
         return vector
@@ -732,29 +739,49 @@ class Library:
     def _encode_text(self, text: str) -> tuple[np.ndarray, int | None]:
         """The vector (dim,) and, when the text was cut to fit, the model's context length in tokens.
         By the model when it is loaded; else by the library's ONNX text tower, without importing torch
-        (see textmodel.py); else by loading the model, then writing the tower for the next query."""
+        (see textmodel.py); else by loading the model, then writing the tower for the next query. A tower that
+        gives a vector that is not a finite unit vector (damaged weights) counts as unusable, like one that cannot
+        be read: the model encodes the text and writes the tower again. BadQuery when the model's own vector is not
+        usable either."""
         model = self.model
         if self._encoder is None and model is not None:
             self._text_model = self._text_model or TextModel.load(self.path, model)
             if self._text_model is not None:
                 tower = self._text_model
-                return tower.encode([text])[0], tower.context_length if tower.truncated(text) else None
+                vector = tower.encode([text])[0]
+                if are_unit_vectors(vector, self._dim()):
+                    return vector, tower.context_length if tower.truncated(text) else None
+                self._text_model = None
         written = self._encoder is not None or model is None
         encoder = self.encoder
-        vector = encoder.encode_texts([text])[0]
+        vector = self._usable(encoder.encode_texts([text]), [text])[0]
         if not written:
             self._write_text_model()
         return vector, encoder.context_length if encoder.truncated(text) else None
 
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts' vectors (len(texts), dim): by the library's ONNX text tower when the model is not loaded and the
-        tower is written (see textmodel.py), else by the model."""
+        tower is written and gives finite unit vectors (see textmodel.py), else by the model (BadQuery when its
+        vectors are not usable either)."""
         model = self.model
         if self._encoder is None and model is not None:
             self._text_model = self._text_model or TextModel.load(self.path, model)
             if self._text_model is not None:
-                return self._text_model.encode(texts)
-        return self.encoder.encode_texts(texts)
+                vectors = self._text_model.encode(texts)
+                if are_unit_vectors(vectors, self._dim()):
+                    return vectors
+                self._text_model = None
+        return self._usable(self.encoder.encode_texts(texts), texts)
+
+    def _usable(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """The model's text `vectors` (n, dim) when all are finite unit vectors, else BadQuery naming the first text
+        whose vector is not (NaN, infinite or zero: damaged weights)."""
+        dim = self._dim()
+        for text, vector in zip(texts, vectors):
+            if not are_unit_vectors(vector, dim):
+                raise BadQuery(f"The model {self.encoder.spec.label} gives no usable vector for the text "
+                               f"{_shown(text)!r} (NaN, infinite or zero): its weights may be damaged")
+        return vectors
 
     def _write_text_model(self) -> None:
         """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import ModelMismatch, ModelUnavailable
 
@@ -295,7 +295,7 @@ def weights_file(spec: ModelSpec) -> tuple[str | None, dict[str, Any]]:
         raise ModelUnavailable(
             f"Unknown pretrained tag {spec.pretrained!r} for {spec.arch} (known tags: {tags}); see `clipsearch models`"
         )
-    path = weights.cached() or _download(spec, weights)
+    path = weights.cached() or _download(spec, weights, text_files_missing(spec))
     _check_text_files(spec)
     return path, weights.cfg
 
@@ -316,13 +316,20 @@ def _check_text_files(spec: ModelSpec) -> None:
     missing = text_files_missing(spec)
     reason = hub_unreachable() if missing else None
     if reason:
-        repo = missing[0].rsplit("/", 1)[0]
-        files = ", ".join(m.rsplit("/", 1)[1] for m in missing if m.startswith(repo + "/"))
         raise ModelUnavailable(
             f"The tokenizer of {spec.label} is not in the cache at {hub_cache_dir()} and could not be downloaded "
-            f"({reason}): it needs {files} from https://huggingface.co/{repo}. Fix: run once with network access to "
+            f"({reason}): it needs {_hub_sources(missing)}. Fix: run once with network access to "
             "cache it; `clipsearch models --cached` lists the models available offline."
         )
+
+
+def _hub_sources(files: Sequence[str]) -> str:
+    """"repo/file" names for a person, by repository: "config.json, tokenizer.json from https://huggingface.co/repo"."""
+    by_repo: dict[str, list[str]] = {}
+    for file in files:
+        repo, name = file.rsplit("/", 1)
+        by_repo.setdefault(repo, []).append(name)
+    return " and ".join(f"{', '.join(names)} from https://huggingface.co/{repo}" for repo, names in by_repo.items())
 
 
 @contextmanager
@@ -367,10 +374,12 @@ def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
     return None
 
 
-def _download(spec: ModelSpec, weights: PretrainedWeights) -> str:
+def _download(spec: ModelSpec, weights: PretrainedWeights, text_missing: Sequence[str] = ()) -> str:
+    """The weights file, downloaded; ModelUnavailable naming it and `text_missing` (the text side's files the cache
+    lacks, see `text_files_missing`) when it cannot be."""
     reason = hub_unreachable()
     if reason:
-        raise ModelUnavailable(_offline_message(spec, weights, reason))
+        raise ModelUnavailable(_offline_message(spec, weights, reason, text_missing))
     from open_clip.pretrained import download_pretrained
 
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
@@ -379,19 +388,23 @@ def _download(spec: ModelSpec, weights: PretrainedWeights) -> str:
     try:
         path = download_pretrained(weights.cfg, cache_dir=hub_cache_dir())
     except Exception as e:  # any download failure means the same thing to the user
-        raise ModelUnavailable(_offline_message(spec, weights, e)) from None
+        raise ModelUnavailable(_offline_message(spec, weights, e, text_missing)) from None
     if not path:
-        raise ModelUnavailable(_offline_message(spec, weights, "no download location"))
+        raise ModelUnavailable(_offline_message(spec, weights, "no download location", text_missing))
     return path
 
 
-def _offline_message(spec: ModelSpec, weights: PretrainedWeights, cause: object) -> str:
+def _offline_message(spec: ModelSpec, weights: PretrainedWeights, cause: object, text_missing: Sequence[str] = ()
+                     ) -> str:
+    """One line naming all that is missing (the weights, and the tokenizer's `text_missing` files) and one fix."""
     first_line = str(cause).strip().splitlines()[0][:160] if str(cause).strip() else type(cause).__name__
     size = f" (about {human_size(weights.size_bytes)})" if weights.size_bytes else ""
+    what = "Model weights" + (" and tokenizer" if text_missing else "")
+    tokenizer = f", with the tokenizer's {_hub_sources(text_missing)} in that cache" if text_missing else ""
     return (
-        f"Model weights for {spec.arch} ({spec.pretrained}) are not in the cache at {hub_cache_dir()} "
+        f"{what} for {spec.arch} ({spec.pretrained}) are not in the cache at {hub_cache_dir()} "
         f"and could not be downloaded ({first_line}). Fix: run once with network access to cache them, "
-        f"or download {weights.files[-1]}{size} from {weights.source} and pass it as --checkpoint FILE; "
+        f"or download {weights.files[-1]}{size} from {weights.source} and pass it as --checkpoint FILE{tokenizer}; "
         f"`clipsearch models --cached` lists the models available offline."
     )
 

@@ -9,7 +9,8 @@ stored unchanged and a folder's paths still share its stored prefix (range scans
 
 For output, `readable` shows each byte that is not UTF-8 as `\\xNN` (lossy, for reading), and
 `exact_b64` gives the name's bytes in base64 (exact); `--json`, CSV and the web API carry both
-(`path` and `path_bytes_b64`, the latter null when `path` is exact).
+(`path` and `path_bytes_b64`, the latter null when `path` is exact). A text that is not a path (a query, a label)
+must be valid UTF-8: `check_text` refuses one with such bytes in one line.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import base64
 import os
 import re
 from typing import Any
+
+from .errors import BadQuery
 
 ESCAPE = "\uffff"
 _ESCAPED = re.compile(ESCAPE + "([0-9a-f]{4})")
@@ -48,6 +51,15 @@ def readable(path: str) -> str:
     if is_exact_text(path):
         return path
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_text(text: str, what: str, hint: str = "") -> str:
+    """`text` itself when it is valid Unicode text; else BadQuery "`what` 'caf\\xe9' is not valid UTF-8 text`hint`"
+    (a command-line argument with bytes that are not UTF-8 arrives holding lone surrogates, see the module docstring,
+    which neither SQLite, a tokenizer nor a model can take)."""
+    if not is_exact_text(text):
+        raise BadQuery(f"{what} '{readable(text)}' is not valid UTF-8 text{hint}")
+    return text
 
 
 def exact_b64(path: str) -> str | None:

@@ -26,6 +26,19 @@ def unit(vector: np.ndarray) -> np.ndarray:
     return (vector / norm).astype(np.float32)
 
 
+UNIT_TOLERANCE = 1e-2
+"""How far from 1 the L2 norm of a stored or freshly encoded vector may be (float16 models included)."""
+
+
+def are_unit_vectors(vectors: np.ndarray, dim: int) -> bool:
+    """Whether `vectors`, one (dim,) or several (n, dim), are all finite with an L2 norm of 1 within `UNIT_TOLERANCE`:
+    what a cache may hold and an encoder must give (not a damaged row, nor the NaN or zero vector of damaged weights)."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim not in (1, 2) or vectors.shape[-1] != dim or not np.isfinite(vectors).all():
+        return False
+    return bool(np.all(np.abs(np.linalg.norm(vectors, axis=-1) - 1.0) <= UNIT_TOLERANCE))
+
+
 def combine(weighted: Sequence[tuple[float, np.ndarray]]) -> np.ndarray:
     """Weighted sum of unit term vectors, renormalised (rclip-style add/subtract queries)."""
     if not weighted:

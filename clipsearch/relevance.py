@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .models import ModelSpec
+from .ranking import are_unit_vectors
 
 NEUTRAL_CAPTIONS: tuple[str, ...] = (
     "a photo", "an image", "a picture", "a photo of something", "something", "a thing", "an object",
@@ -53,15 +54,18 @@ def rule_for(arch: str) -> Rule:
     return RULES.get(arch, DEFAULT_RULE)
 
 
-def neutral_vectors(directory: Path, spec: ModelSpec, encode: TextEncoder, write: bool = True) -> np.ndarray:
+def neutral_vectors(directory: Path, spec: ModelSpec, dim: int, encode: TextEncoder, write: bool = True
+                    ) -> np.ndarray:
     """`NEUTRAL_CAPTIONS` encoded by the library's model: (len(NEUTRAL_CAPTIONS), dim) float32 unit vectors,
-    read from the library's cache file when it holds them for this model, else encoded (and, with `write`,
-    saved; a file that cannot be written is skipped quietly)."""
+    read from the library's cache file when it holds them for this model (and they are finite unit vectors of
+    `dim`), else encoded (and, with `write`, saved; a file that cannot be written is skipped quietly)."""
     path = directory / NEUTRAL_FILE
     try:
         with np.load(path) as cached:
             if str(cached["model"]) == spec.identity and tuple(cached["texts"].tolist()) == NEUTRAL_CAPTIONS:
-                return cached["vectors"].astype(np.float32)
+                vectors = cached["vectors"].astype(np.float32)
+                if len(vectors) == len(NEUTRAL_CAPTIONS) and are_unit_vectors(vectors, dim):
+                    return vectors
     except (OSError, KeyError, ValueError):
         pass
     vectors = np.asarray(encode(list(NEUTRAL_CAPTIONS)), dtype=np.float32)

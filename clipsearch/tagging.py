@@ -22,6 +22,7 @@ import numpy as np
 
 from .catalog import Catalog, now_iso
 from .errors import BadQuery
+from .paths import check_text
 from .results import TagCount, TagReport
 
 if TYPE_CHECKING:
@@ -49,8 +50,9 @@ INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 
 
 def normal_label(label: str) -> str:
-    """A label as stored: NFC, invisible characters dropped, any run of spaces (NBSP too) as one space."""
-    return " ".join(unicodedata.normalize("NFC", label).translate(INVISIBLE).split())
+    """A label as stored: NFC, invisible characters dropped, any run of spaces (NBSP too) as one space. BadQuery for
+    one that is not valid UTF-8."""
+    return " ".join(unicodedata.normalize("NFC", check_text(label, "The label")).translate(INVISIBLE).split())
 
 
 def check_labels(labels: Sequence[str]) -> tuple[str, ...]:

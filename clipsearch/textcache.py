@@ -4,7 +4,9 @@ Importing torch and open_clip and loading the model is most of a cold `clipsearc
 4 of its 5 seconds on 2 cores); a text seen before is answered from this file instead. Entries are
 keyed by the model's weights and the exact text, so a library re-indexed with another model never
 gets a stale vector. The cache is an optimisation only: if it cannot be read or written (a
-read-only library, a damaged file), queries are encoded as if it were not there.
+read-only library, a damaged file), queries are encoded as if it were not there; a stored vector that is not a
+finite unit vector of the model's dimension is ignored (and replaced once the text is encoded), and such a vector
+is never stored.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from .models import ModelSpec
+from .ranking import are_unit_vectors
 
 TEXT_CACHE_FILE = "text-vectors.db"
 MAX_ENTRIES = 10_000
@@ -23,11 +26,13 @@ MAX_ENTRIES = 10_000
 
 
 class TextVectorCache:
-    def __init__(self, directory: Path, spec: ModelSpec):
+    def __init__(self, directory: Path, spec: ModelSpec, dim: int):
         self.path = directory / TEXT_CACHE_FILE
         self.key = spec.identity
+        self.dim = dim
 
     def get(self, text: str) -> np.ndarray | None:
+        """The text's vector (dim,) float32, or None when the cache holds no usable one."""
         if not self.path.is_file():
             return None
         try:
@@ -35,9 +40,15 @@ class TextVectorCache:
                 row = db.execute("SELECT vector FROM texts WHERE model = ? AND text = ?", (self.key, text)).fetchone()
         except sqlite3.Error:
             return None
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+        if row is None or not isinstance(row[0], bytes) or len(row[0]) != 4 * self.dim:
+            return None
+        vector = np.frombuffer(row[0], dtype=np.float32).copy()
+        return vector if are_unit_vectors(vector, self.dim) else None
 
     def put(self, text: str, vector: np.ndarray) -> None:
+        """Store the text's vector (dim,); one that is not a finite unit vector is not stored."""
+        if not are_unit_vectors(vector, self.dim):
+            return
         try:
             with _connect(self.path) as db:
                 db.execute("CREATE TABLE IF NOT EXISTS texts"

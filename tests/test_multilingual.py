@@ -92,6 +92,26 @@ def test_a_missing_tokenizer_fails_before_torch_is_imported(shape_tree, library_
     assert not library_dir.exists()
 
 
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable hub"])
+@pytest.mark.parametrize("arch, tag, tokenizer, files", [
+    (ARCH, TAG, TOKENIZER_REPO, "config.json, tokenizer.json"),
+    ("nllb-clip-base-siglip", "v1", "facebook/nllb-200-distilled-600M", "config.json, tokenizer.json"),
+    ("nllb-clip-base-siglip", "mrl", "facebook/nllb-200-distilled-600M", "config.json, tokenizer.json"),
+    ("ViT-B-16-SigLIP2", "webli", "timm/ViT-B-16-SigLIP2", "tokenizer.json, config.json"),
+])
+def test_missing_weights_and_tokenizer_are_named_in_one_line(shape_tree, library_dir, hub, monkeypatch, offline,
+                                                             arch, tag, tokenizer, files):
+    monkeypatch.setenv(*("HF_HUB_OFFLINE", "1") if offline == "HF_HUB_OFFLINE" else ("HF_ENDPOINT", "http://127.0.0.1:9"))
+    weights = pretrained_table()[arch, tag]
+    result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(library_dir), "--model", arch,
+                                       "--pretrained", tag])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert result.output.startswith(f"Error: Model weights and tokenizer for {arch} ({tag}) are not in the cache")
+    assert f"from {weights.source} and pass it as --checkpoint FILE, with the tokenizer's {files} from " \
+           f"https://huggingface.co/{tokenizer} in that cache; " in result.output
+    assert not library_dir.exists()
+
+
 def test_a_checkpoint_of_a_multilingual_architecture_needs_its_tokenizer_too(shape_tree, library_dir, tmp_path,
                                                                            monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

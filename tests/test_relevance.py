@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from clipsearch import Library, model_spec
 from clipsearch.cli import main
-from clipsearch.relevance import NEUTRAL_FILE, neutral_vectors
+from clipsearch.relevance import NEUTRAL_CAPTIONS, NEUTRAL_FILE, neutral_vectors
 from clipsearch.shapes import COLOURS, SHAPES
 from clipsearch.webapp import create_app
 
@@ -124,11 +124,21 @@ def test_neutral_vectors_are_cached_per_model_and_a_bad_file_is_rebuilt(shapes, 
     def encode(texts):
         raise AssertionError("encoded again")
 
-    cached = neutral_vectors(shapes, tiny_spec, encode)
+    cached = neutral_vectors(shapes, tiny_spec, tiny.dim, encode)
     calls = []
-    other = neutral_vectors(shapes, model_spec("ViT-B-32"),
+    other = neutral_vectors(shapes, model_spec("ViT-B-32"), tiny.dim,
                             lambda texts: calls.append(texts) or tiny.encode_texts(texts), write=False)
     assert calls and np.allclose(other, cached, atol=1e-4)  # another model's vectors are not taken from this file
     (shapes / NEUTRAL_FILE).write_bytes(b"not a numpy file")
-    assert np.allclose(neutral_vectors(shapes, tiny_spec, tiny.encode_texts), cached, atol=1e-4)
-    assert neutral_vectors(shapes, tiny_spec, encode).shape == cached.shape  # rewritten, not encoded again
+    assert np.allclose(neutral_vectors(shapes, tiny_spec, tiny.dim, tiny.encode_texts), cached, atol=1e-4)
+    assert neutral_vectors(shapes, tiny_spec, tiny.dim, encode).shape == cached.shape  # rewritten, not encoded again
+
+
+@pytest.mark.parametrize("damage", ["nan", "zero", "not unit", "other dim"])
+def test_damaged_neutral_vectors_are_encoded_again(shapes, tiny, damage):
+    tiny_spec = model_spec("clipsearch-tiny")
+    good = neutral_vectors(shapes, tiny_spec, tiny.dim, tiny.encode_texts)
+    bad = {"nan": np.full_like(good, np.nan), "zero": np.zeros_like(good), "not unit": good * 2,
+           "other dim": good[:, :-1]}[damage]
+    np.savez(shapes / NEUTRAL_FILE, model=tiny_spec.identity, texts=np.array(NEUTRAL_CAPTIONS), vectors=bad)
+    assert np.allclose(neutral_vectors(shapes, tiny_spec, tiny.dim, tiny.encode_texts), good, atol=1e-4)

@@ -96,8 +96,127 @@ def test_the_text_cache_is_keyed_by_model_and_an_unusable_one_is_ignored(lib, li
     from clipsearch.textcache import TEXT_CACHE_FILE, TextVectorCache
 
     vector = lib.text_vector("a red star")
-    assert (TextVectorCache(library_dir, model_spec("clipsearch-tiny")).get("a red star") == vector).all()
-    assert TextVectorCache(library_dir, model_spec("ViT-B-32")).get("a red star") is None
+    assert (TextVectorCache(library_dir, model_spec("clipsearch-tiny"), len(vector)).get("a red star") == vector).all()
+    assert TextVectorCache(library_dir, model_spec("ViT-B-32"), len(vector)).get("a red star") is None
     (library_dir / TEXT_CACHE_FILE).unlink()
     (library_dir / TEXT_CACHE_FILE).mkdir()  # neither readable nor writable as a database
     assert name(lib.search("a red star", k=1)[0]) == "red_star.png"
+
+
+# --- damaged text cache, text that is not UTF-8 ---------------------------------------------------------
+@pytest.fixture
+def indexed(shape_tree, library_dir, tiny):
+    with Library.open(library_dir, create=True, encoder=tiny) as lib:
+        lib.index([shape_tree], model=model_spec("clipsearch-tiny"))
+    return library_dir
+
+
+def cli(*args):
+    from click.testing import CliRunner
+
+    from clipsearch.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cached_vector(library_dir, text):
+    import sqlite3
+
+    from clipsearch.textcache import TEXT_CACHE_FILE
+
+    with sqlite3.connect(library_dir / TEXT_CACHE_FILE) as db:
+        return db.execute("SELECT vector FROM texts WHERE text = ?", (text,)).fetchone()[0]
+
+
+def set_cached_vector(library_dir, text, value):
+    import sqlite3
+
+    from clipsearch.textcache import TEXT_CACHE_FILE
+
+    with sqlite3.connect(library_dir / TEXT_CACHE_FILE) as db:
+        assert db.execute("UPDATE texts SET vector = ? WHERE text = ?", (value, text)).rowcount == 1
+
+
+@pytest.mark.parametrize("damage", ["5 bytes", "8 bytes", "one more float", "NaN", "infinite", "zeros", "not unit",
+                                    "text", "null"])
+def test_a_damaged_text_cache_row_is_ignored_and_replaced(indexed, tiny, damage):
+    import numpy as np
+
+    good = cli("search", "a red star", "--db", indexed, "-n", "3", "--json")
+    stored = cached_vector(indexed, "a red star")
+    vector = np.frombuffer(stored, dtype=np.float32)
+    bad = {"5 bytes": b"\x01" * 5, "8 bytes": b"\x00" * 8, "one more float": stored + b"\x00" * 4,
+           "NaN": b"\xff" * len(stored), "infinite": np.full_like(vector, np.inf).tobytes(),
+           "zeros": bytes(len(stored)), "not unit": (vector * 3).tobytes(), "text": "a red star", "null": None}[damage]
+    set_cached_vector(indexed, "a red star", bad)
+    again = cli("search", "a red star", "--db", indexed, "-n", "3", "--json")
+    assert again.exit_code == 0 and again.output == good.output and again.output.count('"path"') == 3
+    assert cached_vector(indexed, "a red star") == stored  # encoded again, and the row replaced
+
+
+@pytest.mark.parametrize("bad", [[float("nan")], [0.0]], ids=["NaN", "zero"])
+def test_a_model_giving_no_usable_vector_is_one_clear_error_and_nothing_is_cached(indexed, tiny, monkeypatch, bad):
+    import numpy as np
+
+    from clipsearch.encoder import Encoder
+    from clipsearch.textcache import TEXT_CACHE_FILE
+
+    shutil.rmtree(text_model_dir(indexed, tiny.spec))  # so that the model itself encodes the text
+    monkeypatch.setattr(Encoder, "encode_texts", lambda self, texts: np.full((len(texts), self.dim), bad[0], np.float32))
+    result = cli("search", "a red star", "--db", indexed, "--json")
+    assert result.exit_code == 1 and result.output == (
+        "Error: The model clipsearch-tiny (bundled) gives no usable vector for the text 'a red star' (NaN, infinite or "
+        "zero): its weights may be damaged\n")
+    assert not (indexed / TEXT_CACHE_FILE).exists() or cached_vector_or_none(indexed, "a red star") is None
+
+
+def cached_vector_or_none(library_dir, text):
+    import sqlite3
+
+    from clipsearch.textcache import TEXT_CACHE_FILE
+
+    with sqlite3.connect(library_dir / TEXT_CACHE_FILE) as db:
+        row = db.execute("SELECT vector FROM texts WHERE text = ?", (text,)).fetchone()
+    return row and row[0]
+
+
+CAFE = "caf\udce9"  # `caf\xe9` (Latin-1) on a UTF-8 command line, as Python and click pass it (PEP 383)
+NOT_UTF8 = "Error: The query 'caf\\xe9' is not valid UTF-8 text (and no file has that name)\n"
+
+
+@pytest.mark.parametrize("args", [[CAFE], ["a star", "--add", CAFE], ["a star", "--sub", f"{CAFE}:0.5"],
+                                  ["--add", CAFE], [CAFE, "--json"], [CAFE, "--good-only"]])
+@pytest.mark.parametrize("read_only", [False, True], ids=["writable", "read-only"])
+def test_a_query_that_is_not_utf8_is_one_clear_error(indexed, monkeypatch, args, read_only):
+    if read_only:
+        monkeypatch.setattr("clipsearch.library._read_only", lambda directory: True)
+    result = cli("search", *args, "--db", indexed)
+    assert result.exit_code == 1 and result.output == NOT_UTF8
+
+
+def test_a_mistyped_image_path_that_is_not_utf8_is_one_clear_error(indexed, tmp_path):
+    missing = str(tmp_path / f"{CAFE}_nonexist.png")
+    result = cli("search", missing, "--db", indexed)
+    shown = missing.replace(CAFE, "caf\\xe9")
+    assert result.exit_code == 1
+    assert result.output == f"Error: The query '{shown}' is not valid UTF-8 text (and no file has that name)\n"
+    result = cli("similar", missing, "--db", indexed)
+    assert result.exit_code == 1 and result.output == f"Error: No such file: {shown}\n"
+
+
+def test_an_existing_image_path_that_is_not_utf8_is_searched(indexed, shape_tree, tmp_path):
+    image = tmp_path / f"{CAFE}.png"
+    shutil.copy(shape_tree / "a" / "red_star.png", image)
+    for args in ([str(image)], ["a star", "--add", str(image)], ["--image", str(image)]):
+        result = cli("search", *args, "--db", indexed, "-n", "1")
+        assert result.exit_code == 0 and "red_star.png" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "--text", CAFE], "--text 'caf\\xe9' is not valid UTF-8 text"),
+    (["search", "a star", "--tag", CAFE], "The label 'caf\\xe9' is not valid UTF-8 text"),
+    (["tag", "--labels", f"{CAFE},dog"], "The label 'caf\\xe9' is not valid UTF-8 text"),
+])
+def test_other_texts_that_are_not_utf8_are_one_clear_error(indexed, args, message):
+    result = cli(*args, "--db", indexed)
+    assert result.exit_code == 1 and result.output == f"Error: {message}\n"

@@ -188,6 +188,32 @@ def test_a_missing_or_damaged_tower_falls_back_to_open_clip_and_is_written_again
         assert TextModel.load(indexed, tiny.spec) is not None
 
 
+@pytest.mark.parametrize("fill", [b"\x00", b"\xff"], ids=["zeros", "NaN"])
+def test_a_tower_giving_unusable_vectors_falls_back_and_poisons_no_cache(indexed, tiny, fill):
+    """Weights damaged in place (same size, so the tower still loads): its zero or NaN vectors are not used, nor
+    cached; the model answers, and writes the tower again."""
+    from clipsearch.textcache import TEXT_CACHE_FILE
+
+    def search() -> list[tuple[str, float]]:
+        result = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3", "--json"])
+        assert result.exit_code == 0
+        return [(r["path"], round(r["score"], 4)) for r in json.loads(result.output)]
+
+    expected = search()
+    assert len(expected) == 3
+    (indexed / TEXT_CACHE_FILE).unlink()
+    weights = text_model_dir(indexed, tiny.spec) / (GRAPH_FILE + ".data")
+    weights.write_bytes(fill * weights.stat().st_size)
+    assert not np.isfinite(TextModel.load(indexed, tiny.spec).encode(["a red star"])).all() or \
+        not np.linalg.norm(TextModel.load(indexed, tiny.spec).encode(["a red star"])).any()
+    assert search() == expected
+    assert search() == expected  # from the text cache
+    tower = TextModel.load(indexed, tiny.spec).encode(["a red star"])[0]
+    assert np.abs(tower - tiny.encode_texts(["a red star"])[0]).max() < 1e-4
+    with Library.open(indexed) as lib:
+        assert np.abs(lib.text_vector("a red star") - tower).max() < 1e-4
+
+
 def test_another_models_tower_is_replaced(indexed, tiny):
     stale = text_model_dir(indexed, ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
     os.replace(text_model_dir(indexed, tiny.spec), stale)
