@@ -743,16 +743,10 @@ class Library:
         gives a vector that is not a finite unit vector (damaged weights) counts as unusable, like one that cannot
         be read: the model encodes the text and writes the tower again. BadQuery when the model's own vector is not
         usable either."""
-        model = self.model
-        if self._encoder is None and model is not None:
-            self._text_model = self._text_model or TextModel.load(self.path, model)
-            if self._text_model is not None:
-                tower = self._text_model
-                vector = tower.encode([text])[0]
-                if are_unit_vectors(vector, self._dim()):
-                    return vector, tower.context_length if tower.truncated(text) else None
-                self._text_model = None
-        written = self._encoder is not None or model is None
+        vectors = self._tower_vectors([text])
+        if vectors is not None and self._text_model is not None:
+            return vectors[0], self._text_model.context_length if self._text_model.truncated(text) else None
+        written = self._encoder is not None or self.model is None
         encoder = self.encoder
         vector = self._usable(encoder.encode_texts([text]), [text])[0]
         if not written:
@@ -763,15 +757,26 @@ class Library:
         """Texts' vectors (len(texts), dim): by the library's ONNX text tower when the model is not loaded and the
         tower is written and gives finite unit vectors (see textmodel.py), else by the model (BadQuery when its
         vectors are not usable either)."""
+        vectors = self._tower_vectors(texts)
+        return vectors if vectors is not None else self._usable(self.encoder.encode_texts(texts), texts)
+
+    def _tower_vectors(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The texts' vectors (len(texts), dim) by the library's ONNX text tower, when the model is not loaded and
+        the tower is written, runs and gives finite unit vectors; else None (and the tower is dropped: damaged)."""
         model = self.model
-        if self._encoder is None and model is not None:
-            self._text_model = self._text_model or TextModel.load(self.path, model)
-            if self._text_model is not None:
-                vectors = self._text_model.encode(texts)
-                if are_unit_vectors(vectors, self._dim()):
-                    return vectors
-                self._text_model = None
-        return self._usable(self.encoder.encode_texts(texts), texts)
+        if self._encoder is not None or model is None:
+            return None
+        self._text_model = self._text_model or TextModel.load(self.path, model)
+        if self._text_model is None:
+            return None
+        try:
+            vectors = self._text_model.encode(texts)
+        except Exception:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a damaged graph
+            vectors = None
+        if vectors is not None and are_unit_vectors(vectors, self._dim()):
+            return vectors
+        self._text_model = None
+        return None
 
     def _usable(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """The model's text `vectors` (n, dim) when all are finite unit vectors, else BadQuery naming the first text

@@ -214,6 +214,19 @@ def test_a_tower_giving_unusable_vectors_falls_back_and_poisons_no_cache(indexed
         assert np.abs(lib.text_vector("a red star") - tower).max() < 1e-4
 
 
+def test_a_tower_that_fails_while_running_falls_back(indexed, tiny, monkeypatch):
+    """A graph that loads but fails when run (onnxruntime raises its own errors): the model answers, no traceback."""
+    expected = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3"]).output
+    (indexed / "text-vectors.db").unlink(missing_ok=True)
+
+    def fails(self, texts):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code")
+
+    monkeypatch.setattr(TextModel, "encode", fails)
+    result = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3"])
+    assert result.exit_code == 0 and result.output == expected
+
+
 def test_another_models_tower_is_replaced(indexed, tiny):
     stale = text_model_dir(indexed, ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
     os.replace(text_model_dir(indexed, tiny.spec), stale)
