@@ -5,6 +5,7 @@ import codecs
 import functools
 import json
 import os
+import shlex
 import sys
 from datetime import datetime
 from typing import Any, BinaryIO, Callable, Iterable, Sequence, cast
@@ -63,14 +64,18 @@ def db_option(f: Callable) -> Callable:
     )(f)
 
 
+PROTOCOL_VARIABLE = "CLIPSEARCH_PREVIEW_PROTOCOL"
+"""Environment variable: the inline-image protocol --preview uses where the terminal is not detected."""
+
+
 def result_options(f: Callable) -> Callable:
     f = click.option("--preview-height", type=click.IntRange(16, 2000), default=200, show_default=True,
                      metavar="PX", help="Thumbnail height in pixels (width at most three times that).")(f)
     f = click.option("--preview-protocol", type=click.Choice(["auto", *PROTOCOLS], case_sensitive=False), default="auto",
-                     show_default=True, envvar="CLIPSEARCH_PREVIEW_PROTOCOL", show_envvar=True, metavar="NAME",
+                     show_default=True, metavar="NAME",
                      help="How --preview draws: auto (known from the terminal's environment variables), kitty, "
-                          "iterm2 or sixel (e.g. for an xterm started with -ti vt340). Given on the command line, it "
-                          "implies --preview; the environment variable alone only picks how --preview draws.")(f)
+                          "iterm2 or sixel (e.g. for an xterm started with -ti vt340); it implies --preview. The "
+                          f"environment variable {PROTOCOL_VARIABLE} picks one for --preview without implying it.")(f)
     f = click.option("-p", "--preview", is_flag=True,
                      help="Show each result's thumbnail under its line, in a terminal that draws images (kitty, "
                           "Ghostty, iTerm2, WezTerm, mintty; sixel: foot, mlterm, contour, Konsole); elsewhere, or "
@@ -387,7 +392,7 @@ def search(query: Sequence[str], db: str | None, add: Sequence[str], sub: Sequen
         _note(lib.demo_model_note())
         _warn(lib.preprocessing_warning())
     _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json),
-                   filtered=bool(filters) or min_score is not None or good_only)
+                   empty=_empty_note(bool(filters) or min_score is not None, good_only))
 
 
 def _warn_path_like(term: str) -> None:
@@ -433,15 +438,15 @@ def similar(image: str, db: str | None, limit: int, group_pairs: bool, filters: 
         results = lib.similar(image, k=limit, filters=filters, min_score=min_score, sort=sort,
                               group_pairs=group_pairs)
     _print_results(results, as_json, sort, _previewer(preview, preview_protocol, preview_height, as_json),
-                   filtered=bool(filters) or min_score is not None)
+                   empty=_empty_note(bool(filters) or min_score is not None, False))
 
 
 def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "score",
-                   show: Callable[[SearchResult], None] | None = None, filtered: bool = False) -> None:
+                   show: Callable[[SearchResult], None] | None = None, empty: str = "no results") -> None:
     """A line per result on stdout, each followed by `show(result)` when given (a thumbnail); for a judged text
     query (see `Library.judge`) in score order, the good matches first, then the weaker ones. On a terminal, a
     line on stderr between them says how many are good (in date order, before them), and one says when there
-    are no results (`filtered`: "with these filters"); a script or a pipe reads the results alone."""
+    are no results (`empty`); a script or a pipe reads the results alone."""
     results = list(results)
     line = functools.partial(_result_line, dated=sort == "date")
 
@@ -454,7 +459,7 @@ def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "
         _print_list(results, as_json, line)
         return
     if not results and _on_terminal():
-        click.echo("no results" + (" with these filters" if filtered else ""), err=True)
+        click.echo(empty, err=True)
     if not results or any(r.good is None for r in results) or not _on_terminal():
         for r in results:
             emit(r)
@@ -477,6 +482,13 @@ def _print_results(results: Iterable[SearchResult], as_json: bool, sort: str = "
         emit(r)
 
 
+def _empty_note(filtered: bool, good_only: bool) -> str:
+    """What a terminal is told when nothing is listed: filters left nothing, or --good-only found no good match."""
+    if filtered:
+        return "no results with these filters" + (" and --good-only" if good_only else "")
+    return "no good match (--good-only lists only good matches)" if good_only else "no results"
+
+
 def _previewer(preview: bool, protocol: str, height: int, as_json: bool) -> Callable[[SearchResult], None] | None:
     """What draws a result's thumbnail after its line, in the protocol given or detected; None, with a line on
     stderr saying why, when there is nowhere to draw it (--json, stdout not a terminal, no known protocol)."""
@@ -487,6 +499,8 @@ def _previewer(preview: bool, protocol: str, height: int, as_json: bool) -> Call
     named = click.get_current_context().get_parameter_source("preview_protocol") == ParameterSource.COMMANDLINE
     if not (preview or named):
         return None
+    if not named:
+        protocol = _protocol_from_environment()
     chosen = detect(os.environ) if protocol == "auto" else cast(InlineProtocol, protocol)
     if as_json:
         why = "no thumbnails with --json"
@@ -498,6 +512,17 @@ def _previewer(preview: bool, protocol: str, height: int, as_json: bool) -> Call
         return functools.partial(_show_preview, protocol=chosen, height=height, tmux="TMUX" in os.environ)
     click.echo(why, err=True)
     return None
+
+
+def _protocol_from_environment() -> str:
+    """The protocol CLIPSEARCH_PREVIEW_PROTOCOL names (any case), else "auto" (with a line on stderr when it names
+    none: a typo there must not stop a search)."""
+    value = os.environ.get(PROTOCOL_VARIABLE, "").strip().lower()
+    if value in ("", "auto", *PROTOCOLS):
+        return value or "auto"
+    click.echo(f"{PROTOCOL_VARIABLE}={value!r} is not one of auto, {', '.join(PROTOCOLS)}: detecting the terminal",
+               err=True)
+    return "auto"
 
 
 def _show_preview(result: SearchResult, protocol: InlineProtocol, height: int, tmux: bool) -> None:
@@ -876,9 +901,9 @@ def dedup(db: str | None, threshold: float | None, series: bool, series_threshol
         click.echo(summary(report, moving=bool(move_dir)))
         if move_dir:
             moved = lib.quarantine(report, move_dir)
-            parts = [f"moved {plural(len(moved.moved), 'file')} to {move_dir}"]
+            parts = [f"moved {plural(len(moved.moved), 'file')} to {readable(move_dir)}"]
             if moved.manifest:
-                parts.append(f"undo with: clipsearch undo-move {moved.manifest}")
+                parts.append(f"undo with: clipsearch undo-move {shlex.quote(moved.manifest)}")
             if moved.skipped:
                 parts.append(f"{len(moved.skipped)} left alone:")
             click.echo(_listed("; ".join(parts), moved.skipped))

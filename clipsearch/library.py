@@ -1006,8 +1006,13 @@ class Library:
             if any(_under(w, r) for w in wanted for r in {root, os.path.realpath(root)}):
                 outside = f"{root.rstrip(os.sep)}-duplicates"
                 hint = f", e.g. {readable(outside)}" if os.path.dirname(root) != root else ""
-                raise BadPath(f"{readable(os.fspath(folder))} is inside {readable(root)}, a folder this library "
+                where = "is" if wanted & {root, os.path.realpath(root)} else "is inside"
+                raise BadPath(f"{readable(os.fspath(folder))} {where} {readable(root)}, a folder this library "
                               f"indexes: its copies would be indexed again; move them to a folder outside it{hint}")
+        library = {os.path.abspath(self.path), os.path.realpath(self.path)}
+        if any(_under(w, r) for w in wanted for r in library):
+            raise BadPath(f"{readable(os.fspath(folder))} is in the library's own folder {readable(os.fspath(self.path))}: "
+                          "removing the library would lose the copies; move them to a folder outside it")
 
     def quarantine(self, report: DedupReport, folder: str | os.PathLike[str]) -> MoveReport:
         """Move the exact and near members of the report's groups into `folder` (see quarantine.py), each

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import BadPath
+from .paths import readable
 from .results import MoveReport, Skip
 from .video import file_hash
 
@@ -141,19 +142,18 @@ def undo(manifest: str | os.PathLike[str]) -> MoveReport:
 
 def _read_manifest(manifest: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """The (origin, quarantined path) pairs of a manifest; BadPath when it cannot be read or is not one."""
-    name = os.fspath(manifest)
+    name = readable(os.fspath(manifest))
     try:
-        text = Path(manifest).read_text(encoding="utf-8")
+        data = json.loads(Path(manifest).read_bytes())
     except IsADirectoryError:
         raise BadPath(f"{name} is a folder: give the clipsearch-moves-*.json file inside it") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadPath(f"Cannot read the manifest {name}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
+    except OSError as e:
+        raise BadPath(f"Cannot read the manifest {name}: {e.strerror or e}") from None
+    except ValueError:  # not JSON, or not UTF-8 text at all
         data = None
-    moves = data.get("moves") if isinstance(data, dict) else None
+    moves = data.get("moves") if isinstance(data, dict) and data.get("version") == MANIFEST_VERSION else None
     if not isinstance(moves, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("from"), str) and isinstance(m.get("to"), str) for m in moves):
+            isinstance(m, dict) and isinstance(m.get("from"), str) and isinstance(m.get("to"), str)
+            and os.path.isabs(m["from"]) and os.path.isabs(m["to"]) for m in moves):
         raise BadPath(f"{name} is not a clipsearch move manifest (written by dedup --move-to)")
     return [(m["from"], m["to"]) for m in moves]

@@ -36,7 +36,8 @@ def are_unit_vectors(vectors: np.ndarray, dim: int) -> bool:
     vectors = np.asarray(vectors)
     if vectors.ndim not in (1, 2) or vectors.shape[-1] != dim or not np.isfinite(vectors).all():
         return False
-    return bool(np.all(np.abs(np.linalg.norm(vectors, axis=-1) - 1.0) <= UNIT_TOLERANCE))
+    with np.errstate(over="ignore", invalid="ignore"):  # a huge damaged value: its norm overflows, and fails
+        return bool(np.all(np.abs(np.linalg.norm(vectors, axis=-1) - 1.0) <= UNIT_TOLERANCE))
 
 
 def combine(weighted: Sequence[tuple[float, np.ndarray]]) -> np.ndarray:

@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -418,11 +419,12 @@ def test_the_last_copy_never_moves(dup_library, tmp_path):
     assert "it may be the last copy" in result.output
 
 
-@pytest.mark.parametrize("text", ["{", "", "{}", "[]", '{"moves": {}}', '{"moves": [{"from": "/a"}]}',
+@pytest.mark.parametrize("text", ["{", "", "{}", "[]", '{"moves": {}}', '{"moves": [{"from": "/a"}]}', b"\xff\xfe",
+                                  '{"version": 2, "moves": []}', '{"version": 1, "moves": [{"from": "a", "to": "/b"}]}',
                                   '{"moves": [{"to": "/b"}]}', '{"moves": [{"from": 1, "to": "/b"}]}',
                                   '{"moves": [{"from": "/a", "to": null}]}', '{"moves": ["/a"]}', '"moves"'])
 def test_undo_move_with_a_file_that_is_not_a_manifest_says_so(tmp_path, text):
-    (tmp_path / "m.json").write_text(text)
+    (tmp_path / "m.json").write_bytes(text if isinstance(text, bytes) else text.encode())
     result = CliRunner().invoke(main, ["undo-move", str(tmp_path / "m.json")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output == (f"Error: {tmp_path / 'm.json'} is not a clipsearch move manifest "
@@ -663,9 +665,26 @@ def test_move_to_a_folder_inside_an_indexed_one_is_refused_before_anything_moves
     before = sorted(p for p in tree.rglob("*"))
     result = dedup("--db", db, "--exact-only", "--move-to", folder)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output == (f"Error: {folder} is inside {tree}, a folder this library indexes: its copies would be "
+    where = "is" if inside == "." else "is inside"
+    assert result.output == (f"Error: {folder} {where} {tree}, a folder this library indexes: its copies would be "
                              f"indexed again; move them to a folder outside it, e.g. {tree}-duplicates\n")
     assert sorted(p for p in tree.rglob("*")) == before and not (tmp_path / "linked" / "q").exists()
+
+
+@pytest.mark.parametrize("inside", [".", "quarantine"])
+def test_move_to_the_librarys_own_folder_is_refused(indexed_copies, inside):
+    tree, db = indexed_copies
+    result = dedup("--db", db, "--exact-only", "--move-to", db / inside)
+    assert result.exit_code == 1 and "the library's own folder" in result.output and "Traceback" not in result.output
+    assert (tree / "b" / "red_star copy.png").exists()
+
+
+def test_the_undo_hint_can_be_pasted_into_a_shell(indexed_copies, tmp_path):
+    tree, db = indexed_copies
+    folder = tmp_path / "q 1 it's"
+    out = dedup("--db", db, "--exact-only", "--move-to", folder).output
+    hint = out.split("undo with: ", 1)[1].splitlines()[0].removesuffix(";").strip()
+    assert shlex.split(hint)[0:2] == ["clipsearch", "undo-move"] and Path(shlex.split(hint)[2]).is_file()
 
 
 def test_a_quarantine_moved_into_an_indexed_folder_is_never_indexed(indexed_copies, tmp_path):

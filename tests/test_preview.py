@@ -283,8 +283,18 @@ def test_the_protocol_option_ignores_case_and_its_help_says_the_variable_alone_d
     result = run("search", "a red star", "--db", library / "lib", "-n", "1", "--preview-protocol", "ITerm2")
     assert len(iterm2_images(result.stdout_bytes)) == 1
     help_text = " ".join(run("search", "--help").output.split())
-    assert "Given on the command line, it implies --preview; the environment variable alone only picks how " \
-           "--preview draws." in help_text
+    assert "it implies --preview. The environment variable CLIPSEARCH_PREVIEW_PROTOCOL picks one for --preview " \
+           "without implying it." in help_text
+
+
+@pytest.mark.parametrize("value", ["bogus", "kity", "1"])
+def test_a_misspelt_protocol_variable_never_stops_a_search(library, on_terminal, value):
+    plain = run("search", "a red star", "--db", library / "lib", "-n", "2", env={"CLIPSEARCH_PREVIEW_PROTOCOL": value})
+    assert plain.exit_code == 0 and plain.stderr == "" and len(result_lines(plain.stdout_bytes)) == 2
+    drawn = run("search", "a red star", "--db", library / "lib", "-n", "2", "-p",
+                env={"CLIPSEARCH_PREVIEW_PROTOCOL": value, "TERM": "xterm-kitty"})
+    assert drawn.exit_code == 0 and f"CLIPSEARCH_PREVIEW_PROTOCOL={value!r} is not one of" in drawn.stderr
+    assert len(kitty_images(drawn.stdout_bytes)) == 2  # the terminal detected instead
 
 
 @pytest.mark.parametrize("command", ["search", "similar"])

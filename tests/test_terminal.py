@@ -295,6 +295,16 @@ def test_no_results_on_a_terminal_says_so_and_a_pipe_or_json_reads_nothing(index
     assert json.loads(as_json.stdout) == [] and "no results" not in as_json.stderr
 
 
+def test_good_only_with_no_good_match_on_a_terminal_says_so(indexed, monkeypatch):
+    import clipsearch.cli
+
+    monkeypatch.setattr(clipsearch.cli, "_on_terminal", lambda: True)
+    shown = run("search", "zqxv wkpf", "--db", indexed, "--good-only")
+    assert shown.stdout == "" and shown.stderr.replace(DEMO_NOTE, "").startswith("no good match (--good-only")
+    both = run("search", "zqxv wkpf", "--db", indexed, "--good-only", "--ext", "xyz")
+    assert both.stderr.replace(DEMO_NOTE, "") == "no results with these filters and --good-only\n"
+
+
 def test_no_results_without_filters_on_a_terminal_says_no_results(indexed, monkeypatch):
     import clipsearch.cli
 
