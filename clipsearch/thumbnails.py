@@ -106,7 +106,7 @@ def _plain_reason(error: Exception) -> str:
         return "not an image clipsearch can read"
     if isinstance(error, OSError) and error.strerror:
         return f"cannot read: {error.strerror.lower()}"
-    return f"cannot make a thumbnail: {error}"
+    return f"cannot make a thumbnail: {error}" if str(error) else "cannot make a thumbnail"
 
 
 def _draft_side(source: str, side: int) -> int:

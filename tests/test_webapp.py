@@ -560,7 +560,7 @@ def test_any_failure_to_decode_is_415_with_a_reason(client, shape_tree, monkeypa
         assert upload.status_code == 415 and upload.json()["detail"].startswith("photo.jpg is not a usable image (")
         assert type(error).__name__ in upload.json()["detail"]
         thumb = client.get(f"/api/images/{star}/thumb")
-        assert thumb.status_code == 415 and type(error).__name__ in thumb.json()["detail"]
+        assert thumb.status_code == 415 and thumb.json()["detail"].startswith("cannot make a thumbnail")
 
 
 def test_a_read_only_library_is_served_without_writing_into_it(lib, library_dir, tiny):
