@@ -71,9 +71,14 @@ def _canonicalize(text: str) -> str:
     return " ".join(text.split()).strip()
 
 
+def _whitespace(text: str) -> str:
+    """open_clip's `whitespace_clean` (after `basic_clean`): single spaces."""
+    return " ".join(_basic_clean(text).split()).strip()
+
+
 CLEANING: dict[str, Callable[[str], str]] = {
-    "whitespace": lambda text: " ".join(_basic_clean(text).split()).strip(),
-    "lower": lambda text: " ".join(_basic_clean(text).split()).strip().lower(),
+    "whitespace": _whitespace,
+    "lower": lambda text: _whitespace(text).lower(),
     "canonicalize": _canonicalize,
 }
 """open_clip's cleaning steps before a Hugging Face tokenizer (its `get_clean_fn`), by name, without open_clip."""
