@@ -1,6 +1,7 @@
 """A library: a directory with the SQLite catalog and the FAISS index, and the verbs on it."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ from .video import Sampling, bad_moment, frame_at, is_video, parse_moment, sampl
 # The stages that read pixels (decode, raw) and those of one verb alone (indexer, duplicates, quarantine, ocr...)
 # are imported by the methods that use them, so that a search never imports them (see clipsearch/__init__.py).
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     from .encoder import Encoder
 
 LOCK_FILE = "lock"
@@ -407,6 +410,7 @@ class Library:
             vectors = self.vectors
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
                            progress, video, Options(reindex=reindex, rehash=rehash, prune=prune), decode_device)
+            exporting = self._export_text_model_aside()
             report = run.run(listing, started)
             if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
                 # every vector was made by this run (a --reindex of every folder, say): record how
@@ -414,7 +418,9 @@ class Library:
             self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
             self.catalog.set_meta("last_indexed", now_iso())
             self._rebuild_if_due()
-            if self._encoder is not None and not text_model_written(self.path, self._encoder.spec):
+            if exporting is not None:
+                exporting.join()
+            elif self._encoder is not None and not text_model_written(self.path, self._encoder.spec):
                 self._write_text_model()
             if gate is not None:
                 report = replace(report, ocr=self._read_text(gate, ocr_progress))
@@ -787,6 +793,26 @@ class Library:
                 raise BadQuery(f"The model {self.encoder.spec.label} gives no usable vector for the text "
                                f"{_shown(text)!r} (NaN, infinite or zero): its weights may be damaged")
         return vectors
+
+    def _export_text_model_aside(self) -> "BaseProcess | None":
+        """`_write_text_model` started in a forked process, to run beside an indexing run on CPU: its decode workers
+        leave cores idle while they start and finish, and the export (about 5 s for ViT-B-32) fills them. None where
+        the model is not loaded yet (it is exported after the run then), its tower is written already, or it is not
+        a CPU model in a process that can fork (see `pipeline.workers_can_encode`)."""
+        from .pipeline import workers_can_encode
+
+        encoder = self._encoder
+        if encoder is None or text_model_written(self.path, encoder.spec) or not workers_can_encode(encoder.device):
+            return None
+        process = multiprocessing.get_context("fork").Process(target=self._write_text_model_forked, daemon=True)
+        process.start()
+        return process
+
+    def _write_text_model_forked(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # an OpenMP thread team does not survive a fork: it would wait for its lost threads
+        self._write_text_model()
 
     def _write_text_model(self) -> None:
         """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""

@@ -440,18 +440,19 @@ def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device
     dev = resolve_device(device)
     precision = precision or ("fp16" if dev == "cuda" else "fp32")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.arch,
-            pretrained=path,
-            cache_dir=hub_cache_dir(),
-            precision=precision,
-            device=dev,
-            force_quick_gelu=bool(cfg.get("quick_gelu", False)),
-            image_mean=cfg.get("mean"),
-            image_std=cfg.get("std"),
-            image_interpolation=cfg.get("interpolation"),
-            image_resize_mode=cfg.get("resize_mode"),
-        )
+        with _receiving_weights(path):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.arch,
+                pretrained=path,
+                cache_dir=hub_cache_dir(),
+                precision=precision,
+                device=dev,
+                force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+                image_mean=cfg.get("mean"),
+                image_std=cfg.get("std"),
+                image_interpolation=cfg.get("interpolation"),
+                image_resize_mode=cfg.get("resize_mode"),
+            )
     except (RuntimeError, OSError, ValueError, KeyError) as e:
         raise ModelUnavailable(f"Cannot load {spec.label}: {str(e).splitlines()[0][:200]}") from None
     model.eval()
@@ -465,6 +466,43 @@ def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device
         size = preprocess_cfg["size"]
         preprocess = CenterFirst(preprocess, int(min(size) if isinstance(size, (tuple, list)) else size))
     return Encoder(spec, model, preprocess, tokenizer, torch.device(dev), dtype)
+
+
+INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                  "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
+"""The `torch.nn.init` functions layers fill their weights with when made."""
+
+
+@contextmanager
+def _receiving_weights(path: str | None) -> Iterator[None]:
+    """While open_clip makes a model that will receive the weights in the file at `path`: its layers are not first
+    filled with random numbers (open_clip then loads a whole model's checkpoint strictly, so every parameter is
+    overwritten or the load fails), and a checkpoint in torch.save's zip format is memory-mapped, not read into
+    memory before being copied into the model. Together about 3 s less for ViT-B-32 on 2 cores (of 3.3 s).
+    Without a file, or for big_vision's numpy weights (loaded by their own, lenient code), nothing changes."""
+    if path is None or Path(path).suffix in (".npz", ".npy"):
+        yield
+        return
+    import zipfile
+
+    import torch
+    from torch.utils.serialization import config
+
+    kept = {name: getattr(torch.nn.init, name) for name in INIT_FUNCTIONS}
+    mapped = config.load.mmap
+    try:
+        for name in INIT_FUNCTIONS:
+            setattr(torch.nn.init, name, _left_as_is)
+        config.load.mmap = zipfile.is_zipfile(path)  # torch.load refuses to map its older format
+        yield
+    finally:
+        for name, function in kept.items():
+            setattr(torch.nn.init, name, function)
+        config.load.mmap = mapped
+
+
+def _left_as_is(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+    return tensor
 
 
 @dataclass(frozen=True)

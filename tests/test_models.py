@@ -17,7 +17,7 @@ from clipsearch import Library
 from clipsearch.cli import main
 from clipsearch.decode import load
 from clipsearch.encoder import Encoder
-from clipsearch.models import ModelSpec, TINY_WEIGHTS, pretrained_table, register_tiny
+from clipsearch.models import ModelSpec, TINY_WEIGHTS, load_encoder, model_spec, pretrained_table, register_tiny
 
 SAMPLE_PHOTOS = sorted((Path(__file__).parent.parent / "sample_data" / "photos").glob("*.jpg"))
 
@@ -211,3 +211,32 @@ def test_models_marks_cached_weights(isolated):
     out = CliRunner().invoke(main, ["models", "--cached"]).output.splitlines()[:-1]
     assert [line.split() for line in out] == [["*", "clipsearch-tiny", "bundled", "7.6", "MB", "multilingual"],
                                              ["*", "ViT-B-32", "laion2b_s34b_b79k", "7", "B", "(default)"]]
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_checkpoint_loads_the_weights_open_clip_loads(tmp_path, zip_format):
+    """load_encoder makes the model without random initial weights and maps zip checkpoints into memory: the model
+    it gives holds exactly the weights open_clip's own loading gives, for torch.save's zip and older formats."""
+    register_tiny()
+    torch.manual_seed(1)
+    weights = open_clip.create_model("clipsearch-tiny").state_dict()
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(weights, checkpoint, _use_new_zipfile_serialization=zip_format)
+    ours = load_encoder(model_spec("clipsearch-tiny", checkpoint=str(checkpoint)), "cpu").model.state_dict()
+    theirs = open_clip.create_model("clipsearch-tiny", pretrained=str(checkpoint)).state_dict()
+    assert ours.keys() == theirs.keys() == weights.keys()
+    assert all(torch.equal(ours[k], theirs[k]) and torch.equal(ours[k], weights[k]) for k in weights)
+
+
+def test_a_model_made_after_loading_gets_random_initial_weights(tiny):
+    """Skipping the random initial weights lasts while a checkpoint loads, not after (nor torch.load's mapping)."""
+    from torch.utils.serialization import config
+
+    register_tiny()
+    assert not config.load.mmap
+    torch.manual_seed(2)
+    a = open_clip.create_model("clipsearch-tiny").state_dict()
+    torch.manual_seed(3)
+    b = open_clip.create_model("clipsearch-tiny").state_dict()
+    assert not torch.equal(a["visual.proj"], b["visual.proj"])
+    assert float(a["token_embedding.weight"].std()) > 0
