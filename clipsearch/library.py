@@ -799,10 +799,12 @@ class Library:
         leave cores idle while they start and finish, and the export (about 5 s for ViT-B-32) fills them. None where
         the model is not loaded yet (it is exported after the run then), its tower is written already, or it is not
         a CPU model in a process that can fork (see `pipeline.workers_can_encode`)."""
-        from .pipeline import workers_can_encode
-
         encoder = self._encoder
-        if encoder is None or text_model_written(self.path, encoder.spec) or not workers_can_encode(encoder.device):
+        if encoder is None or text_model_written(self.path, encoder.spec):
+            return None
+        from .pipeline import workers_can_encode  # imports torch: only once the model is loaded
+
+        if not workers_can_encode(encoder.device):
             return None
         process = multiprocessing.get_context("fork").Process(target=self._write_text_model_forked, daemon=True)
         process.start()

@@ -177,6 +177,13 @@ def test_new_text_search_and_similar_never_import_torch(indexed, shape_tree):
     assert imported == [] and "red_star.png" not in out
 
 
+def test_an_unchanged_index_run_never_imports_torch(indexed, shape_tree):
+    """Nothing to embed: the run stats the files and loads no model (a new library's tower is exported beside the
+    run only once the model is loaded)."""
+    out, imported = run_child("index", str(shape_tree), "--db", str(indexed))
+    assert out.startswith("added 0,") and imported == []
+
+
 def test_a_missing_or_damaged_tower_falls_back_to_open_clip_and_is_written_again(indexed, tiny):
     folder = text_model_dir(indexed, tiny.spec)
     expected = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "3"]).output
