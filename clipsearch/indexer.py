@@ -19,6 +19,8 @@ import numpy as np
 from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
+from .errors import ModelUnavailable
+from .ranking import are_unit_vectors
 from .results import IndexReport, OfflineRoot, PassedOver, Skip
 from .vectorindex import VectorIndex
 from .video import Sampling, is_video
@@ -270,11 +272,18 @@ class IndexRun:
                                sampling=self.sampling, on_device=on_device)
 
     def _vectors_of(self, batch: "Batch") -> np.ndarray:
+        """The batch's unit vectors; ModelUnavailable, before any is written, where the model gives NaN, infinite
+        or zero vectors (damaged weights: every image would be stored unsearchable)."""
         if batch.vectors is not None:
-            return batch.vectors
-        if batch.pixels is not None:
-            return self.encoder.encode_images(batch.pixels)
-        return np.zeros((0, self.vectors.dim), np.float32)
+            vectors = batch.vectors
+        elif batch.pixels is not None:
+            vectors = self.encoder.encode_images(batch.pixels)
+        else:
+            return np.zeros((0, self.vectors.dim), np.float32)
+        if not are_unit_vectors(vectors, self.vectors.dim):
+            raise ModelUnavailable(f"The model {self.encoder.spec.label} gives no usable vectors for images (NaN, "
+                                   "infinite or zero): its weights may be damaged")
+        return vectors
 
     def _write(self, batch: "Batch", vectors: np.ndarray, todo: Plan, tally: "_Tally") -> None:
         """One catalog transaction, then the index; failures of content are remembered, I/O errors retried.

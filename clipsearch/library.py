@@ -411,7 +411,12 @@ class Library:
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
                            progress, video, Options(reindex=reindex, rehash=rehash, prune=prune), decode_device)
             exporting = self._export_text_model_aside()
-            report = run.run(listing, started)
+            try:
+                report = run.run(listing, started)
+            except BaseException:  # Ctrl-C or a failure: the export beside the run stops with it, leaving nothing
+                if exporting is not None:
+                    self._stop_export(exporting)
+                raise
             if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
                 # every vector was made by this run (a --reindex of every folder, say): record how
                 self.catalog.set_meta("preprocessing", preprocessing_of(self._encoder).to_dict())
@@ -420,8 +425,9 @@ class Library:
             self._rebuild_if_due()
             if exporting is not None:
                 exporting.join()
-            elif self._encoder is not None and not text_model_written(self.path, self._encoder.spec):
-                self._write_text_model()
+            if (exporting is None or exporting.exitcode != 0) and self._encoder is not None \
+                    and not text_model_written(self.path, self._encoder.spec):
+                self._write_text_model()  # also where the export beside the run died (killed for memory, say)
             if gate is not None:
                 report = replace(report, ocr=self._read_text(gate, ocr_progress))
         return report
@@ -811,10 +817,21 @@ class Library:
         return process
 
     def _write_text_model_forked(self) -> None:
+        import signal
+
         import torch
 
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it stops this process
         torch.set_num_threads(1)  # an OpenMP thread team does not survive a fork: it would wait for its lost threads
         self._write_text_model()
+
+    def _stop_export(self, process: "BaseProcess") -> None:
+        """Stop an export started by `_export_text_model_aside` and remove the folder it was writing."""
+        from .textexport import remove_abandoned_staging
+
+        process.terminate()
+        process.join()
+        remove_abandoned_staging(self.path)
 
     def _write_text_model(self) -> None:
         """Export the loaded model's text tower into the library; skipped quietly where it cannot be written."""

@@ -80,8 +80,11 @@ def model_spec(arch: str = DEFAULT_MODEL, pretrained: str | None = None, checkpo
         return ModelSpec(TINY_MODEL, BUNDLED, None, file_sha256(str(TINY_WEIGHTS)))
     if checkpoint:
         path = os.path.abspath(checkpoint)
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise ModelUnavailable(f"Checkpoint file not found: {checkpoint}")
+        if not os.path.isfile(path):
+            raise ModelUnavailable(f"The checkpoint {checkpoint} is not a regular file (a pipe or a device?): "
+                                   "save it to a file first")
         return ModelSpec(arch, None, path, file_sha256(path))
     return ModelSpec(arch, pretrained or DEFAULT_PRETRAINED, None, None)
 
@@ -453,8 +456,10 @@ def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device
                 image_interpolation=cfg.get("interpolation"),
                 image_resize_mode=cfg.get("resize_mode"),
             )
-    except (RuntimeError, OSError, ValueError, KeyError) as e:
-        raise ModelUnavailable(f"Cannot load {spec.label}: {str(e).splitlines()[0][:200]}") from None
+    except ModelUnavailable:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a damaged or foreign weights file makes torch or open_clip raise
+        raise ModelUnavailable(f"Cannot load {spec.label}: {_reason(e)}") from None
     model.eval()
     try:
         tokenizer = open_clip.get_tokenizer(spec.arch, cache_dir=hub_cache_dir())
@@ -466,6 +471,16 @@ def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device
         size = preprocess_cfg["size"]
         preprocess = CenterFirst(preprocess, int(min(size) if isinstance(size, (tuple, list)) else size))
     return Encoder(spec, model, preprocess, tokenizer, torch.device(dev), dtype)
+
+
+def _reason(error: Exception) -> str:
+    """An exception from loading weights as one line of at most 300 characters: its first line, with the next where
+    the first only announces a list ("Error(s) in loading state_dict for CLIP:"); its class where it says nothing."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return f"{type(error).__name__} (the file is empty or not a weights file)"
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",

@@ -75,7 +75,8 @@ def export_text_model(directory: Path, encoder: Encoder) -> Path | None:
     if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
         encoder = load_encoder(encoder.spec, "cpu", "fp32")
     target = text_model_dir(directory, encoder.spec)
-    staging = Path(tempfile.mkdtemp(prefix=".text-model-", dir=directory))
+    remove_abandoned_staging(directory)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=directory))
     try:
         if cleaning is None:
             _hf_tokenizer(encoder.tokenizer).save(str(staging / TOKENIZER_FILE))
@@ -97,6 +98,30 @@ def export_text_model(directory: Path, encoder: Encoder) -> Path | None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+STAGING_PREFIX = ".text-model-"
+"""Folders being written: `.text-model-PID-XXXXXXXX`, PID the writing process's, renamed to `text_model_dir` when
+complete."""
+
+
+def remove_abandoned_staging(directory: Path) -> None:
+    """Remove the staging folders in the library at `directory` whose writing process is gone (an export killed or
+    interrupted midway); those of live processes (a search writing the tower beside an index run) are left."""
+    for folder in Path(directory).glob(STAGING_PREFIX + "*"):
+        pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not (pid.isdigit() and _running(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class _TextTower(torch.nn.Module):

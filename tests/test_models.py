@@ -240,3 +240,72 @@ def test_a_model_made_after_loading_gets_random_initial_weights(tiny):
     b = open_clip.create_model("clipsearch-tiny").state_dict()
     assert not torch.equal(a["visual.proj"], b["visual.proj"])
     assert float(a["token_embedding.weight"].std()) > 0
+
+
+def tiny_weights() -> dict:
+    register_tiny()
+    torch.manual_seed(4)
+    return open_clip.create_model("clipsearch-tiny").state_dict()
+
+
+def damaged_checkpoints(folder: Path) -> dict[str, Path]:
+    """Files a user may pass as --checkpoint that hold no usable tiny-model weights, by kind."""
+    import safetensors.torch
+
+    weights = tiny_weights()
+    files = {"empty.pt": b"", "photo.pt": (Path(__file__).parent.parent / "sample_data" / "photos").glob("*.jpg")}
+    out = {}
+    folder.mkdir(exist_ok=True)
+    (folder / "empty.pt").write_bytes(b"")
+    (folder / "photo.pt").write_bytes(next(files["photo.pt"]).read_bytes()[:50_000])
+    (folder / "empty.safetensors").write_bytes(b"")
+    safetensors.torch.save_file({k: v.contiguous() for k, v in weights.items()}, folder / "whole.safetensors")
+    data = (folder / "whole.safetensors").read_bytes()
+    (folder / "truncated.safetensors").write_bytes(data[:len(data) // 2])
+    (folder / "whole.safetensors").unlink()
+    torch.save([1, 2, 3], folder / "a-list.pt")
+    torch.save({k: v for k, v in weights.items() if k != "visual.proj"}, folder / "missing-key.pt")
+    torch.save({**weights, "visual.proj": torch.zeros(3, 3)}, folder / "wrong-shape.pt")
+    truncated = folder / "truncated.pt"
+    torch.save(weights, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:truncated.stat().st_size // 2])
+    for path in sorted(folder.iterdir()):
+        out[path.name] = path
+    return out
+
+
+def test_every_damaged_checkpoint_is_one_line_naming_the_problem(tmp_path, shape_tree):
+    for name, path in damaged_checkpoints(tmp_path / "checkpoints").items():
+        result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(tmp_path / f"lib-{name}"),
+                                           "--model", "clipsearch-tiny", "--checkpoint", str(path)])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: Cannot load"), (name, lines)
+        assert "Traceback" not in result.output and "Aborted" not in result.output
+    missing = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(tmp_path / "lib-m"), "--model",
+                                        "clipsearch-tiny", "--checkpoint", str(tmp_path / "checkpoints" / "missing-key.pt")])
+    assert "visual.proj" in missing.output
+
+
+def test_a_checkpoint_that_is_not_a_regular_file_says_so(tmp_path, shape_tree):
+    read, write = os.pipe()
+    try:
+        result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(tmp_path / "lib"), "--model",
+                                           "clipsearch-tiny", "--checkpoint", f"/dev/fd/{read}"])
+    finally:
+        os.close(read)
+        os.close(write)
+    assert result.exit_code == 1 and "not a regular file" in result.output
+
+
+def test_weights_that_give_nan_vectors_stop_the_run_before_anything_is_stored(tmp_path, shape_tree):
+    weights = tiny_weights()
+    weights["visual.proj"] = torch.full_like(weights["visual.proj"], float("nan"))
+    checkpoint = tmp_path / "nan.pt"
+    torch.save(weights, checkpoint)
+    library = tmp_path / "lib"
+    result = CliRunner().invoke(main, ["index", str(shape_tree), "--db", str(library), "--model", "clipsearch-tiny",
+                                       "--checkpoint", str(checkpoint)])
+    assert result.exit_code == 1 and "gives no usable vectors for images" in result.output
+    assert "Traceback" not in result.output
+    with Library.open(library) as lib:
+        assert lib.count() == 0

@@ -253,3 +253,57 @@ def test_a_library_that_cannot_be_written_searches_through_open_clip(indexed, ti
     result = CliRunner().invoke(main, ["search", "a red star", "--db", str(indexed), "-n", "1"])
     assert result.exit_code == 0 and "red_star.png" in result.output
     assert not text_model_written(indexed, tiny.spec)
+
+
+# --- the export beside an index run (a forked process on CPU) -----------------------------------------------------
+def staging_folders(library) -> list[str]:
+    return sorted(p.name for p in library.iterdir() if p.name.startswith(".text-model"))
+
+
+def test_an_interrupted_run_stops_the_export_beside_it_and_leaves_no_staging_folder(shape_tree, library_dir, tiny,
+                                                                                   monkeypatch):
+    """Ctrl-C while the tower is being written beside the run: the run's KeyboardInterrupt stops the export, whose
+    half-written folder is removed (the export process ignores Ctrl-C itself, so it prints no traceback)."""
+    import multiprocessing
+
+    import clipsearch.indexer
+    import clipsearch.textexport
+
+    staged, never = multiprocessing.Event(), multiprocessing.Event()
+
+    def stalled_export(directory, encoder):  # runs in the forked process: stages a folder, then stalls
+        (directory / f".text-model-{os.getpid()}-stalled").mkdir()
+        staged.set()
+        never.wait()
+
+    def interrupted_run(self, listing, started):
+        assert staged.wait(60)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clipsearch.textexport, "export_text_model", stalled_export)
+    monkeypatch.setattr(clipsearch.indexer.IndexRun, "run", interrupted_run)
+    with Library.open(library_dir, create=True, encoder=tiny) as lib, pytest.raises(KeyboardInterrupt):
+        lib.index([shape_tree], model=model_spec("clipsearch-tiny"))
+    assert staging_folders(library_dir) == [] and not text_model_written(library_dir, tiny.spec)
+    assert multiprocessing.active_children() == []
+
+
+def test_an_export_that_dies_beside_the_run_is_done_again_in_the_run(shape_tree, library_dir, tiny, monkeypatch):
+    """The export process killed (for memory, say): the run writes the tower itself before it returns."""
+    monkeypatch.setattr(Library, "_write_text_model_forked", lambda self: os._exit(9))
+    with Library.open(library_dir, create=True, encoder=tiny) as lib:
+        report = lib.index([shape_tree], model=model_spec("clipsearch-tiny"))
+    assert report.added == 8 and text_model_written(library_dir, tiny.spec) and staging_folders(library_dir) == []
+
+
+def test_staging_folders_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    from clipsearch.textexport import remove_abandoned_staging
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name in (f".text-model-{dead.stdout.strip()}-abc", f".text-model-{os.getpid()}-def", ".text-model-old1234",
+                 "text-model-0123456789abcdef"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "graph.onnx").write_bytes(b"half")
+    remove_abandoned_staging(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".text-model-{os.getpid()}-def",
+                                                          "text-model-0123456789abcdef"]
