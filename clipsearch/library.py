@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .encoder import Encoder
 
 LOCK_FILE = "lock"
+EXPORT_ASIDE_TIMEOUT_S = 300.0
+"""How long an index run waits, once done, for the text tower's export beside it before doing it itself."""
 SORTS = ("score", "date")
 
 
@@ -424,7 +426,9 @@ class Library:
             self.catalog.set_meta("last_indexed", now_iso())
             self._rebuild_if_due()
             if exporting is not None:
-                exporting.join()
+                exporting.join(EXPORT_ASIDE_TIMEOUT_S)
+                if exporting.exitcode is None:  # stuck (never seen since gc.freeze below): done here instead
+                    self._stop_export(exporting)
             if (exporting is None or exporting.exitcode != 0) and self._encoder is not None \
                     and not text_model_written(self.path, self._encoder.spec):
                 self._write_text_model()  # also where the export beside the run died (killed for memory, say)
@@ -817,10 +821,14 @@ class Library:
         return process
 
     def _write_text_model_forked(self) -> None:
+        import gc
         import signal
 
         import torch
 
+        # What this process inherited is never collected here: freeing a native object of the parent's (an ONNX
+        # Runtime session waiting on threads that were not forked) can wait forever.
+        gc.freeze()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it stops this process
         torch.set_num_threads(1)  # an OpenMP thread team does not survive a fork: it would wait for its lost threads
         self._write_text_model()
