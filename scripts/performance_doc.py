@@ -42,8 +42,6 @@ HEADLINES = (
              "bench_index", ("end_to_end_cold_ips",), ("of the ideal 1/(1/E + 1/D)", ("ratio",))),
     Headline("Search among 1,000,000 images (the index `auto` picks), p50, ms", "bench_search-1m", ("1000000", "p50_ms"),
              ("recall@10 of text-like queries", ("1000000", "text_recall_at_10"))),
-    Headline("Recall@10 of text-like queries among 100,000 images (the index `auto` picks)", "bench_search",
-             ("100000", "text_recall_at_10"), ("of image queries", ("100000", "recall_at_10"))),
     Headline("`clipsearch ingest` of 5,000,000 embeddings into a new library, peak RSS, MB", "bench_ingest",
              ("5000000", "peak_rss_mb"), ("at 1,000,000", ("1000000", "peak_rss_mb"))),
     Headline("A text never searched before, as a fresh `clipsearch search` process", "bench_cold_query",
