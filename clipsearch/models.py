@@ -464,7 +464,7 @@ def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device
     try:
         tokenizer = open_clip.get_tokenizer(spec.arch, cache_dir=hub_cache_dir())
     except (OSError, ValueError, ImportError) as e:  # transformers' own errors for a tokenizer it cannot load
-        raise ModelUnavailable(f"Cannot load the tokenizer of {spec.label}: {str(e).splitlines()[0][:200]}") from None
+        raise ModelUnavailable(f"Cannot load the tokenizer of {spec.label}: {_reason(e)}") from None
     dtype = torch.float16 if precision == "fp16" else torch.float32
     preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
     if preprocess_cfg.get("resize_mode", "shortest") == "shortest":
@@ -474,8 +474,9 @@ def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device
 
 
 def _reason(error: Exception) -> str:
-    """An exception from loading weights as one line of at most 300 characters: its first line, with the next where
-    the first only announces a list ("Error(s) in loading state_dict for CLIP:"); its class where it says nothing."""
+    """An exception from loading weights (or a tokenizer) as one line of at most 300 characters: its first line, the next
+    too where the first only announces a list ("Error(s) in loading state_dict for CLIP:"); its class where it says
+    nothing."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
         return f"{type(error).__name__} (the file is empty or not a weights file)"
