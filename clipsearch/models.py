@@ -474,9 +474,9 @@ def _load_encoder(spec: ModelSpec, path: str | None, cfg: dict[str, Any], device
 
 
 def _reason(error: Exception) -> str:
-    """An exception from loading weights (or a tokenizer) as one line of at most 300 characters: its first line, the next
-    too where the first only announces a list ("Error(s) in loading state_dict for CLIP:"); its class where it says
-    nothing."""
+    """An exception from loading weights (or a tokenizer) as one line of at most 300 characters: its first line,
+    the next too where the first only announces a list ("Error(s) in loading state_dict for CLIP:"); its class
+    where it says nothing."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
         return f"{type(error).__name__} (the file is empty or not a weights file)"
