@@ -15,6 +15,7 @@ control flow fooled) is not written, and queries keep using the model.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -38,6 +39,8 @@ from .textmodel import CLEANING, CONFIG_FILE, GRAPH_FILE, TEXT_MODEL_PREFIX, TOK
 OPSET = 17
 PROBES = ["a photo of a dog", "红色的星星", "une étoile rouge sur fond blanc, près d'un cercle bleu"]
 """Texts the exported tower must encode as the model does (English, Chinese, French with punctuation)."""
+PROTOBUF_LIMIT_BYTES = 2**31 - 2**26
+"""Weights up to this size (2 GB less some room for the graph) fit one ONNX protobuf message, in memory."""
 TOLERANCE = 1e-4
 """The largest difference, per vector component, allowed between the exported tower and the model."""
 
@@ -190,10 +193,14 @@ def _export_graph(tower: torch.nn.Module, path: Path, example: torch.Tensor, dyn
     loads the graph with them off); the extended level's fusions run on any CPU, unlike the layout level's."""
     import onnxruntime
 
-    traced = path.with_name("traced.onnx")
+    # The traced graph stays in memory where protobuf can hold it (2 GB): writing it out and reading it back cost
+    # ViT-B-32's export a second of its six. A larger tower is traced to a file, its weights beside it.
+    in_memory = sum(p.numel() * p.element_size() for p in tower.parameters()) < PROTOBUF_LIMIT_BYTES
+    traced = io.BytesIO() if in_memory else path.with_name("traced.onnx")
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on how it spells indexing
-        torch.onnx.export(tower, (example,), str(traced), input_names=["tokens"], output_names=["features"],
+        torch.onnx.export(tower, (example,), traced if in_memory else str(traced), input_names=["tokens"],
+                          output_names=["features"],
                           dynamic_axes={"tokens": {0: "batch", 1: "length"} if dynamic_length else {0: "batch"},
                                         "features": {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
@@ -202,8 +209,10 @@ def _export_graph(tower: torch.nn.Module, path: Path, example: torch.Tensor, dyn
     options.optimized_model_filepath = str(path)
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", path.name + ".data")
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    onnxruntime.InferenceSession(str(traced), options, providers=["CPUExecutionProvider"])
-    traced.unlink()
+    onnxruntime.InferenceSession(traced.getvalue() if in_memory else str(traced), options,
+                                 providers=["CPUExecutionProvider"])
+    if not in_memory:
+        traced.unlink()
 
 
 def _fast_tokenizer(tokenizer: HFTokenizer):

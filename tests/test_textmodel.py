@@ -16,7 +16,8 @@ from clipsearch import Library, model_spec
 from clipsearch.cli import main
 from clipsearch.models import ModelSpec, load_encoder
 from clipsearch.textexport import export_text_model
-from clipsearch.textmodel import GRAPH_FILE, TEXT_MODEL_PREFIX, TextModel, text_model_dir, text_model_written
+from clipsearch.textmodel import (GRAPH_FILE, TEXT_MODEL_PREFIX, TOKENIZER_FILE, TextModel, text_model_dir,
+                                  text_model_written)
 
 TEXTS = [
     "a red star", "", "   ", "a", "Hello, World! It's I'M 'S 're", "x " * 100, "word" * 60,
@@ -76,6 +77,17 @@ def test_vectors_equal_open_clips(tiny, tiny_tower):
     assert np.abs(tiny_tower.encode(TEXTS) - tiny.encode_texts(TEXTS)).max() < 1e-4
     for text in TEXTS[:5]:  # one at a time, as queries come, cut to their own length
         assert np.abs(tiny_tower.encode([text])[0] - tiny.encode_texts([text])[0]).max() < 1e-4
+
+
+def test_a_tower_too_large_for_one_protobuf_is_traced_through_a_file(tmp_path, tiny, tiny_tower,
+                                                                      monkeypatch):
+    """Towers over 2 GB (ViT-bigG's, say) cannot be traced in memory: the file route gives the same tower."""
+    import clipsearch.textexport
+
+    monkeypatch.setattr(clipsearch.textexport, "PROTOBUF_LIMIT_BYTES", 0)
+    folder = export_text_model(tmp_path, tiny)
+    assert sorted(f.name for f in folder.iterdir()) == [GRAPH_FILE, GRAPH_FILE + ".data", TOKENIZER_FILE]
+    assert np.abs(TextModel.load(tmp_path, tiny.spec).encode(TEXTS) - tiny_tower.encode(TEXTS)).max() < 1e-6
 
 
 NON_ASCII = [
