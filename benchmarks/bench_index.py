@@ -13,13 +13,15 @@ with min and max in the JSON:
   encoder; on CUDA also D with `--gpu-decode` (workers read, hash and parse headers, the main process
   decodes the JPEGs with nvJPEG and turns, crops and resizes them on the GPU);
 - end-to-end images/s of a fresh `clipsearch index` process into a fresh library, as a user runs it:
-  interpreter start, imports, model load (a checkpoint file of the random weights, hashed on load as
-  any checkpoint is), discover, plan, decode, encode, catalog writes, FAISS adds, index save. Cold:
+  interpreter start, imports, model load (by the default model's path: the random weights laid out in a
+  Hugging Face cache as the download leaves them, read offline; with --checkpoint, a checkpoint file,
+  hashed on load as any checkpoint is), discover, plan, decode, encode, catalog writes, FAISS adds,
+  index save. Cold:
   on copies of the photos that no earlier stage read, each evicted from the page cache
   (fsync + posix_fadvise DONTNEED) before the run; warm: the same files again, now cached.
   Peak RSS is that of the process plus its largest worker.
 - start-up: the same fresh `clipsearch index` process on a folder of one photo (interpreter, imports,
-  model load and checkpoint hash, one photo, catalog, the library's exported text tower); the cold
+  model load, one photo, catalog, the library's exported text tower); the cold
   run's rate with that time taken out (`after_startup_ips`, `ratio_after_startup`) shows how much of
   the gap to the ideal is the fixed cost of starting, and how much the pipeline.
 
@@ -69,7 +71,8 @@ from PIL import Image, ImageDraw
 from clipsearch import Library
 from clipsearch.discover import list_images
 from clipsearch.library import DEFAULT_BATCH
-from clipsearch.models import ModelSpec, load_encoder, model_spec
+from clipsearch.models import (DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec, load_encoder, model_spec,
+                               pretrained_table, text_side)
 from clipsearch.pipeline import (WORKER_BATCH, OnDevice, decoded_batches, default_workers, jpeg_bytes,
                                  shm_bytes_per_worker, shm_free, workers_for_shm)
 from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
@@ -283,8 +286,10 @@ def cli_reindex_s(tree: Path, library: Path) -> float:
 # --- main ------------------------------------------------------------------------------
 def model_choice(args: argparse.Namespace) -> tuple[ModelSpec, list[str]]:
     """The spec to measure and the `clipsearch index` options that load it. Without --pretrained or --checkpoint:
-    random weights, saved once as a checkpoint file so that the CLI can load them offline."""
-    device = ["--device", args.device]
+    random weights (saved once), laid out in a Hugging Face cache of their own (HF_HUB_CACHE, offline) as the
+    download of the model's pretrained weights leaves them, so that `clipsearch index` loads them by the default
+    model's path, without options for ViT-B-32; as a checkpoint file where the model has no weights on the hub."""
+    device = [] if args.device == "auto" else ["--device", args.device]
     if args.pretrained or args.checkpoint:
         spec = model_spec(args.model, args.pretrained, args.checkpoint)
         source = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--pretrained", args.pretrained]
@@ -297,8 +302,22 @@ def model_choice(args: argparse.Namespace) -> tuple[ModelSpec, list[str]]:
         args.cache_dir.mkdir(parents=True, exist_ok=True)
         torch.save(open_clip.create_model(args.model).state_dict(), weights.with_suffix(".tmp"))
         weights.with_suffix(".tmp").rename(weights)
-    options = ["--model", args.model, "--checkpoint", str(weights), *device]
-    return model_spec(args.model, checkpoint=str(weights)), options
+    hub = pretrained_table().get((args.model, DEFAULT_PRETRAINED)) or text_side(args.model)
+    if hub is None or hub.hf_repo is None:
+        return model_spec(args.model, checkpoint=str(weights)), ["--model", args.model, "--checkpoint", str(weights),
+                                                                 *device]
+    os.environ["HF_HUB_CACHE"] = str(args.cache_dir / "hub")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    repo = args.cache_dir / "hub" / f"models--{hub.hf_repo.replace('/', '--')}"
+    laid_out = repo / "snapshots" / "random" / hub.files[-1]
+    if not laid_out.exists():
+        laid_out.parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text("random")
+        os.link(weights, laid_out)
+    default = (args.model, hub.tag) == (DEFAULT_MODEL, DEFAULT_PRETRAINED)
+    return model_spec(args.model, hub.tag), [*([] if default else ["--model", args.model, "--pretrained", hub.tag]),
+                                             *device]
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
 from .errors import ModelUnavailable
+from .headstart import DecodedPhoto, load_decoding_ahead
 from .ranking import are_unit_vectors
 from .results import IndexReport, OfflineRoot, PassedOver, Skip
 from .vectorindex import VectorIndex
@@ -207,6 +208,11 @@ class IndexRun:
     sampling: Sampling = field(default_factory=Sampling)
     options: Options = Options()
     decode_device: str | None = None
+    input_side: int | None = None
+    """The model's input side where known before it loads (models.input_side): photos are decoded ahead
+    meanwhile."""
+    ahead: Mapping[str, DecodedPhoto] = field(default_factory=dict)
+    """Photos decoded while the model loaded before the run (headstart.py), by path."""
     encoder: "Encoder | None" = field(default=None, init=False)
 
     def run(self, listing: Listing, started: float) -> IndexReport:
@@ -234,15 +240,16 @@ class IndexRun:
             return iter(())
         from .pipeline import default_workers, workers_can_encode
 
-        self.encoder = self.load_encoder()
+        photos = [e for e in entries if not is_video(e.path)]
+        videos = [e for e in entries if is_video(e.path)]
+        self.encoder, ahead = load_decoding_ahead(self.load_encoder, photos, self.input_side)
+        self.ahead = self.ahead or ahead
         if self.progress:
             self.progress(0, len(entries))  # the count to come, before the first batch is decoded
         device = self.encoder.device
         in_workers = workers_can_encode(device) and self.decode_device is None
         workers = default_workers(gpu=device.type == "cuda") if self.workers is None else self.workers
         batch_size = self.batch_size or self.encoder.default_batch_size
-        photos = [e for e in entries if not is_video(e.path)]
-        videos = [e for e in entries if is_video(e.path)]
         return itertools.chain.from_iterable(
             self._decoded(files, size, workers, in_workers, jpegs)
             for files, size, jpegs in ((photos, batch_size, True),
@@ -262,14 +269,14 @@ class IndexRun:
             return decoded_batches(entries, self.encoder.preprocess, self.encoder.image_size, batch_size, workers,
                                    pin_memory=device.type == "cuda",
                                    encode=self.encoder.encode_images if in_workers else None,
-                                   sampling=self.sampling)
+                                   sampling=self.sampling, ahead=self.ahead)
         on_device = OnDevice(torch.device(self.decode_device), self.encoder.tensor_pixels) \
             if self.decode_device is not None and jpegs else None
         per_worker = shm_bytes_per_worker(self.encoder.image_size, file_bytes=jpeg_bytes(entries) if on_device else 0)
         workers = workers_for_shm(workers, per_worker, shm_free())
         return decoded_batches(entries, self.encoder.pixels, self.encoder.image_size, batch_size, workers,
                                pin_memory=device.type == "cuda", worker_batch=WORKER_BATCH,
-                               sampling=self.sampling, on_device=on_device)
+                               sampling=self.sampling, on_device=on_device, ahead=self.ahead)
 
     def _vectors_of(self, batch: "Batch") -> np.ndarray:
         """The batch's unit vectors; ModelUnavailable, before any is written, where the model gives NaN, infinite

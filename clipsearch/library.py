@@ -16,7 +16,8 @@ from .discover import list_images
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
                      LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, count_passing, facets, image_date, newest_ids
-from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, load_encoder,
+from .headstart import DecodedPhoto, load_decoding_ahead
+from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, input_side, load_encoder,
                      model_spec, open_clip_version, preprocessing_of)
 from .paths import check_text, readable
 from .ranking import are_unit_vectors, combine, exhausted, split_weight, top_k, unit
@@ -394,8 +395,11 @@ class Library:
                 self._encoder = load_encoder(wanted, device)
             return self._encoder
 
+        ahead: dict[str, DecodedPhoto] = {}
         if new_model or recorded is None:
-            encoder()  # a new library needs the embedding size; a missing model fails before anything is written
+            # a new library needs the embedding size; a missing model fails before anything is written
+            _, ahead = load_decoding_ahead(encoder, [e for e in listing.files if not is_video(e.path)],
+                                           input_side(wanted))
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
         gate = self.ocr_gate if ocr is None else None if ocr == "off" else checked_gate(ocr)
@@ -411,7 +415,8 @@ class Library:
             # waits until the run's writes are committed. Searches meanwhile read the previous file.
             vectors = self.vectors
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
-                           progress, video, Options(reindex=reindex, rehash=rehash, prune=prune), decode_device)
+                           progress, video, Options(reindex=reindex, rehash=rehash, prune=prune), decode_device,
+                           input_side(wanted), ahead)
             exporting = self._export_text_model_aside()
             try:
                 report = run.run(listing, started)

@@ -556,14 +556,31 @@ def open_clip_version() -> str:
     """The installed open_clip_torch version, read without importing open_clip (or torch): from the package's
     `version.py`, found on the import path (importlib.metadata, whose import and search of every installed
     package cost a tenth of a repeated text query, answers only where that file cannot be read)."""
-    spec = importlib.util.find_spec("open_clip")
     try:
-        source = (Path(spec.submodule_search_locations[0]) / "version.py").read_text(encoding="utf-8")
+        source = (_open_clip_folder() / "version.py").read_text(encoding="utf-8")
         return OPEN_CLIP_VERSION.search(source).group(1)
     except (AttributeError, TypeError, IndexError, OSError, UnicodeDecodeError):
         from importlib.metadata import version
 
         return version("open_clip_torch")
+
+
+def _open_clip_folder() -> Path:
+    """The installed open_clip package's folder, found without importing it. Raises TypeError, AttributeError or
+    IndexError where the import system does not say."""
+    return Path(importlib.util.find_spec("open_clip").submodule_search_locations[0])
+
+
+def input_side(spec: ModelSpec) -> int | None:
+    """The side, in pixels, of the images `spec`'s model takes (the shorter where not square), read from its
+    architecture's config without importing open_clip or torch; None where that cannot be read (a model whose
+    config comes from the Hugging Face hub, say). The loaded model's `Encoder.image_size` is the authority."""
+    try:
+        config = TINY_CONFIG if spec.arch == TINY_MODEL else _open_clip_folder() / "model_configs" / f"{spec.arch}.json"
+        size = json.loads(config.read_text(encoding="utf-8"))["vision_cfg"]["image_size"]
+        return int(min(size) if isinstance(size, list) else size)
+    except (AttributeError, TypeError, IndexError, KeyError, ValueError, OSError):
+        return None
 
 
 def preprocessing_of(encoder: "Encoder") -> Preprocessing:

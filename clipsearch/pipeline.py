@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from .decode import ImageMeta, content_hash, decode, plain_jpeg
 from .devicejpeg import Jpeg, decode_jpegs, thumbnail
 from .discover import FileEntry, read_entry
 from .errors import BadImage
+from .headstart import DecodedPhoto, decode_photo
 from .perceptual import fingerprint
 from .video import Sampling, file_hash, is_video, sample
 
@@ -79,26 +80,30 @@ class Batch:
 
 class _Files(Dataset):
     def __init__(self, entries: Sequence[FileEntry], preprocess: Callable[[Image.Image], torch.Tensor],
-                 min_side: int | None, sampling: Sampling, keep_jpegs: bool):
+                 min_side: int | None, sampling: Sampling, keep_jpegs: bool, ahead: Mapping[str, DecodedPhoto]):
         self.entries = entries
         self.preprocess = preprocess
         self.min_side = min_side
         self.sampling = sampling
         self.keep_jpegs = keep_jpegs
+        self.ahead = ahead
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> tuple[Decoded, torch.Tensor | None]:
-        return load_entry(self.entries[i], self.preprocess, self.min_side, self.sampling, self.keep_jpegs)
+        entry = self.entries[i]
+        return load_entry(entry, self.preprocess, self.min_side, self.sampling, self.keep_jpegs,
+                          self.ahead.get(entry.path))
 
 
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
                min_side: int | None, sampling: Sampling = Sampling(),
-               keep_jpegs: bool = False) -> tuple[Decoded, torch.Tensor | None]:
+               keep_jpegs: bool = False, ahead: DecodedPhoto | None = None) -> tuple[Decoded, torch.Tensor | None]:
     """Read, hash, decode, perceptually hash and preprocess one file (a video: its sampled frames, stacked,
     and their fingerprints, concatenated); the reason instead when it cannot be used. With `keep_jpegs`, a plain
-    JPEG (`decode.plain_jpeg`) is only hashed and its header read: its bytes come back in `Decoded.jpeg`.
+    JPEG (`decode.plain_jpeg`) is only hashed and its header read: its bytes come back in `Decoded.jpeg`. With
+    `ahead`, the photo as a head start decoded it (headstart.py): only preprocessed here.
 
     Never raises for a file's sake: whatever reading, decoding or preprocessing one file raises
     becomes its reason, so one file never stops a batch, a run or a Ray shard.
@@ -106,14 +111,16 @@ def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tenso
     try:
         if is_video(entry.path):
             return _load_video(entry, preprocess, min_side, sampling)
-        entry, data = read_entry(entry)
-        plain = plain_jpeg(data) if keep_jpegs else None
-        if plain is not None:
-            meta, orientation = plain
-            jpeg = Jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation)
-            return Decoded(entry, content_hash(data), meta, jpeg=jpeg), None
-        image, meta = decode(data, min_side, entry.path)
-        return Decoded(entry, content_hash(data), meta, fingerprint(image)), preprocess(image)
+        photo = ahead
+        if photo is None:
+            entry, data = read_entry(entry)
+            plain = plain_jpeg(data) if keep_jpegs else None
+            if plain is not None:
+                meta, orientation = plain
+                jpeg = Jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation)
+                return Decoded(entry, content_hash(data), meta, jpeg=jpeg), None
+            photo = decode_photo(entry, data, min_side)
+        return Decoded(photo.entry, photo.hash, photo.meta, photo.phash), preprocess(photo.image)
     except Exception as e:  # noqa: BLE001 - the per-file boundary: any failure is this file's
         return _failed(entry, e), None
 
@@ -232,6 +239,7 @@ def decoded_batches(
     worker_batch: int | None = None,
     sampling: Sampling = Sampling(),
     on_device: OnDevice | None = None,
+    ahead: Mapping[str, DecodedPhoto] | None = None,
 ) -> Iterator[Batch]:
     """Batches in input order; small jobs decode in-process, where starting workers costs more.
 
@@ -239,12 +247,13 @@ def decoded_batches(
     decoded and arrives with vectors instead of pixels. With a smaller `worker_batch`, workers
     decode batches of that many files, joined here into batches of at least `batch_size` images
     (in pinned memory with `pin_memory`). With `on_device`, plain JPEGs are decoded here on its
-    device, and every batch's pixels arrive on that device.
+    device, and every batch's pixels arrive on that device. `ahead`: photos a head start decoded, by path
+    (see `load_entry`).
     """
     step = min(worker_batch or batch_size, batch_size)
     workers = workers if len(entries) > step else 0
     loader = DataLoader(
-        _Files(entries, preprocess, min_side, sampling, keep_jpegs=on_device is not None),
+        _Files(entries, preprocess, min_side, sampling, keep_jpegs=on_device is not None, ahead=ahead or {}),
         batch_size=step,
         num_workers=workers,
         collate_fn=partial(_collate, encode=encode),

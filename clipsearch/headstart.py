@@ -1,0 +1,121 @@
+"""Decoding a run's first photos while its model loads.
+
+A fresh `clipsearch index` spends its first seconds importing torch, torchvision and open_clip and building the
+model: about 6 s of one core for ViT-B-32, with the other cores idle, before the decode workers start. A process
+forked before those imports (a small one then) decodes the run's first photos meanwhile, in the order the workers
+take them, up to the model's preprocessing: read, hash, decode, fingerprint (`decode_photo`, the decode stage's own
+code for a photo). The workers then only preprocess and encode those photos (pipeline.load_entry); a photo the
+head start could not decode is decoded there again, and fails there with its reason.
+
+Nothing here imports torch: that is what the head start runs beside.
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import signal
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from PIL import Image
+
+from .decode import ImageMeta, content_hash, decode
+from .discover import FileEntry, read_entry
+from .perceptual import fingerprint
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
+
+AHEAD_BYTES = 256 * 2**20
+"""The most decoded pixels a head start holds (about 450 draft-decoded 12 MP JPEGs for a 224-pixel model)."""
+HAND_OVER_TIMEOUT_S = 10.0
+"""How long the run waits for the head start to hand over its photos once told to stop (it finishes the photo
+it is decoding first); past that it is stopped and the workers decode everything."""
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """A photo through the decode stage, before the model's preprocessing."""
+
+    entry: FileEntry
+    """The file as it was read (it may have changed since it was listed)."""
+    hash: str
+    meta: ImageMeta
+    phash: bytes
+    image: Image.Image
+    """RGB in sRGB, upright; JPEGs draft-decoded no smaller than the model's input side."""
+
+
+def decode_photo(entry: FileEntry, data: bytes, min_side: int | None) -> DecodedPhoto:
+    """The decode stage for a photo read as `entry` with content `data`. Raises BadImage (see decode.decode)."""
+    image, meta = decode(data, min_side, entry.path)
+    return DecodedPhoto(entry, content_hash(data), meta, fingerprint(image), image)
+
+
+class HeadStart:
+    """A forked process decoding `photos` in order, no smaller than `min_side`, until told to stop or done (every
+    photo decoded, or `AHEAD_BYTES` of them held)."""
+
+    def __init__(self, photos: Sequence[FileEntry], min_side: int):
+        self.min_side = min_side
+        self._conn, child = multiprocessing.get_context("fork").Pipe()
+        self.process = multiprocessing.get_context("fork").Process(target=_decode_until_stopped,
+                                                                   args=(child, photos, min_side), daemon=True)
+        self.process.start()
+        child.close()
+
+    def finish(self, min_side: int) -> dict[str, DecodedPhoto]:
+        """Stop, and the photos decoded so far, by path: none where the model's input side turned out to be
+        another than `min_side` (the JPEGs' draft scale depends on it), or where the process failed."""
+        try:
+            self._conn.send(None)
+        except OSError:  # it has handed everything over and ended
+            pass
+        try:
+            photos = self._conn.recv() if self._conn.poll(HAND_OVER_TIMEOUT_S) else []
+        except (OSError, EOFError):  # it died (killed for memory, say): the workers decode everything
+            photos = []
+        self.stop()
+        return {p.entry.path: p for p in photos} if min_side == self.min_side else {}
+
+    def stop(self) -> None:
+        """Stop without handing anything over (the run failed or was interrupted)."""
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+        self._conn.close()
+
+
+def load_decoding_ahead(load: Callable[[], "Encoder"], photos: Sequence[FileEntry],
+                        min_side: int | None) -> tuple["Encoder", dict[str, DecodedPhoto]]:
+    """`load()`, with a `HeadStart` decoding `photos` meanwhile where that pays: when torch is not imported yet
+    (a fresh process: the load takes seconds), there are photos and the model's input side is known before it
+    loads (`min_side`, see models.input_side). Returns the encoder and the photos decoded ahead, by path."""
+    if not photos or min_side is None or "torch" in sys.modules:
+        return load(), {}
+    ahead = HeadStart(photos, min_side)
+    try:
+        encoder = load()
+    except BaseException:
+        ahead.stop()
+        raise
+    return encoder, ahead.finish(encoder.image_size)
+
+
+def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_side: int) -> None:
+    gc.freeze()  # what this process inherited is never collected here (see Library._write_text_model_forked)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it stops this process
+    done: list[DecodedPhoto] = []
+    held = 0
+    for entry in photos:
+        if conn.poll() or held >= AHEAD_BYTES:
+            break
+        try:
+            photo = decode_photo(*read_entry(entry), min_side)
+        except Exception:  # noqa: BLE001 - left to the decode stage, which gives the reason
+            continue
+        done.append(photo)
+        held += len(photo.image.getbands()) * photo.image.width * photo.image.height
+    conn.send(done)
