@@ -92,8 +92,9 @@ def load_decoding_ahead(load: Callable[[], "Encoder"], photos: Sequence[FileEntr
                         min_side: int | None) -> tuple["Encoder", dict[str, DecodedPhoto]]:
     """`load()`, with a `HeadStart` decoding `photos` meanwhile where that pays: when torch is not imported yet
     (a fresh process: the load takes seconds), there are photos and the model's input side is known before it
-    loads (`min_side`, see models.input_side). Returns the encoder and the photos decoded ahead, by path."""
-    if not photos or min_side is None or "torch" in sys.modules:
+    loads (`min_side`, see models.input_side); on Linux, where forking a process that has not started threads of
+    its own is safe. Returns the encoder and the photos decoded ahead, by path."""
+    if not photos or min_side is None or "torch" in sys.modules or sys.platform != "linux":
         return load(), {}
     ahead = HeadStart(photos, min_side)
     try:
