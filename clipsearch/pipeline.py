@@ -254,7 +254,7 @@ def decoded_batches(
     workers = workers if len(entries) > step else 0
     loader = DataLoader(
         _Files(entries, preprocess, min_side, sampling, keep_jpegs=on_device is not None, ahead=ahead or {}),
-        batch_size=step,
+        batch_sampler=even_tail(len(entries), step, workers),
         num_workers=workers,
         collate_fn=partial(_collate, encode=encode),
         prefetch_factor=PREFETCH if workers else None,
@@ -265,6 +265,20 @@ def decoded_batches(
     if on_device is not None:
         batches = (decoded_on(batch, on_device, preprocess, min_side) for batch in loader)
     yield from (batches if step == batch_size else joined(batches, batch_size, pin_memory))
+
+
+def even_tail(n: int, size: int, workers: int) -> list[list[int]]:
+    """The indices 0..n-1 in batches of `size`, in order, the last round of batches evened out.
+
+    The DataLoader hands batches to its workers in turn, a round of one batch each. Where the last round is short
+    (fewer items than `workers` full batches), whoever got a full batch works on alone while the others idle;
+    evened out, the workers finish together: 500 photos in batches of 32 on 2 workers end in two batches of 26,
+    not 32 and 20."""
+    rounds = n // (size * workers) * size * workers if workers > 1 else n
+    batches = [list(range(start, min(start + size, rounds))) for start in range(0, rounds, size)]
+    rest = n - rounds
+    cuts = [rounds + round(rest * k / min(workers, rest)) for k in range(min(workers, rest) + 1)] if rest else []
+    return batches + [list(range(a, b)) for a, b in zip(cuts, cuts[1:])]
 
 
 def decoded_on(batch: Batch, on: OnDevice, preprocess: Callable[[Image.Image], torch.Tensor],

@@ -21,7 +21,7 @@ from clipsearch.decode import decode, model_view
 from clipsearch.discover import FileEntry, image_extensions
 from clipsearch.errors import BadImage
 from clipsearch.filters import Filters
-from clipsearch.pipeline import load_entry
+from clipsearch.pipeline import even_tail, load_entry
 from clipsearch.thumbnails import thumbnail
 
 from conftest import SHAPE_TREE, draw_shape
@@ -481,3 +481,19 @@ def test_pixel_bombs_are_still_refused(shape):
     with pytest.raises(BadImage, match="too many pixels|aspect ratio"):
         decode(bomb)
     assert np.asarray(decode(jpeg_bytes(Image.new("RGB", (8, 8))))[0]).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("n, size, workers", [(500, 32, 2), (64, 32, 2), (65, 32, 2), (33, 32, 2), (100, 32, 3),
+                                              (70, 32, 16), (1, 32, 2), (0, 32, 2), (1000, 32, 1), (7, 1, 2)])
+def test_the_workers_last_round_of_batches_is_evened_out(n, size, workers):
+    """Each file once, in order; batches full but for the last round (one batch per worker, handed out in turn),
+    whose batches differ by one file at most: no worker encodes a full batch while the others idle."""
+    batches = even_tail(n, size, workers)
+    assert [i for batch in batches for i in batch] == list(range(n)) and all(batches)
+    full_rounds = n // (size * workers) if workers > 1 else n // size
+    last = len(batches) - full_rounds * max(workers, 1)
+    assert all(len(b) == size for b in batches[:len(batches) - last])
+    tail = [len(b) for b in batches[len(batches) - last:]]
+    assert not tail or max(tail) - min(tail) <= 1
+    if (n, size, workers) == (500, 32, 2):
+        assert tail == [26, 26]
