@@ -34,7 +34,7 @@ import numpy as np
 from clipsearch import Library
 from clipsearch.distributed import embed
 from clipsearch.models import TINY_MODEL, ModelSpec, load_encoder, model_spec
-from clipsearch.pipeline import usable_cores
+from clipsearch.batching import usable_cores
 from clipsearch.shapes import generate
 from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 

@@ -41,8 +41,9 @@ from bench_index import PHOTO_SIZE, ensure_images, gpu_decode_ips  # noqa: E402 
 from clipsearch import Library  # noqa: E402
 from clipsearch.discover import list_images  # noqa: E402
 from clipsearch.models import ModelSpec, load_encoder  # noqa: E402
-from clipsearch.pipeline import (WORKER_BATCH, decoded_batches, default_workers, shm_bytes_per_worker,  # noqa: E402
-                                 shm_free, workers_for_shm)
+from clipsearch.batching import default_workers  # noqa: E402
+from clipsearch.pipeline import (WORKER_BATCH, decoded_batches, shm_bytes_per_worker, shm_free,  # noqa: E402
+                                 workers_for_shm)
 from clipsearch.textexport import export_text_model  # noqa: E402
 from clipsearch.textmodel import text_model_dir  # noqa: E402
 from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)

@@ -75,8 +75,9 @@ from clipsearch.discover import list_images
 from clipsearch.library import DEFAULT_BATCH
 from clipsearch.models import (DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec, load_encoder, model_spec,
                                pretrained_table, text_side)
-from clipsearch.pipeline import (WORKER_BATCH, OnDevice, decoded_batches, default_workers, jpeg_bytes,
-                                 shm_bytes_per_worker, shm_free, workers_for_shm)
+from clipsearch.batching import default_workers
+from clipsearch.pipeline import (WORKER_BATCH, OnDevice, decoded_batches, jpeg_bytes, shm_bytes_per_worker, shm_free,
+                                 workers_for_shm)
 from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 
 ROOT = Path(__file__).resolve().parent.parent

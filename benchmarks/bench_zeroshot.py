@@ -29,7 +29,8 @@ import numpy as np
 
 from clipsearch.discover import list_images
 from clipsearch.models import load_encoder, model_spec
-from clipsearch.pipeline import decoded_batches, default_workers
+from clipsearch.batching import default_workers
+from clipsearch.pipeline import decoded_batches
 from clipsearch.tagging import SINGLE_TEMPLATE, TEMPLATES, label_vectors
 from record import add_save_option, emit  # noqa: E402  (benchmarks/record.py)
 

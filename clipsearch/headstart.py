@@ -2,9 +2,9 @@
 
 A fresh `clipsearch index` spends its first seconds importing torch, torchvision and open_clip and building the
 model: about 6 s of one core for ViT-B-32, with the other cores idle, before the decode workers start. A process
-forked before those imports (a small one then) decodes the run's first photos meanwhile, in the order the workers
-take them, up to the model's preprocessing: read, hash, decode, fingerprint (`decode_photo`, the decode stage's own
-code for a photo). The workers then only preprocess and encode those photos (pipeline.load_entry); a photo the
+forked before those imports (a small one then) decodes the run's first photos meanwhile, in turn for the
+workers that will take them (batching.in_turn), up to the model's preprocessing: read, hash, decode, fingerprint
+(`decode_photo`, the decode stage's own code for a photo). The workers then only preprocess and encode those photos (pipeline.load_entry); a photo the
 head start could not decode is decoded there again, and fails there with its reason.
 
 Nothing here imports torch: that is what the head start runs beside.
@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from PIL import Image
 
+from .batching import default_workers, in_turn
 from .decode import ImageMeta, content_hash, decode
 from .discover import FileEntry, read_entry
+from .models import DEFAULT_BATCH
 from .perceptual import fingerprint
 
 if TYPE_CHECKING:
@@ -88,15 +90,23 @@ class HeadStart:
         self._conn.close()
 
 
-def load_decoding_ahead(load: Callable[[], "Encoder"], photos: Sequence[FileEntry],
-                        min_side: int | None) -> tuple["Encoder", dict[str, DecodedPhoto]]:
+def load_decoding_ahead(load: Callable[[], "Encoder"], photos: Sequence[FileEntry], min_side: int | None,
+                        batch_size: int | None = None, workers: int | None = None
+                        ) -> tuple["Encoder", dict[str, DecodedPhoto]]:
     """`load()`, with a `HeadStart` decoding `photos` meanwhile where that pays: when torch is not imported yet
     (a fresh process: the load takes seconds), there are photos and the model's input side is known before it
     loads (`min_side`, see models.input_side); on Linux, where forking a process that has not started threads of
-    its own is safe. Returns the encoder and the photos decoded ahead, by path."""
-    if not photos or min_side is None or "torch" in sys.modules or sys.platform != "linux":
+    its own is safe. The photos are decoded in turn for the workers that will take them in batches (see
+    batching.in_turn; `batch_size` and `workers` as the run has them, None for the defaults on CPU, where the head
+    start pays). Returns the encoder and the photos decoded ahead, by path."""
+    if (not photos or min_side is None or "torch" in sys.modules or sys.platform != "linux"
+            or multiprocessing.current_process().daemon):  # a daemonic process may not start processes
         return load(), {}
-    ahead = HeadStart(photos, min_side)
+    order = in_turn(len(photos), batch_size or DEFAULT_BATCH["cpu"], default_workers() if workers is None else workers)
+    try:
+        ahead = HeadStart([photos[i] for i in order], min_side)
+    except OSError:  # no process to spare (a limit on processes or memory): the workers decode everything
+        return load(), {}
     try:
         encoder = load()
     except BaseException:

@@ -19,6 +19,7 @@ import numpy as np
 from .catalog import Catalog, FileState, NewImage
 from .decode import content_hash
 from .discover import FileEntry, Listing, read_entry
+from .batching import default_workers
 from .errors import ModelUnavailable
 from .headstart import DecodedPhoto, load_decoding_ahead
 from .ranking import are_unit_vectors
@@ -238,11 +239,12 @@ class IndexRun:
         """Photos, then videos in batches of about as many frames as a batch holds photos."""
         if not entries:
             return iter(())
-        from .pipeline import default_workers, workers_can_encode
+        from .pipeline import workers_can_encode
 
         photos = [e for e in entries if not is_video(e.path)]
         videos = [e for e in entries if is_video(e.path)]
-        self.encoder, ahead = load_decoding_ahead(self.load_encoder, photos, self.input_side)
+        self.encoder, ahead = load_decoding_ahead(self.load_encoder, photos, self.input_side, self.batch_size,
+                                                  self.workers)
         self.ahead = self.ahead or ahead
         if self.progress:
             self.progress(0, len(entries))  # the count to come, before the first batch is decoded

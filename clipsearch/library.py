@@ -399,7 +399,7 @@ class Library:
         if new_model or recorded is None:
             # a new library needs the embedding size; a missing model fails before anything is written
             _, ahead = load_decoding_ahead(encoder, [e for e in listing.files if not is_video(e.path)],
-                                           input_side(wanted))
+                                           input_side(wanted), batch_size, workers)
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
         gate = self.ocr_gate if ocr is None else None if ocr == "off" else checked_gate(ocr)

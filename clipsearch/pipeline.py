@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from .decode import ImageMeta, content_hash, decode, plain_jpeg
 from .devicejpeg import Jpeg, decode_jpegs, thumbnail
 from .discover import FileEntry, read_entry
+from .batching import even_tail
 from .errors import BadImage
 from .headstart import DecodedPhoto, decode_photo
 from .perceptual import fingerprint
@@ -162,24 +163,12 @@ def _collate(items: list[tuple[Decoded, torch.Tensor | None]], encode: Encode | 
     return Batch(decoded, None, encode(pixels)) if encode else Batch(decoded, pixels)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (fewer than the machine's under a CPU affinity mask)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-CPU_WORKER_CAP = 16
-"""Beyond this, decode workers encoding on CPU gain little (memory bandwidth) and each holds a batch."""
 WORKER_BATCH = 32
 """Images per worker batch when pixels travel to the main process (joined there into encoder batches)."""
 PREFETCH = 2
 """Batches each worker may hold ready: what bounds memory, shared memory included."""
 SHM_SHARE = 0.5
 """The share of /dev/shm (free at start) that worker batches in flight may use."""
-
-
-def default_workers(gpu: bool = False) -> int:
-    """One decode worker per usable core; at most `CPU_WORKER_CAP` where the workers also encode on CPU."""
-    return usable_cores() if gpu else max(1, min(usable_cores(), CPU_WORKER_CAP))
 
 
 def shm_bytes_per_worker(image_size: int, worker_batch: int = WORKER_BATCH, file_bytes: float = 0) -> int:
@@ -265,20 +254,6 @@ def decoded_batches(
     if on_device is not None:
         batches = (decoded_on(batch, on_device, preprocess, min_side) for batch in loader)
     yield from (batches if step == batch_size else joined(batches, batch_size, pin_memory))
-
-
-def even_tail(n: int, size: int, workers: int) -> list[list[int]]:
-    """The indices 0..n-1 in batches of `size`, in order, the last round of batches evened out.
-
-    The DataLoader hands batches to its workers in turn, a round of one batch each. Where the last round is short
-    (fewer items than `workers` full batches), whoever got a full batch works on alone while the others idle;
-    evened out, the workers finish together: 500 photos in batches of 32 on 2 workers end in two batches of 26,
-    not 32 and 20."""
-    rounds = n // (size * workers) * size * workers if workers > 1 else n
-    batches = [list(range(start, min(start + size, rounds))) for start in range(0, rounds, size)]
-    rest = n - rounds
-    cuts = [rounds + round(rest * k / min(workers, rest)) for k in range(min(workers, rest) + 1)] if rest else []
-    return batches + [list(range(a, b)) for a, b in zip(cuts, cuts[1:])]
 
 
 def decoded_on(batch: Batch, on: OnDevice, preprocess: Callable[[Image.Image], torch.Tensor],

@@ -21,7 +21,8 @@ from clipsearch.decode import decode, model_view
 from clipsearch.discover import FileEntry, image_extensions
 from clipsearch.errors import BadImage
 from clipsearch.filters import Filters
-from clipsearch.pipeline import even_tail, load_entry
+from clipsearch.batching import even_tail, in_turn
+from clipsearch.pipeline import load_entry
 from clipsearch.thumbnails import thumbnail
 
 from conftest import SHAPE_TREE, draw_shape
@@ -497,3 +498,16 @@ def test_the_workers_last_round_of_batches_is_evened_out(n, size, workers):
     assert not tail or max(tail) - min(tail) <= 1
     if (n, size, workers) == (500, 32, 2):
         assert tail == [26, 26]
+
+
+@pytest.mark.parametrize("n, size, workers", [(500, 32, 2), (100, 32, 3), (70, 32, 16), (7, 2, 3), (5, 32, 1),
+                                              (0, 32, 2)])
+def test_photos_decoded_ahead_in_turn_fall_evenly_on_the_workers(n, size, workers):
+    """Wherever a head start stops in this order, each worker is spared the same work (give or take one photo)."""
+    order = in_turn(n, size, workers)
+    assert sorted(order) == list(range(n))
+    worker_of = {i: b % max(workers, 1) for b, batch in enumerate(even_tail(n, size, workers)) for i in batch}
+    counts = [0] * max(workers, 1)
+    for i in order:
+        counts[worker_of[i]] += 1
+        assert max(counts) - min(counts) <= 1

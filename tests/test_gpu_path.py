@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import clipsearch.batching as batching
 import clipsearch.pipeline as pipeline
 from clipsearch import Library, model_spec
 from clipsearch.decode import ImageMeta
@@ -58,11 +59,11 @@ def test_worker_batches_are_joined_in_order_into_encoder_batches():
 
 
 def test_decode_workers_follow_the_cores_without_a_cap_on_a_gpu(monkeypatch):
-    monkeypatch.setattr(pipeline, "usable_cores", lambda: 96)
-    assert pipeline.default_workers(gpu=True) == 96
-    assert pipeline.default_workers(gpu=False) == pipeline.CPU_WORKER_CAP
-    monkeypatch.setattr(pipeline, "usable_cores", lambda: 2)
-    assert pipeline.default_workers(gpu=True) == pipeline.default_workers(gpu=False) == 2
+    monkeypatch.setattr(batching, "usable_cores", lambda: 96)
+    assert batching.default_workers(gpu=True) == 96
+    assert batching.default_workers(gpu=False) == batching.CPU_WORKER_CAP
+    monkeypatch.setattr(batching, "usable_cores", lambda: 2)
+    assert batching.default_workers(gpu=True) == batching.default_workers(gpu=False) == 2
 
 
 def test_shared_memory_bounds_the_workers():
@@ -135,6 +136,7 @@ def test_a_failing_write_stops_the_run_and_keeps_the_batches_written(shape_tree,
 
 KILLED_CHILD = """
 import sys
+import clipsearch.batching as batching
 import clipsearch.pipeline as pipeline
 pipeline.workers_can_encode = lambda device: False  # encode in the main process, as on a GPU
 pipeline.WORKER_BATCH = 2

@@ -139,3 +139,17 @@ def test_a_fresh_index_process_stores_what_a_run_decoding_every_photo_stores(tmp
     for path, (row, vector) in here.items():
         assert fresh[path][0] == row, path
         assert np.abs(fresh[path][1] - vector).max() < 1e-6, path
+
+
+def test_a_fresh_run_that_cannot_start_a_head_start_decodes_every_photo_itself(tmp_path):
+    """No process to spare for the head start (a limit on processes or memory): the run goes on without it."""
+    paths = collection(tmp_path / "photos")
+    script = ("import sys, clipsearch.headstart as h\n"
+              "def refused(*args): raise OSError(11, 'Resource temporarily unavailable')\n"
+              "h.HeadStart.__init__ = refused\n"
+              "from clipsearch.cli import main\n"
+              "main(sys.argv[1:])\n")
+    done = subprocess.run([sys.executable, "-c", script, "index", str(tmp_path / "photos"), "--model",
+                           "clipsearch-tiny", "--db", str(tmp_path / "lib")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"added {len(paths) - 1}," in done.stdout and "skipped 1" in done.stdout, done.stdout
