@@ -16,7 +16,6 @@ from .discover import list_images
 from .errors import (BadImage, BadOption, BadPath, BadQuery, BadShard, LibraryCorrupt, LibraryLocked,
                      LibraryNotFound, LibraryReadOnly, ModelMismatch, ModelUnavailable)
 from .filters import Filters, by_date, count_passing, facets, image_date, newest_ids
-from .headstart import DecodedPhoto, load_decoding_ahead
 from .models import (DEFAULT_BATCH, TINY_MODEL, ModelSpec, Preprocessing, check_same_model, input_side, load_encoder,
                      model_spec, open_clip_version, preprocessing_of)
 from .paths import check_text, readable
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
     from .encoder import Encoder
+    from .headstart import DecodedPhoto
 
 LOCK_FILE = "lock"
 EXPORT_ASIDE_TIMEOUT_S = 300.0
@@ -362,6 +362,7 @@ class Library:
         told what the run is doing before each step that can take a while before `progress` starts:
         "listing files", "loading the model ...".
         """
+        from .headstart import load_decoding_ahead  # Pillow and the decoders: not for searches
         from .indexer import IndexRun, Options
         from .ocr import checked_gate, require_engine
 
@@ -395,7 +396,7 @@ class Library:
                 self._encoder = load_encoder(wanted, device)
             return self._encoder
 
-        ahead: dict[str, DecodedPhoto] = {}
+        ahead: dict[str, "DecodedPhoto"] = {}
         if new_model or recorded is None:
             # a new library needs the embedding size; a missing model fails before anything is written
             _, ahead = load_decoding_ahead(encoder, [e for e in listing.files if not is_video(e.path)],
