@@ -15,6 +15,7 @@ import gc
 import multiprocessing
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 AHEAD_BYTES = 256 * 2**20
 """The most decoded pixels a head start holds (about 450 draft-decoded 12 MP JPEGs for a 224-pixel model)."""
+PHOTO_BYTES = 16 * 2**20
+"""The most decoded pixels of one photo a head start keeps: a JPEG of any size, draft-decoded (a 100 MP one is
+5 MB for a 224-pixel model); a PNG or HEIC is held at full size, and one over 5 megapixels is left to the workers,
+so that the photos handed over, held for the whole run, stay small."""
 HAND_OVER_TIMEOUT_S = 10.0
 """How long the run waits for the head start to hand over its photos once told to stop (it finishes the photo
 it is decoding first); past that it is stopped and the workers decode everything."""
@@ -75,17 +80,30 @@ class HeadStart:
             self._conn.send(None)
         except OSError:  # it has handed everything over and ended
             pass
-        try:
-            photos = self._conn.recv() if self._conn.poll(HAND_OVER_TIMEOUT_S) else []
-        except (OSError, EOFError):  # it died (killed for memory, say): the workers decode everything
-            photos = []
+        photos: list[DecodedPhoto] = []
+        receiver = threading.Thread(target=self._receive, args=(photos,), daemon=True)
+        receiver.start()
+        receiver.join(HAND_OVER_TIMEOUT_S)
+        if receiver.is_alive():  # stuck midway (a stopped process, say): what it sent is dropped
+            self.process.kill()
+            receiver.join()
+            photos.clear()
         self.stop()
         return {p.entry.path: p for p in photos} if min_side == self.min_side else {}
+
+    def _receive(self, into: list[DecodedPhoto]) -> None:
+        try:
+            into.extend(self._conn.recv() if self._conn.poll(HAND_OVER_TIMEOUT_S) else [])
+        except (OSError, EOFError):  # it died (killed for memory, say): the workers decode everything
+            pass
 
     def stop(self) -> None:
         """Stop without handing anything over (the run failed or was interrupted)."""
         if self.process.is_alive():
             self.process.terminate()
+            self.process.join(HAND_OVER_TIMEOUT_S)
+        if self.process.is_alive():  # a stopped process does not act on SIGTERM
+            self.process.kill()
         self.process.join()
         self._conn.close()
 
@@ -121,12 +139,15 @@ def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_sid
     done: list[DecodedPhoto] = []
     held = 0
     for entry in photos:
-        if conn.poll() or held >= AHEAD_BYTES:
+        if conn.poll() or held + PHOTO_BYTES > AHEAD_BYTES:
             break
         try:
             photo = decode_photo(*read_entry(entry), min_side)
         except Exception:  # noqa: BLE001 - left to the decode stage, which gives the reason
             continue
+        size = len(photo.image.getbands()) * photo.image.width * photo.image.height
+        if size > PHOTO_BYTES or held + size > AHEAD_BYTES:  # left to the workers
+            continue
         done.append(photo)
-        held += len(photo.image.getbands()) * photo.image.width * photo.image.height
+        held += size
     conn.send(done)

@@ -239,13 +239,13 @@ class IndexRun:
         """Photos, then videos in batches of about as many frames as a batch holds photos."""
         if not entries:
             return iter(())
-        from .pipeline import workers_can_encode
-
         photos = [e for e in entries if not is_video(e.path)]
         videos = [e for e in entries if is_video(e.path)]
         self.encoder, ahead = load_decoding_ahead(self.load_encoder, photos, self.input_side, self.batch_size,
                                                   self.workers)
         self.ahead = self.ahead or ahead
+        from .pipeline import workers_can_encode  # imports torch: only once the model loads, with the head start
+
         if self.progress:
             self.progress(0, len(entries))  # the count to come, before the first batch is decoded
         device = self.encoder.device

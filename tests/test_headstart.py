@@ -153,3 +153,58 @@ def test_a_fresh_run_that_cannot_start_a_head_start_decodes_every_photo_itself(t
                            "clipsearch-tiny", "--db", str(tmp_path / "lib")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"added {len(paths) - 1}," in done.stdout and "skipped 1" in done.stdout, done.stdout
+
+
+def test_a_head_start_stopped_midway_is_killed_and_the_run_goes_on(tmp_path, monkeypatch):
+    """A head start that cannot answer (stopped, say) costs the run a bounded wait, not a hang."""
+    import clipsearch.headstart
+
+    monkeypatch.setattr(clipsearch.headstart, "HAND_OVER_TIMEOUT_S", 0.5)
+    gate = tmp_path / "gate.jpg"
+    os.mkfifo(gate)
+    ahead = HeadStart(entries([gate]), SIDE)
+    os.kill(ahead.process.pid, signal.SIGSTOP)
+    assert ahead.finish(SIDE) == {}
+    assert not ahead.process.is_alive()
+
+
+def test_a_photo_large_once_decoded_is_left_to_the_workers(tmp_path, tiny):
+    """A 6-megapixel PNG decodes at full size (no draft scale): held for the whole run, it would cost 18 MB."""
+    (tmp_path / "photos").mkdir()
+    paths = [photo(tmp_path / "photos" / "huge.png", (3000, 2000), 8, "PNG"),
+             *(photo(tmp_path / "photos" / f"jpeg-{i}.jpg", (3000, 2000), 9 + i) for i in range(2))]
+    photos = decoded_to_the_end(paths).finish(SIDE)
+    assert sorted(photos) == sorted(str(p) for p in paths[1:])
+
+
+FRESH_RUN = """
+import sys
+import clipsearch.headstart, clipsearch.indexer
+def recorded(where, load_decoding_ahead):
+    def call(*args):
+        encoder, ahead = load_decoding_ahead(*args)
+        print(where, "decoded ahead:", len(ahead), file=sys.stderr)
+        return encoder, ahead
+    return call
+clipsearch.headstart.load_decoding_ahead = recorded("new library", clipsearch.headstart.load_decoding_ahead)
+clipsearch.indexer.load_decoding_ahead = recorded("new files", clipsearch.indexer.load_decoding_ahead)
+from clipsearch.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_fresh_process_decodes_ahead_for_a_new_library_and_for_new_files_in_an_existing_one(tmp_path):
+    (tmp_path / "photos").mkdir()
+    for i in range(6):
+        photo(tmp_path / "photos" / f"first-{i}.jpg", (800, 600), i)
+    command = [sys.executable, "-c", FRESH_RUN, "index", str(tmp_path / "photos"), "--model", "clipsearch-tiny",
+               "--db", str(tmp_path / "lib")]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0 and "added 6," in first.stdout, first.stderr
+    assert "new library decoded ahead: 0" not in first.stderr and "new library decoded ahead:" in first.stderr
+    for i in range(6):
+        photo(tmp_path / "photos" / f"later-{i}.jpg", (800, 600), 50 + i)
+    later = subprocess.run([*command[:3], "index", str(tmp_path / "photos"), "--db", str(tmp_path / "lib")],
+                           capture_output=True, text=True)
+    assert later.returncode == 0 and "added 6," in later.stdout, later.stderr
+    assert "new files decoded ahead: 0" not in later.stderr and "new files decoded ahead:" in later.stderr

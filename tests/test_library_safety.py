@@ -423,12 +423,12 @@ def test_a_catalog_from_before_file_identities_is_upgraded(indexed_shapes, shape
 def test_a_missing_module_is_not_remembered_against_the_files(shape_tree, library_dir, monkeypatch):
     """An environment fault (a dependency missing while preprocessing) is retried by the next run, not
     recorded as the files' own failure."""
-    import clipsearch.pipeline
+    import clipsearch.headstart
 
     def missing(image):
         raise ModuleNotFoundError("No module named 'imagehash'")
 
-    monkeypatch.setattr(clipsearch.pipeline, "fingerprint", missing)
+    monkeypatch.setattr(clipsearch.headstart, "fingerprint", missing)  # the decode stage's code for a photo
     first = ok("index", shape_tree, "--db", library_dir, *TINY, "--workers", "0")
     assert "added 0" in first and "imagehash" in first
     monkeypatch.undo()
