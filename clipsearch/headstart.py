@@ -13,6 +13,7 @@ Nothing here imports torch: that is what the head start runs beside.
 from __future__ import annotations
 
 import gc
+import io
 import multiprocessing
 import signal
 import sys
@@ -99,11 +100,9 @@ class HeadStart:
             pass
 
     def stop(self) -> None:
-        """Stop without handing anything over (the run failed or was interrupted)."""
+        """Stop without handing anything over (the run failed or was interrupted). Killed: it holds nothing to save,
+        and a stopped process would not act on SIGTERM."""
         if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(HAND_OVER_TIMEOUT_S)
-        if self.process.is_alive():  # a stopped process does not act on SIGTERM
             self.process.kill()
         self.process.join()
         self._conn.close()
@@ -143,7 +142,10 @@ def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_sid
         if conn.poll() or held + PHOTO_BYTES > AHEAD_BYTES:
             break
         try:
-            photo = decode_photo(*read_entry(entry), min_side)
+            read, data = read_entry(entry)
+            if _too_large(data):  # left to the workers, undecoded here
+                continue
+            photo = decode_photo(read, data, min_side)
         except Exception:  # noqa: BLE001 - left to the decode stage, which gives the reason
             continue
         size = len(photo.image.getbands()) * photo.image.width * photo.image.height
@@ -152,3 +154,14 @@ def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_sid
         done.append(photo)
         held += size
     conn.send(done)
+
+
+def _too_large(data: bytes) -> bool:
+    """Whether the photo in `data` would decode to more than `PHOTO_BYTES`, read from its header: a format without
+    a draft scale (PNG, HEIC, TIFF...) decodes at full size. False where the header cannot be read (a RAW file's
+    preview, say: decode_photo finds out)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format not in ("JPEG", "MPO") and 3 * image.width * image.height > PHOTO_BYTES
+    except Exception:  # noqa: BLE001 - any header Pillow cannot read
+        return False
