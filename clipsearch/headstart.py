@@ -69,9 +69,9 @@ class HeadStart:
 
     def __init__(self, photos: Sequence[FileEntry], min_side: int):
         self.min_side = min_side
-        self._conn, child = multiprocessing.get_context("fork").Pipe()
-        self.process = multiprocessing.get_context("fork").Process(target=_decode_until_stopped,
-                                                                   args=(child, photos, min_side), daemon=True)
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_decode_until_stopped, args=(child, photos, min_side), daemon=True)
         self.process.start()
         child.close()
 
@@ -95,8 +95,8 @@ class HeadStart:
 
     def _receive(self, into: list[DecodedPhoto]) -> None:
         try:
-            into.extend(self._conn.recv() if self._conn.poll(HAND_OVER_TIMEOUT_S) else [])
-        except (OSError, EOFError):  # it died (killed for memory, say): the workers decode everything
+            into.extend(self._conn.recv())
+        except (OSError, EOFError):  # it died (killed for memory, or by `finish`): the workers decode everything
             pass
 
     def stop(self) -> None:
@@ -133,9 +133,16 @@ def load_decoding_ahead(load: Callable[[], "Encoder"], photos: Sequence[FileEntr
     return encoder, ahead.finish(encoder.image_size)
 
 
-def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_side: int) -> None:
-    gc.freeze()  # what this process inherited is never collected here (see Library._write_text_model_forked)
+def settle_forked() -> None:
+    """What a process forked beside an index run (this head start, the text tower's export) does first."""
+    # What it inherited is never collected here: freeing a native object of the parent's (an ONNX Runtime session
+    # waiting on threads that were not forked) can wait forever.
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it stops this process
+
+
+def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_side: int) -> None:
+    settle_forked()
     done: list[DecodedPhoto] = []
     held = 0
     for entry in photos:

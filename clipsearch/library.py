@@ -396,11 +396,12 @@ class Library:
                 self._encoder = load_encoder(wanted, device)
             return self._encoder
 
+        side = input_side(wanted)  # the photos decoded ahead are decoded for it
         ahead: dict[str, "DecodedPhoto"] = {}
         if new_model or recorded is None:
             # a new library needs the embedding size; a missing model fails before anything is written
-            _, ahead = load_decoding_ahead(encoder, [e for e in listing.files if not is_video(e.path)],
-                                           input_side(wanted), batch_size, workers)
+            _, ahead = load_decoding_ahead(encoder, [e for e in listing.files if not is_video(e.path)], side,
+                                           batch_size, workers)
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
         gate = self.ocr_gate if ocr is None else None if ocr == "off" else checked_gate(ocr)
@@ -417,7 +418,7 @@ class Library:
             vectors = self.vectors
             run = IndexRun(self.catalog, vectors, encoder, lambda: self._save_vectors(vectors), batch_size, workers,
                            progress, video, Options(reindex=reindex, rehash=rehash, prune=prune), decode_device,
-                           input_side(wanted), ahead)
+                           side, ahead)
             exporting = self._export_text_model_aside()
             try:
                 report = run.run(listing, started)
@@ -827,15 +828,11 @@ class Library:
         return process
 
     def _write_text_model_forked(self) -> None:
-        import gc
-        import signal
-
         import torch
 
-        # What this process inherited is never collected here: freeing a native object of the parent's (an ONNX
-        # Runtime session waiting on threads that were not forked) can wait forever.
-        gc.freeze()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it stops this process
+        from .headstart import settle_forked
+
+        settle_forked()
         torch.set_num_threads(1)  # an OpenMP thread team does not survive a fork: it would wait for its lost threads
         self._write_text_model()
 
