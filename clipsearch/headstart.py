@@ -2,8 +2,8 @@
 
 A fresh `clipsearch index` spends its first seconds importing torch, torchvision and open_clip and building the
 model: about 6 s of one core for ViT-B-32, with the other cores idle, before the decode workers start. A process
-forked before those imports (a small one then) decodes the run's first photos meanwhile, in turn for the
-workers that will take them (batching.in_turn), up to the model's preprocessing: read, hash, decode, fingerprint
+forked before those imports (a small one then) decodes the run's first photos meanwhile, up to the model's
+preprocessing: read, hash, decode, fingerprint
 (`decode_photo`, the decode stage's own code for a photo). The workers then only preprocess and encode those
 photos (pipeline.load_entry); a photo the head start could not decode, or would hold too large (`PHOTO_BYTES`),
 is decoded there, and one that fails fails there with its reason.
@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from PIL import Image
 
-from .batching import default_workers, in_turn
 from .decode import ImageMeta, content_hash, decode
 from .discover import FileEntry, read_entry
-from .models import DEFAULT_BATCH
 from .perceptual import fingerprint
 
 if TYPE_CHECKING:
@@ -108,21 +106,19 @@ class HeadStart:
         self._conn.close()
 
 
-def load_decoding_ahead(load: Callable[[], "Encoder"], photos: Sequence[FileEntry], min_side: int | None,
-                        batch_size: int | None = None, workers: int | None = None
+def load_decoding_ahead(load: Callable[[], "Encoder"], photos: Sequence[FileEntry], min_side: int | None
                         ) -> tuple["Encoder", dict[str, DecodedPhoto]]:
     """`load()`, with a `HeadStart` decoding `photos` meanwhile where that pays: when torch is not imported yet
     (a fresh process: the load takes seconds), there are photos and the model's input side is known before it
     loads (`min_side`, see models.input_side); on Linux, where forking a process that has not started threads of
-    its own is safe. The photos are decoded in turn for the workers that will take them in batches (see
-    batching.in_turn; `batch_size` and `workers` as the run has them, None for the defaults on CPU, where the head
-    start pays). Returns the encoder and the photos decoded ahead, by path."""
+    its own is safe. The photos are decoded in order: the batches holding them go fast, and whichever worker takes
+    them takes more batches after (pipeline.decoded_batches). Returns the encoder and the photos decoded ahead, by
+    path."""
     if (not photos or min_side is None or "torch" in sys.modules or sys.platform != "linux"
             or multiprocessing.current_process().daemon):  # a daemonic process may not start processes
         return load(), {}
-    order = in_turn(len(photos), batch_size or DEFAULT_BATCH["cpu"], default_workers() if workers is None else workers)
     try:
-        ahead = HeadStart([photos[i] for i in order], min_side)
+        ahead = HeadStart(photos, min_side)
     except OSError:  # no process to spare (a limit on processes or memory): the workers decode everything
         return load(), {}
     try:

@@ -241,8 +241,7 @@ class IndexRun:
             return iter(())
         photos = [e for e in entries if not is_video(e.path)]
         videos = [e for e in entries if is_video(e.path)]
-        self.encoder, ahead = load_decoding_ahead(self.load_encoder, photos, self.input_side, self.batch_size,
-                                                  self.workers)
+        self.encoder, ahead = load_decoding_ahead(self.load_encoder, photos, self.input_side)
         self.ahead = self.ahead or ahead
         from .pipeline import workers_can_encode  # imports torch: only once the model loads, with the head start
 

@@ -400,8 +400,7 @@ class Library:
         ahead: dict[str, "DecodedPhoto"] = {}
         if new_model or recorded is None:
             # a new library needs the embedding size; a missing model fails before anything is written
-            _, ahead = load_decoding_ahead(encoder, [e for e in listing.files if not is_video(e.path)], side,
-                                           batch_size, workers)
+            _, ahead = load_decoding_ahead(encoder, [e for e in listing.files if not is_video(e.path)], side)
         if index_type is not None:
             _checked_index_type(index_type)  # before any work
         gate = self.ocr_gate if ocr is None else None if ocr == "off" else checked_gate(ocr)

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from .decode import ImageMeta, content_hash, decode, plain_jpeg
 from .devicejpeg import Jpeg, decode_jpegs, thumbnail
 from .discover import FileEntry, read_entry
-from .batching import even_tail
+from .batching import guided
 from .errors import BadImage
 from .headstart import DecodedPhoto, decode_photo
 from .perceptual import fingerprint
@@ -79,10 +79,14 @@ class Batch:
         return replace(self, pixels=self.pixels.pin_memory()) if self.pixels is not None else self
 
 
-class _Files(Dataset):
-    def __init__(self, entries: Sequence[FileEntry], preprocess: Callable[[Image.Image], torch.Tensor],
-                 min_side: int | None, sampling: Sampling, keep_jpegs: bool, ahead: Mapping[str, DecodedPhoto]):
+class _Batches(Dataset):
+    """Batch k of a run's files (`batches[k]`: indices into `entries`), loaded (see `load_entry`), numbered k."""
+
+    def __init__(self, entries: Sequence[FileEntry], batches: Sequence[Sequence[int]],
+                 preprocess: Callable[[Image.Image], torch.Tensor], min_side: int | None, sampling: Sampling,
+                 keep_jpegs: bool, ahead: Mapping[str, DecodedPhoto]):
         self.entries = entries
+        self.batches = batches
         self.preprocess = preprocess
         self.min_side = min_side
         self.sampling = sampling
@@ -90,12 +94,12 @@ class _Files(Dataset):
         self.ahead = ahead
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[Decoded, torch.Tensor | None]:
-        entry = self.entries[i]
-        return load_entry(entry, self.preprocess, self.min_side, self.sampling, self.keep_jpegs,
-                          self.ahead.get(entry.path))
+    def __getitem__(self, k: int) -> tuple[int, list[tuple[Decoded, torch.Tensor | None]]]:
+        return k, [load_entry(entry, self.preprocess, self.min_side, self.sampling, self.keep_jpegs,
+                              self.ahead.get(entry.path))
+                   for entry in (self.entries[i] for i in self.batches[k])]
 
 
 def load_entry(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tensor],
@@ -154,13 +158,27 @@ def _load_video(entry: FileEntry, preprocess: Callable[[Image.Image], torch.Tens
                    duration_s=clip.duration_s), frames
 
 
-def _collate(items: list[tuple[Decoded, torch.Tensor | None]], encode: Encode | None = None) -> Batch:
+def _collate(numbered: tuple[int, list[tuple[Decoded, torch.Tensor | None]]],
+             encode: Encode | None = None) -> tuple[int, Batch]:
+    k, items = numbered
     tensors = [t if d.frames_ms else t[None] for d, t in items if t is not None]
     decoded = [d for d, _ in items]
     if not tensors:
-        return Batch(decoded, None)
+        return k, Batch(decoded, None)
     pixels = torch.cat(tensors)
-    return Batch(decoded, None, encode(pixels)) if encode else Batch(decoded, pixels)
+    return k, Batch(decoded, None, encode(pixels)) if encode else Batch(decoded, pixels)
+
+
+def in_order(numbered: Iterable[tuple[int, Batch]]) -> Iterator[Batch]:
+    """Batches numbered 0, 1, 2... as workers finished them, in their number's order: batches finished early
+    wait here for those before them (vectors only, where the workers encode: a few kB each)."""
+    waiting: dict[int, Batch] = {}
+    due = 0
+    for k, batch in numbered:
+        waiting[k] = batch
+        while due in waiting:
+            yield waiting.pop(due)
+            due += 1
 
 
 WORKER_BATCH = 32
@@ -242,17 +260,19 @@ def decoded_batches(
     step = min(worker_batch or batch_size, batch_size)
     workers = workers if len(entries) > step else 0
     loader = DataLoader(
-        _Files(entries, preprocess, min_side, sampling, keep_jpegs=on_device is not None, ahead=ahead or {}),
-        batch_sampler=even_tail(len(entries), step, workers),
+        _Batches(entries, guided(len(entries), step, workers), preprocess, min_side, sampling,
+                 keep_jpegs=on_device is not None, ahead=ahead or {}),
+        batch_size=None,
         num_workers=workers,
         collate_fn=partial(_collate, encode=encode),
         prefetch_factor=PREFETCH if workers else None,
         pin_memory=pin_memory and step == batch_size,
         multiprocessing_context="fork" if workers and encode else None,
+        in_order=not encode,  # the next batch to whichever worker is free (see batching.guided), numbered
     )
-    batches: Iterable[Batch] = loader
+    batches: Iterable[Batch] = in_order(loader)
     if on_device is not None:
-        batches = (decoded_on(batch, on_device, preprocess, min_side) for batch in loader)
+        batches = (decoded_on(batch, on_device, preprocess, min_side) for batch in batches)
     yield from (batches if step == batch_size else joined(batches, batch_size, pin_memory))
 
 

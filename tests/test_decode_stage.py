@@ -21,7 +21,7 @@ from clipsearch.decode import decode, model_view
 from clipsearch.discover import FileEntry, image_extensions
 from clipsearch.errors import BadImage
 from clipsearch.filters import Filters
-from clipsearch.batching import even_tail, in_turn
+from clipsearch.batching import SMALLEST_BATCH, guided
 from clipsearch.pipeline import load_entry
 from clipsearch.thumbnails import thumbnail
 
@@ -485,29 +485,21 @@ def test_pixel_bombs_are_still_refused(shape):
 
 
 @pytest.mark.parametrize("n, size, workers", [(500, 32, 2), (64, 32, 2), (65, 32, 2), (33, 32, 2), (100, 32, 3),
-                                              (70, 32, 16), (1, 32, 2), (0, 32, 2), (1000, 32, 1), (7, 1, 2)])
-def test_the_workers_last_round_of_batches_is_evened_out(n, size, workers):
-    """Each file once, in order; batches full but for the last round (one batch per worker, handed out in turn),
-    whose batches differ by one file at most: no worker encodes a full batch while the others idle."""
-    batches = even_tail(n, size, workers)
+                                              (70, 32, 16), (1, 32, 2), (0, 32, 2), (1000, 32, 1), (7, 1, 2),
+                                              (10_000, 256, 16)])
+def test_the_workers_last_batches_shrink_so_that_they_finish_together(n, size, workers):
+    """Each file once, in order; full batches while many files remain, then never more than the remaining files
+    shared among twice the workers, never fewer than SMALLEST_BATCH but for the last: no worker encodes a full
+    batch at the end while the others idle."""
+    batches = guided(n, size, workers)
     assert [i for batch in batches for i in batch] == list(range(n)) and all(batches)
-    full_rounds = n // (size * workers) if workers > 1 else n // size
-    last = len(batches) - full_rounds * max(workers, 1)
-    assert all(len(b) == size for b in batches[:len(batches) - last])
-    tail = [len(b) for b in batches[len(batches) - last:]]
-    assert not tail or max(tail) - min(tail) <= 1
+    sizes = [len(b) for b in batches]
+    assert max(sizes, default=0) <= size and sizes == sorted(sizes, reverse=True)
+    if workers > 1:
+        remaining = [n - sum(sizes[:k]) for k in range(len(sizes))]
+        assert all(s <= max(min(SMALLEST_BATCH, size), -(-r // (2 * workers))) for s, r in zip(sizes, remaining))
+        assert all(s >= min(SMALLEST_BATCH, size) for s in sizes[:-1])
+    else:
+        assert all(s == size for s in sizes[:-1])
     if (n, size, workers) == (500, 32, 2):
-        assert tail == [26, 26]
-
-
-@pytest.mark.parametrize("n, size, workers", [(500, 32, 2), (100, 32, 3), (70, 32, 16), (7, 2, 3), (5, 32, 1),
-                                              (0, 32, 2)])
-def test_photos_decoded_ahead_in_turn_fall_evenly_on_the_workers(n, size, workers):
-    """Wherever a head start stops in this order, each worker is spared the same work (give or take one photo)."""
-    order = in_turn(n, size, workers)
-    assert sorted(order) == list(range(n))
-    worker_of = {i: b % max(workers, 1) for b, batch in enumerate(even_tail(n, size, workers)) for i in batch}
-    counts = [0] * max(workers, 1)
-    for i in order:
-        counts[worker_of[i]] += 1
-        assert max(counts) - min(counts) <= 1
+        assert sizes[-11:] == [29, 22, 17, 12, 9, 7, 5, 4, 4, 4, 3]

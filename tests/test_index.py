@@ -86,6 +86,33 @@ def test_parallel_workers_give_the_same_vectors(shape_tree, library_dir, tiny, t
                                atol=1e-5)
 
 
+def test_a_worker_held_up_does_not_hold_up_the_other(tmp_path, library_dir, tiny, monkeypatch):
+    """Each batch goes to whichever worker is free: while one worker is stuck on the first file, the other takes
+    every batch left (the first file's worker is let go only once the last file is loaded). Rows are still written
+    in the files' order."""
+    import multiprocessing
+
+    import clipsearch.pipeline
+
+    paths = [draw_shape(tmp_path / "photos" / f"{i:02d}.png", "blue", "square", seed=i) for i in range(24)]
+    last_loaded = multiprocessing.get_context("fork").Event()
+    real_load = clipsearch.pipeline.load_entry
+
+    def load(entry, *args):
+        if entry.path == str(paths[0]) and not last_loaded.wait(timeout=60):
+            raise RuntimeError("the other worker did not take the batches left")
+        if entry.path == str(paths[-1]):
+            last_loaded.set()
+        return real_load(entry, *args)
+
+    monkeypatch.setattr(clipsearch.pipeline, "load_entry", load)
+    report = index(library_dir, tiny, tmp_path / "photos", workers=2, batch_size=4)
+    assert (report.added, report.skipped) == (24, ())
+    with Library.open(library_dir) as lib:
+        rows = list(lib.catalog.db.execute("SELECT path FROM images ORDER BY id"))
+    assert [r[0] for r in rows] == [str(p) for p in paths]
+
+
 def test_indexing_with_another_model_is_refused(shape_tree, library_dir, tiny, tmp_path):
     index(library_dir, tiny, shape_tree)
     other = tmp_path / "other.pt"
