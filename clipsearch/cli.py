@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import gc
 import json
 import os
 import shlex
@@ -37,7 +38,9 @@ class _Group(click.Group):
 
 QUICK_EXIT = ("search", "similar")
 """Commands that, once their output is flushed, leave without tearing the interpreter down: they write
-nothing, and unloading torch and open_clip takes about a second, a fifth of a cold `clipsearch search`."""
+nothing, and unloading torch and open_clip takes about a second, a fifth of a cold `clipsearch search`. Every other
+command tears down without the cyclic garbage collection (gc.freeze): its exit handlers still run, and collecting
+what torch, open_clip and a model leave behind took a second of a fresh `clipsearch index` (1.33 s → 0.31 s)."""
 
 
 def run() -> None:
@@ -51,6 +54,7 @@ def run() -> None:
                 sys.stderr.flush()
             finally:
                 os._exit(done.code if isinstance(done.code, int) else int(done.code is not None))
+        gc.freeze()
         raise
 
 

@@ -836,10 +836,11 @@ class Library:
         self._write_text_model()
 
     def _stop_export(self, process: "BaseProcess") -> None:
-        """Stop an export started by `_export_text_model_aside` and remove the folder it was writing."""
+        """Stop an export started by `_export_text_model_aside` and remove the folder it was writing. Killed: it
+        holds nothing to save, and a stopped process would not act on SIGTERM."""
         from .textexport import remove_abandoned_staging
 
-        process.terminate()
+        process.kill()
         process.join()
         remove_abandoned_staging(self.path)
 

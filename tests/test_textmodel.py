@@ -272,11 +272,14 @@ def staging_folders(library) -> list[str]:
     return sorted(p.name for p in library.iterdir() if p.name.startswith(".text-model"))
 
 
+@pytest.mark.parametrize("stall", ["waiting", "stopped"])
 def test_an_interrupted_run_stops_the_export_beside_it_and_leaves_no_staging_folder(shape_tree, library_dir, tiny,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, stall):
     """Ctrl-C while the tower is being written beside the run: the run's KeyboardInterrupt stops the export, whose
-    half-written folder is removed (the export process ignores Ctrl-C itself, so it prints no traceback)."""
+    half-written folder is removed (the export process ignores Ctrl-C itself, so it prints no traceback); an export
+    process that is itself stopped (SIGSTOP: it would never act on SIGTERM) does not hold the run up."""
     import multiprocessing
+    import signal
 
     import clipsearch.indexer
     import clipsearch.textexport
@@ -286,6 +289,8 @@ def test_an_interrupted_run_stops_the_export_beside_it_and_leaves_no_staging_fol
     def stalled_export(directory, encoder):  # runs in the forked process: stages a folder, then stalls
         (directory / f".text-model-{os.getpid()}-stalled").mkdir()
         staged.set()
+        if stall == "stopped":
+            os.kill(os.getpid(), signal.SIGSTOP)
         never.wait()
 
     def interrupted_run(self, listing, started):
