@@ -5,7 +5,7 @@
 
 The file holds the printed figures with what is needed to judge and repeat them: the exact command, the
 commit, the date, and the machine (CPU model from `lscpu`, cores, memory, GPU, load average when the
-script started and when it ended). `python scripts/performance_doc.py` renders docs/performance.md and
+script started and when it ended, and the share of CPU time stolen by the hypervisor meanwhile). `python scripts/performance_doc.py` renders docs/performance.md and
 the README's headline figures from these files.
 """
 from __future__ import annotations
@@ -25,6 +25,19 @@ from typing import Any
 
 _STARTED = time.time()
 _LOAD_AT_START = os.getloadavg()  # before the benchmark itself loads the machine
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) CPU time of the whole machine since boot, in clock ticks, from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+
+
+_JIFFIES_AT_START = _cpu_jiffies()
 
 
 def add_save_option(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +85,7 @@ def _variant(text: str) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model (`lscpu` Model name), cores usable and present, memory (GiB), GPU names, load averages."""
+    """CPU model (`lscpu` Model name), cores usable and present, memory (GiB), GPU names, load averages, steal."""
     return {
         "cpu": _lscpu_model(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -81,7 +94,17 @@ def machine() -> dict[str, Any]:
         "gpu": _gpus(),
         "load_average_start": [round(v, 2) for v in _LOAD_AT_START],
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "steal_share": _steal_share(),
     }
+
+
+def _steal_share() -> float | None:
+    """The share of the machine's CPU time the hypervisor gave to others (steal) since the script started: on a
+    shared virtual machine, CPU time the benchmark waited for without being counted idle."""
+    now = _cpu_jiffies()
+    if now is None or _JIFFIES_AT_START is None or now[1] <= _JIFFIES_AT_START[1]:
+        return None
+    return round((now[0] - _JIFFIES_AT_START[0]) / (now[1] - _JIFFIES_AT_START[1]), 4)
 
 
 def _lscpu_model() -> str | None:

@@ -176,6 +176,8 @@ def machine_line(record: dict[str, Any]) -> str:
                  f"load average {m['load']}" if m.get("load") else "load average not recorded")
     if m.get("load_average_end"):
         parts.append(f"{number(m['load_average_end'])} at the end")
+    if m.get("steal_share") is not None:
+        parts.append(f"CPU time stolen by the hypervisor {m['steal_share']:.1%}")
     return ", ".join(parts)
 
 
