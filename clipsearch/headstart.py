@@ -69,7 +69,8 @@ class HeadStart:
         self.min_side = min_side
         context = multiprocessing.get_context("fork")
         self._conn, child = context.Pipe()
-        self.process = context.Process(target=_decode_until_stopped, args=(child, photos, min_side), daemon=True)
+        self.process = context.Process(target=_decode_until_stopped, args=(child, self._conn, photos, min_side),
+                                       daemon=True)
         self.process.start()
         child.close()
 
@@ -137,8 +138,10 @@ def settle_forked() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it stops this process
 
 
-def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_side: int) -> None:
+def _decode_until_stopped(conn: Connection, run_end: Connection, photos: Sequence[FileEntry], min_side: int) -> None:
     settle_forked()
+    run_end.close()  # the run's end of the pipe, forked along: with it closed here, a run that dies (SIGKILL) ends
+    # the pipe, and this process with it, instead of leaving it blocked forever on a send no one reads
     done: list[DecodedPhoto] = []
     held = 0
     for entry in photos:
@@ -156,7 +159,10 @@ def _decode_until_stopped(conn: Connection, photos: Sequence[FileEntry], min_sid
             continue
         done.append(photo)
         held += size
-    conn.send(done)
+    try:
+        conn.send(done)
+    except OSError:  # the run is gone
+        pass
 
 
 def _too_large(data: bytes) -> bool:

@@ -421,20 +421,20 @@ class Library:
             exporting = self._export_text_model_aside()
             try:
                 report = run.run(listing, started)
-            except BaseException:  # Ctrl-C or a failure: the export beside the run stops with it, leaving nothing
+                if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
+                    # every vector was made by this run (a --reindex of every folder, say): record how
+                    self.catalog.set_meta("preprocessing", preprocessing_of(self._encoder).to_dict())
+                self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
+                self.catalog.set_meta("last_indexed", now_iso())
+                self._rebuild_if_due()
                 if exporting is not None:
+                    exporting.join(EXPORT_ASIDE_TIMEOUT_S)
+            except BaseException:  # Ctrl-C or a failure, during the run or while waiting for the export beside it:
+                if exporting is not None:  # the export stops with it, leaving nothing
                     self._stop_export(exporting)
                 raise
-            if self._encoder is not None and 0 < report.added + report.updated == self.catalog.count():
-                # every vector was made by this run (a --reindex of every folder, say): record how
-                self.catalog.set_meta("preprocessing", preprocessing_of(self._encoder).to_dict())
-            self.catalog.set_meta("roots", _outermost([*self.catalog.get_meta("roots", []), *existing]))
-            self.catalog.set_meta("last_indexed", now_iso())
-            self._rebuild_if_due()
-            if exporting is not None:
-                exporting.join(EXPORT_ASIDE_TIMEOUT_S)
-                if exporting.exitcode is None:  # stuck (never seen since gc.freeze below): done here instead
-                    self._stop_export(exporting)
+            if exporting is not None and exporting.exitcode is None:  # stuck (never seen since settle_forked's
+                self._stop_export(exporting)  # gc.freeze): written here instead
             if (exporting is None or exporting.exitcode != 0) and self._encoder is not None \
                     and not text_model_written(self.path, self._encoder.spec):
                 self._write_text_model()  # also where the export beside the run died (killed for memory, say)

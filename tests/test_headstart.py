@@ -167,6 +167,42 @@ def test_a_head_start_stopped_midway_is_killed_and_the_run_goes_on(tmp_path, mon
     assert not ahead.process.is_alive()
 
 
+RUN_KILLED_BEFORE_THE_HAND_OVER = """
+import os, signal, sys
+from pathlib import Path
+from clipsearch.discover import FileEntry
+from clipsearch.headstart import HeadStart
+ahead = HeadStart([FileEntry.of(p, os.stat(p)) for p in sys.argv[1:]], 64)
+print(ahead.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_head_start_whose_run_was_killed_ends_rather_than_blocking_forever(tmp_path):
+    """`clipsearch index` killed (SIGKILL) while its head start decodes: the head start, left with more decoded
+    photos than the pipe buffers (2.9 MB here), must end, not wait forever to hand them to a run that is gone."""
+    import select
+
+    (tmp_path / "photos").mkdir()
+    paths = [str(photo(tmp_path / "photos" / f"{i}.jpg", (1600, 1200), i)) for i in range(8)]
+    printed = tmp_path / "pid"
+    with open(printed, "w") as out:  # a file, not a pipe: a head start left behind would hold a pipe open
+        run = subprocess.run([sys.executable, "-c", RUN_KILLED_BEFORE_THE_HAND_OVER, *paths], stdout=out)
+    assert run.returncode == -signal.SIGKILL
+    pid = int(printed.read_text())
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:  # ended already
+        return
+    try:
+        ended = select.select([handle], [], [], 60)[0]
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
+        assert ended, "the head start outlived its run"
+    finally:
+        os.close(handle)
+
+
 def test_a_photo_large_once_decoded_is_left_to_the_workers(tmp_path, tiny):
     """A 6-megapixel PNG decodes at full size (no draft scale): held for the whole run, it would cost 18 MB."""
     (tmp_path / "photos").mkdir()

@@ -272,12 +272,14 @@ def staging_folders(library) -> list[str]:
     return sorted(p.name for p in library.iterdir() if p.name.startswith(".text-model"))
 
 
+@pytest.mark.parametrize("moment", ["during the run", "after the run"])
 @pytest.mark.parametrize("stall", ["waiting", "stopped"])
 def test_an_interrupted_run_stops_the_export_beside_it_and_leaves_no_staging_folder(shape_tree, library_dir, tiny,
-                                                                                   monkeypatch, stall):
-    """Ctrl-C while the tower is being written beside the run: the run's KeyboardInterrupt stops the export, whose
-    half-written folder is removed (the export process ignores Ctrl-C itself, so it prints no traceback); an export
-    process that is itself stopped (SIGSTOP: it would never act on SIGTERM) does not hold the run up."""
+                                                                                   monkeypatch, stall, moment):
+    """Ctrl-C while the tower is being written beside the run, during the run or once its images are saved (while
+    the run waits for the export): the KeyboardInterrupt stops the export, whose half-written folder is removed
+    (the export process ignores Ctrl-C itself, so it prints no traceback); an export process that is itself
+    stopped (SIGSTOP: it would never act on SIGTERM) does not hold the run up, nor its exit."""
     import multiprocessing
     import signal
 
@@ -293,12 +295,15 @@ def test_an_interrupted_run_stops_the_export_beside_it_and_leaves_no_staging_fol
             os.kill(os.getpid(), signal.SIGSTOP)
         never.wait()
 
-    def interrupted_run(self, listing, started):
+    def interrupted(*args):
         assert staged.wait(60)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(clipsearch.textexport, "export_text_model", stalled_export)
-    monkeypatch.setattr(clipsearch.indexer.IndexRun, "run", interrupted_run)
+    if moment == "during the run":
+        monkeypatch.setattr(clipsearch.indexer.IndexRun, "run", interrupted)
+    else:  # the run's images are saved; then the index is saved and the export waited for
+        monkeypatch.setattr(Library, "_rebuild_if_due", interrupted)
     with Library.open(library_dir, create=True, encoder=tiny) as lib, pytest.raises(KeyboardInterrupt):
         lib.index([shape_tree], model=model_spec("clipsearch-tiny"))
     assert staging_folders(library_dir) == [] and not text_model_written(library_dir, tiny.spec)
