@@ -2,10 +2,9 @@
 
 A fresh `clipsearch index` spends its first seconds importing torch, torchvision and open_clip and building the
 model: about 6 s of one core for ViT-B-32, with the other cores idle, before the decode workers start. A process
-forked before those imports (a small one then) decodes the run's first photos meanwhile, up to the model's
-preprocessing: read, hash, decode, fingerprint
-(`decode_photo`, the decode stage's own code for a photo). The workers then only preprocess and encode those
-photos (pipeline.load_entry); a photo the head start could not decode, or would hold too large (`PHOTO_BYTES`),
+forked before those imports (a small one then) decodes the run's first photos meanwhile, in file order, up to the
+model's preprocessing: read, hash, decode, fingerprint (`decode_photo`, the decode stage's own code for a photo).
+The workers then only preprocess and encode those photos (pipeline.load_entry); a photo the head start could not decode, or would hold too large (`PHOTO_BYTES`),
 is decoded there, and one that fails fails there with its reason.
 
 Nothing here imports torch: that is what the head start runs beside.

@@ -433,8 +433,8 @@ class Library:
                 if exporting is not None:  # the export stops with it, leaving nothing
                     self._stop_export(exporting)
                 raise
-            if exporting is not None and exporting.exitcode is None:  # stuck (never seen since settle_forked's
-                self._stop_export(exporting)  # gc.freeze): written here instead
+            if exporting is not None and exporting.exitcode is None:
+                self._stop_export(exporting)  # stuck (not seen since settle_forked's gc.freeze): written here instead
             if (exporting is None or exporting.exitcode != 0) and self._encoder is not None \
                     and not text_model_written(self.path, self._encoder.spec):
                 self._write_text_model()  # also where the export beside the run died (killed for memory, say)
