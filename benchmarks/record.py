@@ -5,8 +5,8 @@
 
 The file holds the printed figures with what is needed to judge and repeat them: the exact command, the
 commit, the date, and the machine (CPU model from `lscpu`, cores, memory, GPU, load average when the
-script started and when it ended, and the share of CPU time stolen by the hypervisor meanwhile). `python scripts/performance_doc.py` renders docs/performance.md and
-the README's headline figures from these files.
+script started and when it ended, and the share of CPU time stolen by the hypervisor meanwhile).
+`python scripts/performance_doc.py` renders docs/performance.md and the README's headline figures from these files.
 """
 from __future__ import annotations
 

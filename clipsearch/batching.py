@@ -1,7 +1,8 @@
 """How the decode workers take a run's files: in batches, each batch to whichever worker is free (see
 pipeline.decoded_batches), the last batches smaller so that the workers finish together.
 
-Nothing here imports torch: the head start (headstart.py) reads the defaults before torch is imported.
+Nothing here imports torch: the indexer reads the defaults at import, and a run's head start (headstart.py)
+needs torch not imported yet.
 """
 from __future__ import annotations
 

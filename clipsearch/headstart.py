@@ -4,8 +4,8 @@ A fresh `clipsearch index` spends its first seconds importing torch, torchvision
 model: about 6 s of one core for ViT-B-32, with the other cores idle, before the decode workers start. A process
 forked before those imports (a small one then) decodes the run's first photos meanwhile, in file order, up to the
 model's preprocessing: read, hash, decode, fingerprint (`decode_photo`, the decode stage's own code for a photo).
-The workers then only preprocess and encode those photos (pipeline.load_entry); a photo the head start could not decode, or would hold too large (`PHOTO_BYTES`),
-is decoded there, and one that fails fails there with its reason.
+The workers then only preprocess and encode those photos (pipeline.load_entry); a photo the head start could not
+decode, or would hold too large (`PHOTO_BYTES`), is decoded there, and one that fails fails there with its reason.
 
 Nothing here imports torch: that is what the head start runs beside.
 """
@@ -139,8 +139,9 @@ def settle_forked() -> None:
 
 def _decode_until_stopped(conn: Connection, run_end: Connection, photos: Sequence[FileEntry], min_side: int) -> None:
     settle_forked()
-    run_end.close()  # the run's end of the pipe, forked along: with it closed here, a run that dies (SIGKILL) ends
-    # the pipe, and this process with it, instead of leaving it blocked forever on a send no one reads
+    # The run's end of the pipe, forked along: closed here, a run that dies (SIGKILL) ends the pipe, and this process
+    # with it, instead of leaving it blocked forever on a send no one reads.
+    run_end.close()
     done: list[DecodedPhoto] = []
     held = 0
     for entry in photos:
@@ -154,7 +155,7 @@ def _decode_until_stopped(conn: Connection, run_end: Connection, photos: Sequenc
         except Exception:  # noqa: BLE001 - left to the decode stage, which gives the reason
             continue
         size = len(photo.image.getbands()) * photo.image.width * photo.image.height
-        if size > PHOTO_BYTES or held + size > AHEAD_BYTES:  # left to the workers
+        if size > PHOTO_BYTES:  # left to the workers (held + PHOTO_BYTES fits AHEAD_BYTES: checked above)
             continue
         done.append(photo)
         held += size
